@@ -15,7 +15,7 @@ export const file_shop_identity_v1_events: GenFile = /*@__PURE__*/
   fileDesc("Ch1zaG9wL2lkZW50aXR5L3YxL2V2ZW50cy5wcm90bxIQc2hvcC5pZGVudGl0eS52MSJ5Cg5Vc2VyUmVnaXN0ZXJlZBIPCgd1c2VyX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIxCg1yZWdpc3Rlcl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
- * Published on `shop.identity.user.registered` when an account is created.
+ * Published on subject `shop.user.registered` when an account is created.
  *
  * @generated from message shop.identity.v1.UserRegistered
  */

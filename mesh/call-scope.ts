@@ -1,0 +1,60 @@
+// What travels with a call from one service to the next: its deadline, its request id and who is
+// calling. The server adapter opens a scope around each handler; typed clients read it, so a
+// handler that calls an upstream propagates the caller's remaining deadline and request id
+// without passing anything by hand. (Trace context travels the same way, in OpenTelemetry's own
+// async context; see telemetry.ts.)
+import { AsyncLocalStorage } from "node:async_hooks";
+import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
+
+export interface CallScope {
+  /** Absolute deadline in epoch milliseconds, if the caller set one. */
+  deadline?: number;
+  requestId: string;
+}
+
+const storage = new AsyncLocalStorage<CallScope>();
+
+export const runInCallScope = <T>(scope: CallScope, fn: () => T): T => storage.run(scope, fn);
+export const currentCallScope = (): CallScope | undefined => storage.getStore();
+
+/** Metadata keys the mesh uses between services. */
+export const headers = {
+  requestId: "x-request-id",
+  userId: "x-shop-user-id",
+  userRoles: "x-shop-user-roles",
+} as const;
+
+/** An end user acting through the gateway. */
+export interface EndUser {
+  id: string;
+  roles: string[];
+}
+
+/** Who is calling: the peer service proven by its mTLS certificate, and the end user it acts for. */
+export interface Caller {
+  /** Service name from the peer certificate (spiffe://shopmesh/<service>). */
+  service: string;
+  /** Present only when the peer is trusted to speak for users (the gateway). */
+  user?: EndUser;
+}
+
+export const callerKey = createContextKey<Caller | undefined>(undefined, { description: "caller" });
+
+/** The verified caller of the current call. Every call has one: mTLS is mandatory. */
+export function callerOf(ctx: HandlerContext): Caller {
+  const caller = ctx.values.get(callerKey);
+  if (!caller) throw new ConnectError("caller identity unknown", Code.Unauthenticated);
+  return caller;
+}
+
+export const isAdmin = (caller: Caller): boolean => caller.user?.roles.includes("admin") ?? false;
+
+/**
+ * Allows the call when it comes from a service on its own behalf, from an admin, or from the user
+ * `userId` themselves; anything else is PERMISSION_DENIED.
+ */
+export function requireSelfOrAdmin(ctx: HandlerContext, userId: string): Caller {
+  const caller = callerOf(ctx);
+  if (!caller.user || isAdmin(caller) || caller.user.id === userId) return caller;
+  throw new ConnectError("you may only access your own account", Code.PermissionDenied);
+}

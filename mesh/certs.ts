@@ -1,0 +1,141 @@
+// Dev certificate authority for mutual TLS between services.
+//
+// One CA, and one certificate per service whose SAN carries the service's identity as a SPIFFE-style
+// URI (spiffe://shopmesh/<service>) plus the DNS names and loopback addresses it is reached at.
+// Every certificate is both a server and a client certificate: each service serves and calls.
+// Keys are generated on the machine that runs the mesh and never committed (certs/ is git-ignored).
+import { webcrypto } from "node:crypto";
+import { mkdir, readFile, writeFile, access } from "node:fs/promises";
+import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+const KEY_ALG = { name: "ECDSA", namedCurve: "P-256" } as const;
+const SIGN_ALG = { name: "ECDSA", hash: "SHA-256" } as const;
+const DAY_MS = 86_400_000;
+
+/** The URI SAN naming a service; peers are identified by it. */
+export const spiffeId = (service: string): string => `spiffe://shopmesh/${service}`;
+
+/** Extracts the service name from a peer certificate's subjectaltname string (node's format). */
+export function serviceFromSan(subjectaltname: string | undefined): string | undefined {
+  const match = /URI:spiffe:\/\/shopmesh\/([a-z0-9-]+)/.exec(subjectaltname ?? "");
+  return match?.[1];
+}
+
+export interface Pem {
+  cert: string;
+  key: string;
+}
+
+async function exportKey(key: CryptoKey): Promise<string> {
+  const der = await webcrypto.subtle.exportKey("pkcs8", key as webcrypto.CryptoKey);
+  return x509.PemConverter.encode(der, "PRIVATE KEY");
+}
+
+async function newKeys(): Promise<CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(KEY_ALG, true, ["sign", "verify"])) as CryptoKeyPair;
+}
+
+export interface CertificateAuthority extends Pem {
+  issue(service: string, extraHosts?: string[]): Promise<Pem>;
+}
+
+/** Creates a new certificate authority that can issue service certificates. */
+export async function createCa(name = "ShopMesh dev CA"): Promise<CertificateAuthority> {
+  const keys = await newKeys();
+  const now = Date.now();
+  const caCert = await x509.X509CertificateGenerator.createSelfSigned({
+    name: `CN=${name}`,
+    keys,
+    signingAlgorithm: SIGN_ALG,
+    notBefore: new Date(now - DAY_MS),
+    notAfter: new Date(now + 825 * DAY_MS),
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return issuerFrom(caCert, keys, await exportKey(keys.privateKey));
+}
+
+/** Everything a service needs for mTLS: the CA to trust, its own certificate and key. */
+export interface TlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+
+/**
+ * Makes sure `dir` holds a CA and a certificate for each of `services`, creating what is missing.
+ * The CA key stays in `dir` so later runs can issue certificates for new services.
+ */
+export async function ensureCerts(dir: string, services: readonly string[]): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const caCertPath = join(dir, "ca.crt");
+  const caKeyPath = join(dir, "ca.key");
+  let ca: CertificateAuthority | undefined;
+  if (!(await exists(caCertPath)) || !(await exists(caKeyPath))) {
+    ca = await createCa();
+    await writeFile(caCertPath, ca.cert);
+    await writeFile(caKeyPath, ca.key, { mode: 0o600 });
+  }
+  for (const service of services) {
+    if (await exists(join(dir, `${service}.crt`))) continue;
+    ca ??= await loadCa(caCertPath, caKeyPath);
+    const pem = await ca.issue(service);
+    await writeFile(join(dir, `${service}.crt`), pem.cert);
+    await writeFile(join(dir, `${service}.key`), pem.key, { mode: 0o600 });
+  }
+}
+
+async function loadCa(certPath: string, keyPath: string): Promise<CertificateAuthority> {
+  const caCert = new x509.X509Certificate(await readFile(certPath, "utf8"));
+  const keyDer = x509.PemConverter.decodeFirst(await readFile(keyPath, "utf8"));
+  const privateKey = await webcrypto.subtle.importKey("pkcs8", keyDer, KEY_ALG, true, ["sign"]);
+  const publicKey = await caCert.publicKey.export(KEY_ALG, ["verify"]);
+  return issuerFrom(caCert, { privateKey, publicKey } as CryptoKeyPair, await readFile(keyPath, "utf8"));
+}
+
+function issuerFrom(caCert: x509.X509Certificate, keys: CryptoKeyPair, keyPem: string): CertificateAuthority {
+  return {
+    cert: caCert.toString("pem"),
+    key: keyPem,
+    issue: async (service, extraHosts = []) => {
+      const leafKeys = await newKeys();
+      const hosts = ["localhost", service, ...extraHosts];
+      const cert = await x509.X509CertificateGenerator.create({
+        subject: `CN=${service}`,
+        issuer: caCert.subject,
+        publicKey: leafKeys.publicKey,
+        signingKey: keys.privateKey,
+        signingAlgorithm: SIGN_ALG,
+        notBefore: new Date(Date.now() - DAY_MS),
+        notAfter: new Date(Date.now() + 365 * DAY_MS),
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+          new x509.SubjectAlternativeNameExtension([
+            { type: "url", value: spiffeId(service) },
+            ...hosts.map((value) => ({ type: "dns" as const, value })),
+            { type: "ip", value: "127.0.0.1" },
+            { type: "ip", value: "::1" },
+          ]),
+          await x509.AuthorityKeyIdentifierExtension.create(keys.publicKey),
+        ],
+      });
+      return { cert: cert.toString("pem"), key: await exportKey(leafKeys.privateKey) };
+    },
+  };
+}
+
+/** Reads a service's TLS files from `dir`. */
+export async function loadTls(dir: string, service: string): Promise<TlsFiles> {
+  const read = (name: string) => readFile(join(dir, name), "utf8");
+  return { ca: await read("ca.crt"), cert: await read(`${service}.crt`), key: await read(`${service}.key`) };
+}

@@ -1,0 +1,214 @@
+// Typed gRPC clients for calling another service: `client.getUser({ id })` with generated types
+// (Connect's Client<S> shape), over mTLS with the upstream's identity checked, and the mesh's
+// resilience policy on every call:
+// - a deadline on every call: the default, or the caller's remaining deadline if shorter;
+// - retries with exponential backoff and jitter on UNAVAILABLE, only for idempotent methods
+//   (NO_SIDE_EFFECTS / IDEMPOTENT in the contract) or requests carrying an idempotency key;
+// - one circuit breaker per upstream: after consecutive failures calls fail fast with UNAVAILABLE
+//   until a probe call succeeds;
+// - round robin over several addresses, keepalive on idle connections.
+// Retries run in cockatiel rather than grpc-js's service-config retries because whether a call
+// may be retried depends on the request (its idempotency key), not only on the method.
+import * as grpc from "@grpc/grpc-js";
+import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
+import {
+  BrokenCircuitError, CircuitState, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry, wrap,
+  type IPolicy,
+} from "cockatiel";
+import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { Counter, Histogram, type Registry } from "prom-client";
+import { randomUUID } from "node:crypto";
+import { serviceFromSan, type TlsFiles } from "./certs.js";
+import { currentCallScope, headers } from "./call-scope.js";
+import { fromGrpcError } from "./errors.js";
+import { grpcMethodDefinition } from "./grpc-adapter.js";
+import { metric } from "./telemetry.js";
+
+export interface ResiliencePolicy {
+  /** Deadline for a call when the caller has none (or a later one). */
+  timeoutMs: number;
+  /** Attempts in all, including the first, for retryable calls. */
+  maxAttempts: number;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+  /** Consecutive failures that open the breaker. */
+  breakerFailures: number;
+  /** How long an open breaker fails fast before letting a probe call through. */
+  breakerHalfOpenAfterMs: number;
+}
+
+export const defaultPolicy: ResiliencePolicy = {
+  timeoutMs: 5_000,
+  maxAttempts: 3,
+  initialBackoffMs: 50,
+  maxBackoffMs: 1_000,
+  breakerFailures: 5,
+  breakerHalfOpenAfterMs: 5_000,
+};
+
+export interface ClientOptions {
+  /** The upstream's service name: its certificate must carry spiffe://shopmesh/<upstream>. */
+  upstream: string;
+  /** host:port of each replica; several are balanced round robin (IP literals, or one DNS name). */
+  addresses: readonly string[];
+  /** This service's own certificate and the CA, for mTLS. */
+  tls: TlsFiles;
+  policy?: Partial<ResiliencePolicy>;
+  metrics?: Registry;
+}
+
+export type MeshClient<S extends DescService> = Client<S> & { close(): void };
+
+/** Failures that say the upstream is unhealthy (not that the request was wrong). */
+const UPSTREAM_FAILURES = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Internal, Code.Unknown]);
+
+export function grpcTarget(addresses: readonly string[]): string {
+  if (addresses.length === 0) throw new Error("a client needs at least one address");
+  if (addresses.length === 1) return `dns:${addresses[0]}`;
+  if (addresses.every((a) => /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a))) return `ipv4:${addresses.join(",")}`;
+  throw new Error(`several addresses must be IPv4 literals (got ${addresses.join(", ")}); use one DNS name that resolves to every replica`);
+}
+
+export function createClient<S extends DescService>(service: S, opts: ClientOptions): MeshClient<S> {
+  const policy = { ...defaultPolicy, ...opts.policy };
+  const credentials = grpc.credentials.createSsl(Buffer.from(opts.tls.ca), Buffer.from(opts.tls.key), Buffer.from(opts.tls.cert), {
+    // The CA proves the certificate is ours; this proves it is the service we meant to call.
+    checkServerIdentity: (_host, cert) => {
+      const peer = serviceFromSan(cert.subjectaltname);
+      return peer === opts.upstream ? undefined : new Error(`expected upstream ${opts.upstream}, certificate names ${peer ?? "no service"}`);
+    },
+  });
+  const channel = new grpc.Client(grpcTarget(opts.addresses), credentials, {
+    "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+    "grpc.enable_retries": 0,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+
+  const breaker = circuitBreaker(
+    handleWhen((err) => err instanceof ConnectError && UPSTREAM_FAILURES.has(err.code)),
+    { halfOpenAfter: policy.breakerHalfOpenAfterMs, breaker: new ConsecutiveBreaker(policy.breakerFailures) },
+  );
+  const retrying = wrap(
+    retry(handleWhen((err) => err instanceof ConnectError && err.code === Code.Unavailable), {
+      maxAttempts: policy.maxAttempts - 1,
+      backoff: new ExponentialBackoff({ initialDelay: policy.initialBackoffMs, maxDelay: policy.maxBackoffMs }),
+    }),
+    breaker,
+  );
+  const observe = clientMetrics(opts.metrics);
+  const tracer = trace.getTracer("shopmesh");
+
+  const unary = (method: DescMethod) => async (request: Message, options: CallOptions = {}) => {
+    const def = grpcMethodDefinition(method);
+    const call = prepareCall(options, policy.timeoutMs);
+    const run: IPolicy = isRetryable(method, request) ? retrying : breaker;
+    return tracer.startActiveSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT }, async (span) => {
+      const done = observe(method);
+      try {
+        const response = await run.execute(() => {
+          const metadata = call.metadata();
+          if (Date.now() >= call.deadline) throw new ConnectError(`deadline exceeded before calling ${opts.upstream}`, Code.DeadlineExceeded);
+          return new Promise<unknown>((resolve, reject) => {
+            const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => (err ? reject(fromGrpcError(err)) : resolve(value)));
+            options.signal?.addEventListener("abort", () => pending.cancel(), { once: true });
+          });
+        });
+        done("OK");
+        return response;
+      } catch (err) {
+        const error = asUpstreamError(err, opts.upstream);
+        done(Code[error.code]);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
+        throw error;
+      } finally {
+        span.end();
+      }
+    });
+  };
+
+  const serverStream = (method: DescMethod) =>
+    async function* (request: Message, options: CallOptions = {}) {
+      if (breaker.state === CircuitState.Open) throw asUpstreamError(new BrokenCircuitError(), opts.upstream);
+      const def = grpcMethodDefinition(method);
+      const call = prepareCall(options, undefined);
+      const stream = channel.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, request, call.metadata(), { deadline: call.deadline });
+      options.signal?.addEventListener("abort", () => stream.cancel(), { once: true });
+      try {
+        for await (const message of stream) yield message;
+      } catch (err) {
+        throw fromGrpcError(err as grpc.ServiceError);
+      }
+    };
+
+  const client: Record<string, unknown> = {
+    close: () => channel.close(),
+  };
+  for (const method of service.methods) {
+    if (method.methodKind === "unary") client[method.localName] = unary(method);
+    else if (method.methodKind === "server_streaming") client[method.localName] = serverStream(method);
+  }
+  return client as MeshClient<S>;
+}
+
+/** Deadline and metadata for one call: the caller's request id, trace context and end user travel on. */
+function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined) {
+  const scope = currentCallScope();
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
+  let deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
+  if (scope?.deadline !== undefined) deadline = Math.min(deadline, scope.deadline);
+  const requestId = scope?.requestId ?? randomUUID();
+  return {
+    deadline,
+    metadata() {
+      const metadata = new grpc.Metadata();
+      new Headers(options.headers).forEach((value, key) => metadata.set(key, value));
+      metadata.set(headers.requestId, requestId);
+      propagation.inject(context.active(), metadata, { set: (carrier, key, value) => carrier.set(key, value) });
+      return metadata;
+    },
+  };
+}
+
+function isRetryable(method: DescMethod, request: Message): boolean {
+  if (method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) return true;
+  if (method.idempotency === MethodOptions_IdempotencyLevel.IDEMPOTENT) return true;
+  const key = (request as { idempotencyKey?: unknown }).idempotencyKey;
+  return typeof key === "string" && key.length > 0;
+}
+
+function asUpstreamError(err: unknown, upstream: string): ConnectError {
+  if (err instanceof BrokenCircuitError) {
+    return new ConnectError(`circuit open for upstream ${upstream}: failing fast`, Code.Unavailable);
+  }
+  return ConnectError.from(err);
+}
+
+function clientMetrics(registry: Registry | undefined) {
+  if (!registry) return (_method: DescMethod) => (_code: string) => {};
+  const handled = metric(registry, "grpc_client_handled_total", () => new Counter({
+    name: "grpc_client_handled_total",
+    help: "RPCs completed by clients, by method and status code (after retries).",
+    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
+    registers: [registry],
+  }));
+  const latency = metric(registry, "grpc_client_handling_seconds", () => new Histogram({
+    name: "grpc_client_handling_seconds",
+    help: "Time from starting a call to its final status, retries included.",
+    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  }));
+  return (method: DescMethod) => {
+    const end = latency.startTimer();
+    return (code: string) => {
+      const labels = { grpc_service: method.parent.typeName, grpc_method: method.name, grpc_code: code };
+      handled.inc(labels);
+      end(labels);
+    };
+  };
+}
+

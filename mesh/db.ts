@@ -1,0 +1,122 @@
+// PostgreSQL behind one small interface. With DATABASE_URL a pg pool talks to a real server;
+// without it, PGlite (Postgres compiled to WebAssembly) runs embedded with its data in a folder,
+// so a fresh machine needs no database server. Both speak the same SQL.
+import { readdir, readFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import pg from "pg";
+import { PGlite } from "@electric-sql/pglite";
+
+export type Row = Record<string, unknown>;
+
+export interface Queryable {
+  query<T extends Row = Row>(sql: string, params?: unknown[]): Promise<T[]>;
+}
+
+export interface Db extends Queryable {
+  /** Runs `fn` in one transaction: committed if it resolves, rolled back if it throws. */
+  tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  /** True while the database answers (readiness). */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+  readonly kind: "postgres" | "pglite";
+}
+
+export interface DbOptions {
+  /** postgres://… for a server; undefined for embedded PGlite. */
+  url?: string;
+  /** Where PGlite keeps its files; undefined keeps it in memory (tests). */
+  dataDir?: string;
+  /** Upper bound for any one statement (and for getting a connection). */
+  statementTimeoutMs?: number;
+}
+
+export async function openDb(opts: DbOptions): Promise<Db> {
+  return opts.url ? openPostgres(opts.url, opts.statementTimeoutMs ?? 5_000) : openPglite(opts.dataDir);
+}
+
+function openPostgres(url: string, statementTimeoutMs: number): Db {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: statementTimeoutMs,
+    statement_timeout: statementTimeoutMs,
+    idle_in_transaction_session_timeout: statementTimeoutMs * 2,
+  });
+  // An idle client losing its connection must not crash the process; the pool replaces it.
+  pool.on("error", () => {});
+  const run = (c: pg.Pool | pg.PoolClient): Queryable => ({
+    async query<T extends Row>(sql: string, params?: unknown[]) {
+      return (await c.query<T>(sql, params)).rows;
+    },
+  });
+  return {
+    kind: "postgres",
+    ...run(pool),
+    async tx(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query("BEGIN");
+        const result = await fn(run(client));
+        await client.query("COMMIT");
+        return result;
+      } catch (err) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    ping: () => pool.query("SELECT 1").then(() => true, () => false),
+    close: () => pool.end(),
+  };
+}
+
+async function openPglite(dataDir?: string): Promise<Db> {
+  if (dataDir) await mkdir(dataDir, { recursive: true });
+  const db = await PGlite.create(dataDir);
+  const run = (c: Pick<PGlite, "query">): Queryable => ({
+    async query<T extends Row>(sql: string, params?: unknown[]) {
+      return (await c.query<T>(sql, params)).rows;
+    },
+  });
+  return {
+    kind: "pglite",
+    ...run(db),
+    tx: (fn) => db.transaction((t) => fn(run(t))),
+    ping: () => db.query("SELECT 1").then(() => true, () => false),
+    close: () => db.close(),
+  };
+}
+
+/**
+ * Applies the .sql files in `dir` in name order, each once, each in its own transaction, recorded
+ * in schema_migrations. An advisory lock makes replicas starting together apply them once.
+ */
+export async function migrate(db: Db, dir: string): Promise<string[]> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
+  await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+  const applied: string[] = [];
+  for (const file of files) {
+    const sql = await readFile(join(dir, file), "utf8");
+    const done = await db.tx(async (q) => {
+      await q.query("SELECT pg_advisory_xact_lock(7301)");
+      if ((await q.query("SELECT 1 FROM schema_migrations WHERE version = $1", [file])).length > 0) return false;
+      for (const statement of splitStatements(sql)) await q.query(statement);
+      await q.query("INSERT INTO schema_migrations (version) VALUES ($1)", [file]);
+      return true;
+    });
+    if (done) applied.push(file);
+  }
+  return applied;
+}
+
+/** Splits a migration on semicolons that end a line (our migrations keep one statement per `;`). */
+function splitStatements(sql: string): string[] {
+  return sql
+    .split(/;\s*$/m)
+    .map((s) => s.replace(/^\s*--.*$/gm, "").trim())
+    .filter(Boolean);
+}
+
+/** True when `err` is a PostgreSQL unique-violation (SQLSTATE 23505), from pg or PGlite. */
+export const isUniqueViolation = (err: unknown): boolean => (err as { code?: string } | null)?.code === "23505";

@@ -1,0 +1,166 @@
+// The server interceptors every service runs, in one place. An interceptor wraps the step after
+// it; serve() composes them outermost first: tracing, logging, metrics, error mapping, peer
+// authentication, validation, then the handler. Unary and server-streaming calls go through the
+// same chain: for a stream, "next" runs the whole stream, so durations and codes cover all of it.
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { DescMethod, Message } from "@bufbuild/protobuf";
+import { createValidator, violationsToProto } from "@bufbuild/protovalidate";
+import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { Counter, Histogram, type Registry } from "prom-client";
+import { serviceFromSan } from "./certs.js";
+import { callerKey, headers, type Caller } from "./call-scope.js";
+import { metric, type Logger } from "./telemetry.js";
+
+export interface CallInfo {
+  method: DescMethod;
+  ctx: HandlerContext;
+  /** The peer certificate's subjectaltname, as node's TLS layer reports it. */
+  peerSan?: string;
+}
+export type Next = (request: Message, call: CallInfo) => Promise<unknown>;
+export type ServerInterceptor = (next: Next) => Next;
+
+export const compose = (interceptors: ServerInterceptor[], handler: Next): Next =>
+  interceptors.reduceRight((next, interceptor) => interceptor(next), handler);
+
+const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.name}`;
+
+/** A server span per call, continuing the caller's trace from the traceparent header. */
+export function tracing(): ServerInterceptor {
+  const tracer = trace.getTracer("shopmesh");
+  return (next) => (request, call) => {
+    const parent = propagation.extract(context.active(), call.ctx.requestHeader, {
+      get: (carrier, key) => carrier.get(key) ?? undefined,
+      keys: (carrier) => [...carrier.keys()],
+    });
+    return tracer.startActiveSpan(
+      fullName(call.method),
+      { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": call.method.parent.typeName, "rpc.method": call.method.name } },
+      parent,
+      async (span) => {
+        try {
+          return await next(request, call);
+        } catch (err) {
+          const code = ConnectError.from(err).code;
+          span.setAttribute("rpc.grpc.status_code", code);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: Code[code] });
+          throw err;
+        } finally {
+          span.end();
+        }
+      },
+    );
+  };
+}
+
+const codeName = (err: unknown) => (err === undefined ? "OK" : Code[ConnectError.from(err).code]);
+
+/** One log line per call: method, code, duration, request id (trace ids come from the mixin). */
+export function logging(logger: Logger): ServerInterceptor {
+  return (next) => async (request, call) => {
+    const start = performance.now();
+    let failure: unknown;
+    try {
+      return await next(request, call);
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      const entry = {
+        method: fullName(call.method),
+        code: codeName(failure),
+        duration_ms: Math.round((performance.now() - start) * 100) / 100,
+        request_id: call.ctx.requestHeader.get(headers.requestId) ?? undefined,
+        peer: serviceFromSan(call.peerSan),
+      };
+      if (failure === undefined) logger.info(entry, "rpc");
+      else logger.warn({ ...entry, error: ConnectError.from(failure).rawMessage }, "rpc");
+    }
+  };
+}
+
+/** RPC count and latency by method and code, named as grpc-ecosystem's Prometheus middleware names them. */
+export function metrics(registry: Registry): ServerInterceptor {
+  const handled = metric(registry, "grpc_server_handled_total", () => new Counter({
+    name: "grpc_server_handled_total",
+    help: "RPCs completed on the server, by method and status code.",
+    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
+    registers: [registry],
+  }));
+  const latency = metric(registry, "grpc_server_handling_seconds", () => new Histogram({
+    name: "grpc_server_handling_seconds",
+    help: "Time from receiving a call to sending its status, by method and status code.",
+    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  }));
+  return (next) => async (request, call) => {
+    const end = latency.startTimer();
+    let failure: unknown;
+    try {
+      return await next(request, call);
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      const labels = { grpc_service: call.method.parent.typeName, grpc_method: call.method.name, grpc_code: codeName(failure) };
+      handled.inc(labels);
+      end(labels);
+    }
+  };
+}
+
+/**
+ * Callers see a ConnectError's code, message and details; anything else is a bug whose text
+ * (stack, SQL, file paths) must not leave the process: it is logged and answered with INTERNAL.
+ */
+export function errorMapping(logger: Logger): ServerInterceptor {
+  return (next) => async (request, call) => {
+    try {
+      return await next(request, call);
+    } catch (err) {
+      if (err instanceof ConnectError) throw err;
+      const requestId = call.ctx.requestHeader.get(headers.requestId);
+      logger.error({ err, method: fullName(call.method), request_id: requestId }, "unhandled error");
+      throw new ConnectError(`internal error${requestId ? ` (request id ${requestId})` : ""}`, Code.Internal);
+    }
+  };
+}
+
+/**
+ * Puts the caller's proven identity in the handler context. The end user travels as metadata,
+ * which only peers listed in `trustedUserPeers` (the gateway) may send: from anyone else it is
+ * refused, not ignored, so a misconfigured caller finds out at once.
+ */
+export function peerAuthentication(trustedUserPeers: readonly string[]): ServerInterceptor {
+  return (next) => (request, call) => {
+    const service = serviceFromSan(call.peerSan);
+    if (!service) throw new ConnectError("peer certificate names no ShopMesh service", Code.Unauthenticated);
+    const caller: Caller = { service };
+    const userId = call.ctx.requestHeader.get(headers.userId);
+    if (userId) {
+      if (!trustedUserPeers.includes(service)) {
+        throw new ConnectError(`${headers.userId} is accepted only from ${trustedUserPeers.join(", ")}`, Code.PermissionDenied);
+      }
+      const roles = (call.ctx.requestHeader.get(headers.userRoles) ?? "").split(",").filter(Boolean);
+      caller.user = { id: userId, roles };
+    }
+    call.ctx.values.set(callerKey, caller);
+    return next(request, call);
+  };
+}
+
+/** Enforces the protovalidate rules in the contract: INVALID_ARGUMENT with one violation per bad field. */
+export function validation(): ServerInterceptor {
+  const validator = createValidator();
+  return (next) => (request, call) => {
+    const result = validator.validate(call.method.input, request);
+    if (result.kind === "invalid") {
+      const summary = result.violations.map((v) => v.toString()).join("; ");
+      const [violations, schema] = violationsToProto(result.violations);
+      throw new ConnectError(`invalid request: ${summary}`, Code.InvalidArgument, undefined, [{ desc: schema, value: violations }]);
+    }
+    if (result.kind === "error") throw result.error;
+    return next(request, call);
+  };
+}

@@ -1,0 +1,78 @@
+// Logs, traces and metrics for one process.
+//
+// - pino writes one JSON object per line; inside a call every line carries trace_id and span_id
+//   (the mixin reads the active span), so a log line leads straight to its trace.
+// - OpenTelemetry traces: a NodeTracerProvider with W3C traceparent propagation. Spans are
+//   exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; tests pass their own exporter.
+// - Prometheus metrics in a per-process registry, served on a separate port by serveMetrics().
+import { createServer, type Server } from "node:http";
+import { trace } from "@opentelemetry/api";
+import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import { BatchSpanProcessor, type SpanExporter, type SpanProcessor, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { pino, type Logger } from "pino";
+import { Registry, collectDefaultMetrics } from "prom-client";
+
+export type { Logger };
+
+export function createLogger(service: string, level = process.env.LOG_LEVEL ?? "info"): Logger {
+  return pino({
+    level,
+    base: { service },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    mixin() {
+      const span = trace.getActiveSpan()?.spanContext();
+      return span ? { trace_id: span.traceId, span_id: span.spanId } : {};
+    },
+  });
+}
+
+let provider: NodeTracerProvider | undefined;
+
+/**
+ * Installs the process-wide tracer provider once. `exporter` overrides the OTLP exporter (tests
+ * use an in-memory one); without either, spans still carry ids through logs and headers.
+ */
+export function initTracing(service: string, exporter?: SpanExporter): void {
+  if (provider) return;
+  const spanProcessors: SpanProcessor[] = [];
+  if (exporter) spanProcessors.push(new SimpleSpanProcessor(exporter));
+  else if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ "service.name": process.env.OTEL_SERVICE_NAME ?? service }),
+    spanProcessors,
+  });
+  provider.register();
+}
+
+export async function shutdownTracing(): Promise<void> {
+  await provider?.shutdown();
+  provider = undefined;
+}
+
+/** A metrics registry with Node's default process metrics. */
+export function createMetricsRegistry(service: string): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ service });
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+/** Serves GET /metrics in the Prometheus text format on its own port (not the gRPC port). */
+export async function serveMetrics(registry: Registry, port: number, host = "127.0.0.1"): Promise<Server> {
+  const server = createServer(async (req, res) => {
+    if (req.method !== "GET" || req.url !== "/metrics") {
+      res.writeHead(404).end("not found\n");
+      return;
+    }
+    res.writeHead(200, { "content-type": registry.contentType }).end(await registry.metrics());
+  });
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
+  return server;
+}
+
+/** The registry's metric of that name, created on first use (clients and servers may share a registry). */
+export function metric<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
