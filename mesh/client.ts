@@ -83,6 +83,10 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
   const channel = new grpc.Client(grpcTarget(opts.addresses), credentials, {
     "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
     "grpc.enable_retries": 0,
+    // TLS server name and :authority are the upstream's service name (a DNS SAN in its certificate),
+    // never the IP we dial; sidecars and ingress route on it.
+    "grpc.ssl_target_name_override": opts.upstream,
+    "grpc.default_authority": opts.upstream,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,

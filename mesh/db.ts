@@ -24,7 +24,7 @@ export interface Db extends Queryable {
 export interface DbOptions {
   /** postgres://… for a server; undefined for embedded PGlite. */
   url?: string;
-  /** Where PGlite keeps its files; undefined keeps it in memory (tests). */
+  /** Where PGlite keeps its files; "memory://" keeps it in memory (tests). */
   dataDir?: string;
   /** Upper bound for any one statement (and for getting a connection). */
   statementTimeoutMs?: number;
@@ -72,7 +72,7 @@ function openPostgres(url: string, statementTimeoutMs: number): Db {
 }
 
 async function openPglite(dataDir?: string): Promise<Db> {
-  if (dataDir) await mkdir(dataDir, { recursive: true });
+  if (dataDir && !dataDir.startsWith("memory://")) await mkdir(dataDir, { recursive: true });
   const db = await PGlite.create(dataDir);
   const run = (c: Pick<PGlite, "query">): Queryable => ({
     async query<T extends Row>(sql: string, params?: unknown[]) {

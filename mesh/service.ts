@@ -1,0 +1,126 @@
+// The life of one service process, shared by every service: read and check config, open its
+// database and apply its migrations, serve its handlers with the mesh runtime, expose metrics,
+// and on SIGTERM/SIGINT drain calls and close everything. A service provides only its name,
+// contract, config, migrations and handlers.
+import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import type { Server } from "node:http";
+import type { DescService } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { Registry } from "prom-client";
+import { loadTls } from "./certs.js";
+import { ConfigError, env, loadConfig } from "./config.js";
+import { migrate, openDb, type Db } from "./db.js";
+import { serve } from "./serve.js";
+import { createLogger, createMetricsRegistry, initTracing, serveMetrics, type Logger } from "./telemetry.js";
+import { topology, type ServiceName } from "./topology.js";
+
+export const projectRoot = fileURLToPath(new URL("..", import.meta.url));
+
+type ConfigSpec = Parameters<typeof loadConfig>[0];
+type ConfigOf<S extends ConfigSpec> = ReturnType<typeof loadConfig<S>>;
+
+export interface ServiceDefinition<S extends DescService, C extends ConfigSpec> {
+  name: ServiceName;
+  service: S;
+  /** Folder of this service's .sql migrations. */
+  migrations: string;
+  /** The service's own environment variables, beyond the common ones. */
+  config: C;
+  handlers(deps: ServiceDeps<C>): Promise<ServiceImpl<S>> | ServiceImpl<S>;
+}
+
+export interface ServiceDeps<C extends ConfigSpec> {
+  db: Db;
+  logger: Logger;
+  metrics: Registry;
+  config: ConfigOf<C>;
+}
+
+export interface RunningService {
+  port: number;
+  metricsPort: number;
+  db: Db;
+  stop(): Promise<void>;
+}
+
+function commonConfig(name: ServiceName) {
+  const spec = topology[name];
+  return {
+    HOST: env.string("127.0.0.1"),
+    PORT: env.port(spec.grpcPort),
+    METRICS_PORT: env.port(spec.metricsPort),
+    DATABASE_URL: env.url(["postgres:", "postgresql:"]),
+    DATA_DIR: env.string(join(projectRoot, ".data", name)),
+    CERTS_DIR: env.string(join(projectRoot, "certs")),
+    DRAIN_TIMEOUT_MS: env.int(10_000),
+  };
+}
+
+/** Starts a service in this process; `source` replaces process.env (tests). */
+export async function startService<S extends DescService, C extends ConfigSpec>(
+  def: ServiceDefinition<S, C>,
+  source: NodeJS.ProcessEnv = process.env,
+): Promise<RunningService> {
+  const common = loadConfig(commonConfig(def.name), source);
+  const config = loadConfig(def.config, source) as ConfigOf<C>;
+  const logger = createLogger(def.name, source.LOG_LEVEL);
+  initTracing(def.name);
+  const metrics = createMetricsRegistry(def.name);
+  const tls = await loadTls(common.CERTS_DIR, def.name).catch((err) => {
+    throw new ConfigError(`CERTS_DIR ${common.CERTS_DIR} lacks ${def.name}'s certificate (run \`npm run certs\`): ${err.message}`);
+  });
+  const dataDir = common.DATA_DIR.startsWith("memory://") ? common.DATA_DIR : join(common.DATA_DIR, "pglite");
+  const db = await openDb({ url: common.DATABASE_URL, dataDir });
+  const applied = await migrate(db, def.migrations);
+  if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
+  const impl = await def.handlers({ db, logger, metrics, config });
+  const server = await serve({
+    service: def.service,
+    impl,
+    tls,
+    logger,
+    metrics,
+    host: common.HOST,
+    port: common.PORT,
+    ready: db.ping,
+    drainTimeoutMs: common.DRAIN_TIMEOUT_MS,
+  });
+  const metricsServer: Server = await serveMetrics(metrics, common.METRICS_PORT, common.HOST);
+  const metricsPort = (metricsServer.address() as { port: number }).port;
+  logger.info({ port: server.port, metrics_port: metricsPort, database: db.kind }, `${def.name} serving`);
+  return {
+    port: server.port,
+    metricsPort,
+    db,
+    async stop() {
+      await server.drain();
+      await new Promise((resolve) => metricsServer.close(resolve));
+      await db.close();
+      logger.info(`${def.name} stopped`);
+    },
+  };
+}
+
+/** Entry point of a service process: start, and stop cleanly on SIGTERM or SIGINT. */
+export async function main<S extends DescService, C extends ConfigSpec>(def: ServiceDefinition<S, C>): Promise<void> {
+  let running: RunningService;
+  try {
+    running = await startService(def);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${def.name}: configuration error: ${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await running.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}

@@ -1,0 +1,97 @@
+// IdentityService handlers: Register, Login, GetUser, UpdateProfile, GetJwks.
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { v7 as uuidv7 } from "uuid";
+import { IdentityService, JwkSchema, Role, UserSchema, type User } from "../../gen/shop/identity/v1/identity_pb.js";
+import { requireSelfOrAdmin } from "../../mesh/call-scope.js";
+import { isUniqueViolation, type Db } from "../../mesh/db.js";
+import type { Logger } from "../../mesh/telemetry.js";
+import { hashPassword, verifyPassword } from "./passwords.js";
+import type { Signer } from "./signing-keys.js";
+import { createStore, normalizeEmail, type UserRow } from "./store.js";
+
+const ROLE_NAMES: Record<string, Role> = { customer: Role.CUSTOMER, admin: Role.ADMIN };
+
+function toUser(row: UserRow): User {
+  return create(UserSchema, {
+    id: row.id,
+    email: row.email,
+    displayName: row.display_name,
+    roles: row.roles.map((r) => ROLE_NAMES[r] ?? Role.UNSPECIFIED),
+    createTime: timestampFromDate(row.created_at),
+    updateTime: timestampFromDate(row.updated_at),
+  });
+}
+
+// One answer for every failed login, so the API never tells which emails have accounts.
+const badCredentials = () => new ConnectError("email or password is incorrect", Code.Unauthenticated);
+
+export interface IdentityDeps {
+  db: Db;
+  logger: Logger;
+  signer: Signer;
+  /** log2 of scrypt's N for new hashes. */
+  scryptLog2N: number;
+}
+
+export async function identityHandlers({ db, logger, signer, scryptLog2N }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
+  const store = createStore(db);
+  // Unknown emails are checked against this hash so they cost as much time as a wrong password.
+  const decoyHash = await hashPassword(randomBytes(16).toString("hex"), scryptLog2N);
+
+  const notFound = (id: string) => new ConnectError(`user ${id} not found`, Code.NotFound);
+
+  return {
+    async register(req) {
+      try {
+        const row = await store.insert({
+          id: uuidv7(),
+          email: normalizeEmail(req.email),
+          displayName: req.displayName.trim(),
+          passwordHash: await hashPassword(req.password, scryptLog2N),
+          roles: ["customer"],
+        });
+        logger.info({ user_id: row.id }, "user registered");
+        return { user: toUser(row) };
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new ConnectError("an account with this email already exists", Code.AlreadyExists);
+        throw err;
+      }
+    },
+
+    async login(req) {
+      const row = await store.byEmail(normalizeEmail(req.email));
+      const ok = await verifyPassword(req.password, row?.password_hash ?? decoyHash);
+      if (!row || !ok) throw badCredentials();
+      const { token, expiresAt } = await signer.sign(row.id, row.roles);
+      return { accessToken: token, tokenType: "Bearer", expireTime: timestampFromDate(expiresAt), user: toUser(row) };
+    },
+
+    async getUser(req, ctx) {
+      requireSelfOrAdmin(ctx, req.id);
+      const row = await store.byId(req.id);
+      if (!row) throw notFound(req.id);
+      return { user: toUser(row) };
+    },
+
+    async updateProfile(req, ctx) {
+      requireSelfOrAdmin(ctx, req.id);
+      const row = await store.updateProfile(req.id, req.displayName?.trim());
+      if (!row) throw notFound(req.id);
+      return { user: toUser(row) };
+    },
+
+    async getJwks() {
+      const keys = await signer.publicKeys();
+      return { keys: keys.map((k) => create(JwkSchema, { kty: k.kty, crv: k.crv, x: k.x, kid: k.kid, alg: k.alg, use: k.use })) };
+    },
+  };
+}
+
+/** Makes sure the configured admin account exists with the configured password. */
+export async function ensureAdmin(db: Db, email: string, password: string, scryptLog2N: number): Promise<string> {
+  const row = await createStore(db).upsertAdmin({ id: uuidv7(), email: normalizeEmail(email), passwordHash: await hashPassword(password, scryptLog2N) });
+  return row!.id;
+}

@@ -1,0 +1,4 @@
+import { main } from "../../mesh/service.js";
+import { identity } from "./identity.js";
+
+await main(identity);
