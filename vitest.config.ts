@@ -7,6 +7,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Test files start real servers on free ports; two workers match the two cores here.
     maxWorkers: 2,
-    reporters: ["default"],
+    // In CI a JSON report as well, from which .ci/run prints the "N passed, N failed" line.
+    reporters: process.env.CI ? ["default", "json"] : ["default"],
+    outputFile: { json: ".ci/test-results.json" },
   },
 });

@@ -88,7 +88,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   });
   const metricsServer: Server = await serveMetrics(metrics, common.METRICS_PORT, common.HOST);
   const metricsPort = (metricsServer.address() as { port: number }).port;
-  logger.info({ port: server.port, metrics_port: metricsPort, database: db.kind }, `${def.name} serving`);
+  logger.info({ port: server.port, metrics_port: metricsPort, database: db.kind }, "serving");
   return {
     port: server.port,
     metricsPort,
@@ -97,7 +97,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
       await server.drain();
       await new Promise((resolve) => metricsServer.close(resolve));
       await db.close();
-      logger.info(`${def.name} stopped`);
+      logger.info("stopped");
     },
   };
 }

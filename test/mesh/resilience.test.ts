@@ -1,7 +1,8 @@
 // The client's resilience policy against real servers: retries only where a retry is safe,
 // deadlines that shrink as a call travels, a breaker that opens and recovers, round robin.
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { OrderService } from "../../gen/shop/order/v1/order_pb.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
@@ -9,11 +10,11 @@ import { clientFor, rejection, sleep, startServer, type StubServer } from "../su
 
 let pki: TestPki;
 const running: StubServer[] = [];
-const start = async (...args: Parameters<typeof startServer>) => {
-  const server = await startServer(...args);
+async function start<S extends DescService>(pki: TestPki, identity: string, service: S, impl: Partial<ServiceImpl<S>>) {
+  const server = await startServer(pki, identity, service, impl);
   running.push(server);
   return server;
-};
+}
 
 beforeAll(async () => {
   pki = await createTestPki();

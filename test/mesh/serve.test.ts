@@ -6,10 +6,10 @@ import { promisify } from "node:util";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { service as healthService } from "grpc-health-check";
 import { Code } from "@connectrpc/connect";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
+import { healthClient } from "../../mesh/health-client.js";
 import { initTracing, serveMetrics } from "../../mesh/telemetry.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { clientFor, rejection, sleep, startServer } from "../support/servers.js";
@@ -31,13 +31,8 @@ describe("health", () => {
   it("answers SERVING while ready and NOT_SERVING while not", async () => {
     let ready = true;
     const server = await startServer(pki, "identity", IdentityService, {}, { ready: async () => ready, readyIntervalMs: 50 });
-    const Health = grpc.makeClientConstructor(healthService, "Health");
-    const health = new Health(server.address, await rawCredentials(), { "grpc.ssl_target_name_override": "identity" }) as unknown as {
-      check(req: { service: string }, cb: (err: grpc.ServiceError | null, res: { status: string }) => void): void;
-      close(): void;
-    };
-    const check = (service: string) =>
-      new Promise<string>((resolve, reject) => health.check({ service }, (err, res) => (err ? reject(err) : resolve(res.status))));
+    const health = healthClient(server.address, "identity", await pki.tls("client"));
+    const check = (service: string) => health.check(service);
 
     expect(await check("")).toBe("SERVING");
     expect(await check("shop.identity.v1.IdentityService")).toBe("SERVING");
@@ -128,8 +123,8 @@ describe("graceful drain", () => {
     });
     const client = await clientFor(pki, IdentityService, "identity", [server.address], { policy: { maxAttempts: 1 } });
     // A load balancer watching health learns of the drain before connections go away.
-    const health = new (grpc.makeClientConstructor(healthService, "Health"))(server.address, await rawCredentials(), { "grpc.ssl_target_name_override": "identity" });
-    const watch = (health as unknown as { watch(req: object): grpc.ClientReadableStream<{ status: string }> }).watch({ service: "" });
+    const health = healthClient(server.address, "identity", await pki.tls("client"));
+    const watch = health.watch();
     const statuses: string[] = [];
     watch.on("data", (m) => statuses.push(m.status));
     watch.on("error", () => {});

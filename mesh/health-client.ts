@@ -1,0 +1,31 @@
+// Asks a service's grpc.health.v1 endpoint how it is, over mTLS (launcher, tests, probes).
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import type { TlsFiles } from "./certs.js";
+
+const Health = grpc.makeClientConstructor(healthService, "Health");
+
+export interface HealthClient {
+  /** "SERVING", "NOT_SERVING" or "UNKNOWN"; rejects when the service cannot be reached. */
+  check(service?: string, timeoutMs?: number): Promise<string>;
+  /** Status changes as the server pushes them (grpc.health.v1 Watch). */
+  watch(service?: string): grpc.ClientReadableStream<{ status: string }>;
+  close(): void;
+}
+
+export function healthClient(address: string, upstream: string, tls: TlsFiles): HealthClient {
+  const credentials = grpc.credentials.createSsl(Buffer.from(tls.ca), Buffer.from(tls.key), Buffer.from(tls.cert));
+  const client = new Health(address, credentials, { "grpc.ssl_target_name_override": upstream }) as unknown as {
+    check(req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: { status: string }) => void): void;
+    watch(req: object): grpc.ClientReadableStream<{ status: string }>;
+    close(): void;
+  };
+  return {
+    check: (service = "", timeoutMs = 2_000) =>
+      new Promise((resolve, reject) =>
+        client.check({ service }, { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res.status))),
+      ),
+    watch: (service = "") => client.watch({ service }),
+    close: () => client.close(),
+  };
+}
