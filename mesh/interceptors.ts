@@ -2,7 +2,8 @@
 // it; serve() composes them outermost first: tracing, logging, metrics, error mapping, peer
 // authentication, validation, then the handler. Unary and server-streaming calls go through the
 // same chain: for a stream, "next" runs the whole stream, so durations and codes cover all of it.
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { createValidator, violationsToProto } from "@bufbuild/protovalidate";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
@@ -13,9 +14,11 @@ import { metric, type Logger } from "./telemetry.js";
 
 export interface CallInfo {
   method: DescMethod;
-  ctx: HandlerContext;
-  /** The peer certificate's subjectaltname, as node's TLS layer reports it. */
-  peerSan?: string;
+  ctx: CallContext;
+  /** From the caller's x-request-id, or made up for this call. */
+  requestId: string;
+  /** The peer certificate's subjectaltname, as node's TLS layer reports it (parsed on demand). */
+  peerSan(): string | undefined;
 }
 export type Next = (request: Message, call: CallInfo) => Promise<unknown>;
 export type ServerInterceptor = (next: Next) => Next;
@@ -29,9 +32,9 @@ const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.nam
 export function tracing(): ServerInterceptor {
   const tracer = trace.getTracer("shopmesh");
   return (next) => (request, call) => {
-    const parent = propagation.extract(context.active(), call.ctx.requestHeader, {
-      get: (carrier, key) => carrier.get(key) ?? undefined,
-      keys: (carrier) => [...carrier.keys()],
+    const parent = propagation.extract(context.active(), call.ctx, {
+      get: (ctx, key) => ctx.header(key),
+      keys: () => [],
     });
     return tracer.startActiveSpan(
       fullName(call.method),
@@ -70,8 +73,8 @@ export function logging(logger: Logger): ServerInterceptor {
         method: fullName(call.method),
         code: codeName(failure),
         duration_ms: Math.round((performance.now() - start) * 100) / 100,
-        request_id: call.ctx.requestHeader.get(headers.requestId) ?? undefined,
-        peer: serviceFromSan(call.peerSan),
+        request_id: call.requestId,
+        peer: call.ctx.values.get(callerKey)?.service,
       };
       if (failure === undefined) logger.info(entry, "rpc");
       else logger.warn({ ...entry, error: ConnectError.from(failure).rawMessage }, "rpc");
@@ -120,9 +123,8 @@ export function errorMapping(logger: Logger): ServerInterceptor {
       return await next(request, call);
     } catch (err) {
       if (err instanceof ConnectError) throw err;
-      const requestId = call.ctx.requestHeader.get(headers.requestId);
-      logger.error({ err, method: fullName(call.method), request_id: requestId }, "unhandled error");
-      throw new ConnectError(`internal error${requestId ? ` (request id ${requestId})` : ""}`, Code.Internal);
+      logger.error({ err, method: fullName(call.method), request_id: call.requestId }, "unhandled error");
+      throw new ConnectError(`internal error (request id ${call.requestId})`, Code.Internal);
     }
   };
 }
@@ -134,15 +136,15 @@ export function errorMapping(logger: Logger): ServerInterceptor {
  */
 export function peerAuthentication(trustedUserPeers: readonly string[]): ServerInterceptor {
   return (next) => (request, call) => {
-    const service = serviceFromSan(call.peerSan);
+    const service = serviceFromSan(call.peerSan());
     if (!service) throw new ConnectError("peer certificate names no ShopMesh service", Code.Unauthenticated);
     const caller: Caller = { service };
-    const userId = call.ctx.requestHeader.get(headers.userId);
+    const userId = call.ctx.header(headers.userId);
     if (userId) {
       if (!trustedUserPeers.includes(service)) {
         throw new ConnectError(`${headers.userId} is accepted only from ${trustedUserPeers.join(", ")}`, Code.PermissionDenied);
       }
-      const roles = (call.ctx.requestHeader.get(headers.userRoles) ?? "").split(",").filter(Boolean);
+      const roles = (call.ctx.header(headers.userRoles) ?? "").split(",").filter(Boolean);
       caller.user = { id: userId, roles };
     }
     call.ctx.values.set(callerKey, caller);

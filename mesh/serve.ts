@@ -6,10 +6,11 @@ import { HealthImplementation } from "grpc-health-check";
 import { ReflectionService } from "@grpc/reflection";
 import { create, toBinary, type DescFile, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createContextValues, createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
 import type { TlsFiles } from "./certs.js";
+import { CallContext } from "./call-context.js";
 import { runInCallScope, headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
 import { grpcServiceDefinition, methodPath } from "./grpc-adapter.js";
@@ -135,40 +136,24 @@ function fileDescriptorProtos(file: DescFile): Buffer[] {
 
 type AnyCall = grpc.ServerUnaryCall<Message, unknown> | grpc.ServerWritableStream<Message, unknown>;
 
-/** Builds the Connect HandlerContext and the call scope for one incoming gRPC call. */
-function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo & { deadline?: number; requestId: string } {
-  const requestHeader = new Headers();
-  for (const [key, value] of Object.entries(call.metadata.getMap())) {
-    requestHeader.set(key, Buffer.isBuffer(value) ? value.toString("base64") : String(value));
-  }
-  const requestId = requestHeader.get(meshHeaders.requestId) ?? randomUUID();
-  requestHeader.set(meshHeaders.requestId, requestId);
+/** The handler context and call scope for one incoming gRPC call. */
+function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo & { deadline?: number } {
   const rawDeadline = call.getDeadline();
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
-  const cancelled = new AbortController();
-  call.on("cancelled", () => cancelled.abort(new ConnectError("call cancelled by the client", Code.Canceled)));
-  const ctx = createHandlerContext({
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: methodPath(method),
-    timeoutMs: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()),
-    shutdownSignal,
-    requestSignal: cancelled.signal,
-    requestHeader,
-    contextValues: createContextValues(),
-  });
-  return { method, ctx, peerSan: call.getAuthContext()?.sslPeerCertificate?.subjectaltname, deadline, requestId };
+  const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => call.once("cancelled", listener));
+  const requestId = ctx.header(meshHeaders.requestId) ?? randomUUID();
+  return { method, ctx, requestId, peerSan: () => call.getAuthContext()?.sslPeerCertificate?.subjectaltname, deadline };
 }
 
 function unaryHandler(method: DescMethod, next: Next, shutdownSignal: AbortSignal): grpc.handleUnaryCall<Message, unknown> {
   return (call, callback) => {
     const info = callInfo(method, call, shutdownSignal);
-    runInCallScope(info, () => next(call.request, info)).then(
-      (response) => callback(null, create(method.output, response as never)),
-      (err) => callback(toGrpcStatus(ConnectError.from(err))),
-    );
+    runInCallScope(info, () => next(call.request, info))
+      .then(
+        (response) => callback(null, create(method.output, response as never)),
+        (err) => callback(toGrpcStatus(ConnectError.from(err))),
+      )
+      .finally(() => info.ctx.release());
   };
 }
 
@@ -187,9 +172,11 @@ function serverStreamHandler(
         }
       }
     });
-    runInCallScope(info, () => run(call.request, info)).then(
-      () => call.end(),
-      (err) => call.emit("error", toGrpcStatus(ConnectError.from(err))),
-    );
+    runInCallScope(info, () => run(call.request, info))
+      .then(
+        () => call.end(),
+        (err) => call.emit("error", toGrpcStatus(ConnectError.from(err))),
+      )
+      .finally(() => info.ctx.release());
   };
 }

@@ -98,10 +98,16 @@ describe("retries", () => {
 describe("deadlines", () => {
   it("propagates the caller's remaining deadline across two hops", async () => {
     let seenByB: number | undefined;
+    let abortedInB: unknown;
     const b = await start(pki, "identity", IdentityService, {
       async getUser(req, ctx) {
         seenByB = ctx.timeoutMs();
-        await sleep(3_000); // longer than the caller allows
+        // Work that takes longer than the caller allows, stopping when the call's signal says so.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 3_000);
+          ctx.signal.addEventListener("abort", () => (clearTimeout(timer), resolve()));
+        });
+        abortedInB = ctx.signal.reason;
         return { user: { id: req.id } };
       },
     });
@@ -120,6 +126,8 @@ describe("deadlines", () => {
     expect(seenByB).toBeGreaterThan(0);
     expect(seenByB).toBeLessThanOrEqual(700); // 800 ms minus A's 100 ms of work
     expect(took).toBeLessThan(2_500); // failed at the caller's deadline, not B's 3 s or A's 10 s default
+    await sleep(50);
+    expect(abortedInB).toBeInstanceOf(ConnectError); // B's handler was told to stop
     toA.close();
     toB.close();
   });

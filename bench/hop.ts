@@ -1,0 +1,141 @@
+// One internal hop, measured: typed unary calls per second over mTLS through the ShopMesh runtime
+// (logging, metrics, tracing, validation on) against raw node:http2 request/response over the
+// same mTLS, and against bare grpc-js (same adapter, no interceptors) to show what the runtime's
+// interceptors cost. Same process, same load generator, same run.
+//   npm run bench            (BENCH_SECONDS=5 BENCH_CONCURRENCY=64 by default)
+import http2 from "node:http2";
+import { once } from "node:events";
+import * as grpc from "@grpc/grpc-js";
+import { create, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { pino } from "pino";
+import { Registry } from "prom-client";
+import { IdentityService, Role, UserSchema } from "../gen/shop/identity/v1/identity_pb.js";
+import { createCa, type TlsFiles } from "../mesh/certs.js";
+import { createClient } from "../mesh/client.js";
+import { grpcServiceDefinition } from "../mesh/grpc-adapter.js";
+import { serve } from "../mesh/serve.js";
+import { initTracing } from "../mesh/telemetry.js";
+import { closedLoop, type LoadResult } from "./load.js";
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 64);
+const load = { concurrency, durationMs: seconds * 1000, warmupMs: 1000 };
+
+const ID = "018f0000-0000-7000-8000-000000000001";
+const user = create(UserSchema, {
+  id: ID,
+  email: "ada@example.com",
+  displayName: "Ada Lovelace",
+  roles: [Role.CUSTOMER],
+  createTime: timestampFromDate(new Date()),
+  updateTime: timestampFromDate(new Date()),
+});
+
+const ca = await createCa("bench CA");
+const tlsOf = async (service: string): Promise<TlsFiles> => ({ ca: ca.cert, ...(await ca.issue(service)) });
+const [serverTls, clientTls] = [await tlsOf("identity"), await tlsOf("client")];
+
+async function rawHttp2(): Promise<LoadResult> {
+  const body = JSON.stringify(toJson(UserSchema, user));
+  const server = http2.createSecureServer({ key: serverTls.key, cert: serverTls.cert, ca: serverTls.ca, requestCert: true, rejectUnauthorized: true });
+  server.on("stream", (stream) => {
+    stream.resume();
+    stream.on("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/json" });
+      stream.end(body);
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as { port: number };
+  const session = http2.connect(`https://127.0.0.1:${port}`, { ca: clientTls.ca, key: clientTls.key, cert: clientTls.cert, servername: "identity" });
+  const request = () =>
+    new Promise<string>((resolve, reject) => {
+      const req = session.request({ ":method": "POST", ":path": "/user", "content-type": "application/json" });
+      let data = "";
+      req.setEncoding("utf8");
+      req.on("data", (c) => (data += c));
+      req.on("end", () => resolve(data));
+      req.on("error", reject);
+      req.end(JSON.stringify({ id: ID }));
+    });
+  const result = await closedLoop(request, load);
+  session.close();
+  server.close();
+  return result;
+}
+
+async function bareGrpc(): Promise<LoadResult> {
+  const server = new grpc.Server();
+  server.addService(grpcServiceDefinition(IdentityService), { getUser: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { user }) });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createSsl(Buffer.from(serverTls.ca), [{ cert_chain: Buffer.from(serverTls.cert), private_key: Buffer.from(serverTls.key) }], true),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    ),
+  );
+  const def = grpcServiceDefinition(IdentityService).getUser!;
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(clientTls.ca), Buffer.from(clientTls.key), Buffer.from(clientTls.cert)), {
+    "grpc.ssl_target_name_override": "identity",
+  });
+  const call = () =>
+    new Promise((resolve, reject) =>
+      client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, { id: ID }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e, r) => (e ? reject(e) : resolve(r))),
+    );
+  const result = await closedLoop(call, load);
+  client.close();
+  server.forceShutdown();
+  return result;
+}
+
+async function meshRuntime(): Promise<LoadResult> {
+  initTracing("bench");
+  const logger = pino({ level: "info" }, pino.destination({ dest: "/dev/null", sync: false }));
+  const metrics = new Registry();
+  const server = await serve({
+    service: IdentityService,
+    impl: {
+      getUser: () => ({ user }),
+      register: () => ({}),
+      login: () => ({}),
+      updateProfile: () => ({}),
+      getJwks: () => ({}),
+    },
+    tls: serverTls,
+    logger,
+    metrics,
+    port: 0,
+    host: "127.0.0.1",
+  });
+  const client = createClient(IdentityService, { upstream: "identity", addresses: [`127.0.0.1:${server.port}`], tls: clientTls, metrics });
+  const result = await closedLoop(() => client.getUser({ id: ID }), load);
+  client.close();
+  await server.drain();
+  return result;
+}
+
+console.log(`one internal hop: ${concurrency} calls in flight, ${seconds} s per case after 1 s warm-up, node ${process.version}\n`);
+const cases: [string, () => Promise<LoadResult>][] = [
+  ["raw node:http2 + mTLS (JSON)", rawHttp2],
+  ["bare grpc-js + mTLS (protobuf)", bareGrpc],
+  ["ShopMesh runtime (all interceptors)", meshRuntime],
+];
+const only = process.env.BENCH_ONLY; // e.g. BENCH_ONLY=ShopMesh to profile one case
+const results: Record<string, LoadResult> = {};
+for (const [name, run] of cases) if (!only || name.includes(only)) results[name] = await run();
+const baseline = Object.values(results)[0]!.perSecond;
+console.log("case".padEnd(38), "calls/s".padStart(9), "p50 ms".padStart(8), "p99 ms".padStart(8), "vs raw".padStart(7), "CPU µs/call".padStart(12), "errors".padStart(7));
+for (const [name, r] of Object.entries(results)) {
+  console.log(
+    name.padEnd(38),
+    r.perSecond.toFixed(0).padStart(9),
+    r.p50Ms.toFixed(2).padStart(8),
+    r.p99Ms.toFixed(2).padStart(8),
+    (r.perSecond / baseline).toFixed(2).padStart(7),
+    r.cpuUsPerCall.toFixed(0).padStart(12),
+    String(r.errors).padStart(7),
+  );
+}
+process.exit(0);
