@@ -18,13 +18,13 @@ import {
   type IPolicy,
 } from "cockatiel";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { Counter, Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
 import { serviceFromSan, type TlsFiles } from "./certs.js";
 import { currentCallScope, headers } from "./call-scope.js";
 import { fromGrpcError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
-import { metric } from "./telemetry.js";
+import { rpcMetrics } from "./telemetry.js";
 
 export interface ResiliencePolicy {
   /** Deadline for a call when the caller has none (or a later one). */
@@ -192,27 +192,5 @@ function asUpstreamError(err: unknown, upstream: string): ConnectError {
 }
 
 function clientMetrics(registry: Registry | undefined) {
-  if (!registry) return (_method: DescMethod) => (_code: string) => {};
-  const handled = metric(registry, "grpc_client_handled_total", () => new Counter({
-    name: "grpc_client_handled_total",
-    help: "RPCs completed by clients, by method and status code (after retries).",
-    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
-    registers: [registry],
-  }));
-  const latency = metric(registry, "grpc_client_handling_seconds", () => new Histogram({
-    name: "grpc_client_handling_seconds",
-    help: "Time from starting a call to its final status, retries included.",
-    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  }));
-  return (method: DescMethod) => {
-    const end = latency.startTimer();
-    return (code: string) => {
-      const labels = { grpc_service: method.parent.typeName, grpc_method: method.name, grpc_code: code };
-      handled.inc(labels);
-      end(labels);
-    };
-  };
+  return registry ? rpcMetrics(registry, "client") : (_method: DescMethod) => (_code: string) => {};
 }
-

@@ -7,10 +7,10 @@ import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { createValidator, violationsToProto } from "@bufbuild/protovalidate";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { Counter, Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { serviceFromSan } from "./certs.js";
 import { callerKey, headers, type Caller } from "./call-scope.js";
-import { metric, type Logger } from "./telemetry.js";
+import { rpcMetrics, type Logger } from "./telemetry.js";
 
 export interface CallInfo {
   method: DescMethod;
@@ -58,59 +58,46 @@ export function tracing(): ServerInterceptor {
 
 const codeName = (err: unknown) => (err === undefined ? "OK" : Code[ConnectError.from(err).code]);
 
-/** One log line per call: method, code, duration, request id (trace ids come from the mixin). */
-export function logging(logger: Logger): ServerInterceptor {
+/** An interceptor that calls `start` as a call begins and the function it returns as it ends. */
+function observer(start: (call: CallInfo) => (failure: unknown) => void): ServerInterceptor {
   return (next) => async (request, call) => {
-    const start = performance.now();
-    let failure: unknown;
+    const end = start(call);
     try {
-      return await next(request, call);
+      const response = await next(request, call);
+      end(undefined);
+      return response;
     } catch (err) {
-      failure = err;
+      end(err);
       throw err;
-    } finally {
+    }
+  };
+}
+
+/** One log line per call: method, code, duration, request id, peer (trace ids come from the mixin). */
+export function logging(logger: Logger): ServerInterceptor {
+  return observer((call) => {
+    const started = performance.now();
+    return (failure) => {
       const entry = {
         method: fullName(call.method),
         code: codeName(failure),
-        duration_ms: Math.round((performance.now() - start) * 100) / 100,
+        duration_ms: Math.round((performance.now() - started) * 100) / 100,
         request_id: call.requestId,
         peer: call.ctx.values.get(callerKey)?.service,
       };
       if (failure === undefined) logger.info(entry, "rpc");
       else logger.warn({ ...entry, error: ConnectError.from(failure).rawMessage }, "rpc");
-    }
-  };
+    };
+  });
 }
 
-/** RPC count and latency by method and code, named as grpc-ecosystem's Prometheus middleware names them. */
+/** RPC count and latency histogram by method and code. */
 export function metrics(registry: Registry): ServerInterceptor {
-  const handled = metric(registry, "grpc_server_handled_total", () => new Counter({
-    name: "grpc_server_handled_total",
-    help: "RPCs completed on the server, by method and status code.",
-    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
-    registers: [registry],
-  }));
-  const latency = metric(registry, "grpc_server_handling_seconds", () => new Histogram({
-    name: "grpc_server_handling_seconds",
-    help: "Time from receiving a call to sending its status, by method and status code.",
-    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  }));
-  return (next) => async (request, call) => {
-    const end = latency.startTimer();
-    let failure: unknown;
-    try {
-      return await next(request, call);
-    } catch (err) {
-      failure = err;
-      throw err;
-    } finally {
-      const labels = { grpc_service: call.method.parent.typeName, grpc_method: call.method.name, grpc_code: codeName(failure) };
-      handled.inc(labels);
-      end(labels);
-    }
-  };
+  const record = rpcMetrics(registry, "server");
+  return observer((call) => {
+    const done = record(call.method);
+    return (failure) => done(codeName(failure));
+  });
 }
 
 /**

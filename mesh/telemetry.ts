@@ -12,7 +12,8 @@ import { BatchSpanProcessor, type SpanExporter, type SpanProcessor, SimpleSpanPr
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { pino, type Logger } from "pino";
-import { Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { DescMethod } from "@bufbuild/protobuf";
 
 export type { Logger };
 
@@ -75,4 +76,36 @@ export async function serveMetrics(registry: Registry, port: number, host = "127
 /** The registry's metric of that name, created on first use (clients and servers may share a registry). */
 export function metric<T>(registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * RPC count and latency by service, method and status code, named as grpc-ecosystem's Prometheus
+ * middleware names them (grpc_server_handled_total, grpc_client_handling_seconds, …).
+ * Returns: call `record(method)` as a call starts, and the function it returns with the final code.
+ */
+export function rpcMetrics(registry: Registry, side: "server" | "client") {
+  const labelNames = ["grpc_service", "grpc_method", "grpc_code"];
+  const handled = metric(registry, `grpc_${side}_handled_total`, () => new Counter({
+    name: `grpc_${side}_handled_total`,
+    help: `RPCs completed on the ${side}, by method and status code${side === "client" ? " (after retries)" : ""}.`,
+    labelNames,
+    registers: [registry],
+  }));
+  const latency = metric(registry, `grpc_${side}_handling_seconds`, () => new Histogram({
+    name: `grpc_${side}_handling_seconds`,
+    help: `Time from the start of a call to its final status on the ${side}.`,
+    labelNames,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }));
+  return (method: DescMethod) => {
+    const end = latency.startTimer();
+    return (code: string) => {
+      const labels = { grpc_service: method.parent.typeName, grpc_method: method.name, grpc_code: code };
+      handled.inc(labels);
+      end(labels);
+    };
+  };
 }
