@@ -106,32 +106,38 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
   const observe = clientMetrics(opts.metrics);
   const tracer = trace.getTracer("shopmesh");
 
-  const unary = (method: DescMethod) => async (request: Message, options: CallOptions = {}) => {
+  const unary = (method: DescMethod) => {
     const def = grpcMethodDefinition(method);
-    const call = prepareCall(options, policy.timeoutMs);
-    const run: IPolicy = isRetryable(method, request) ? retrying : breaker;
-    return tracer.startActiveSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT }, async (span) => {
-      const done = observe(method);
-      try {
-        const response = await run.execute(() => {
-          const metadata = call.metadata();
-          if (Date.now() >= call.deadline) throw new ConnectError(`deadline exceeded before calling ${opts.upstream}`, Code.DeadlineExceeded);
-          return new Promise<unknown>((resolve, reject) => {
-            const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => (err ? reject(fromGrpcError(err)) : resolve(value)));
-            options.signal?.addEventListener("abort", () => pending.cancel(), { once: true });
+    return async (request: Message, options: CallOptions = {}) => {
+      const call = prepareCall(options, policy.timeoutMs);
+      const run: IPolicy = isRetryable(method, request) ? retrying : breaker;
+      return tracer.startActiveSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT }, async (span) => {
+        const done = observe(method);
+        try {
+          const response = await run.execute(() => {
+            const metadata = call.metadata();
+            if (Date.now() >= call.deadline) throw new ConnectError(`deadline exceeded before calling ${opts.upstream}`, Code.DeadlineExceeded);
+            return new Promise<unknown>((resolve, reject) => {
+              const cancel = () => pending.cancel();
+              const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => {
+                options.signal?.removeEventListener("abort", cancel);
+                err ? reject(fromGrpcError(err)) : resolve(value);
+              });
+              options.signal?.addEventListener("abort", cancel, { once: true });
+            });
           });
-        });
-        done("OK");
-        return response;
-      } catch (err) {
-        const error = asUpstreamError(err, opts.upstream);
-        done(Code[error.code]);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
-        throw error;
-      } finally {
-        span.end();
-      }
-    });
+          done("OK");
+          return response;
+        } catch (err) {
+          const error = asUpstreamError(err, opts.upstream);
+          done(Code[error.code]);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
+          throw error;
+        } finally {
+          span.end();
+        }
+      });
+    };
   };
 
   const serverStream = (method: DescMethod) =>
@@ -158,7 +164,10 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
   return client as MeshClient<S>;
 }
 
-/** Deadline and metadata for one call: the caller's request id, trace context and end user travel on. */
+/**
+ * Deadline and metadata for one call. The caller's request id and trace context travel on; its end
+ * user does not (only the gateway may speak for users; a service calls as itself).
+ */
 function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined) {
   const scope = currentCallScope();
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
@@ -169,7 +178,7 @@ function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined)
     deadline,
     metadata() {
       const metadata = new grpc.Metadata();
-      new Headers(options.headers).forEach((value, key) => metadata.set(key, value));
+      if (options.headers) new Headers(options.headers).forEach((value, key) => metadata.set(key, value));
       metadata.set(headers.requestId, requestId);
       propagation.inject(context.active(), metadata, { set: (carrier, key, value) => carrier.set(key, value) });
       return metadata;

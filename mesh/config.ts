@@ -25,7 +25,7 @@ export const env = {
     try {
       if (protocols.includes(new URL(raw).protocol)) return raw;
     } catch {}
-    return fail(name, `a URL starting with ${protocols.join(" or ")}//`, raw);
+    return fail(name, `a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}`, raw);
   },
   oneOf: <T extends string>(values: readonly T[], fallback: T): Parser<T> => (raw, name) =>
     raw === undefined ? fallback : (values as readonly string[]).includes(raw) ? (raw as T) : fail(name, `one of ${values.join(", ")}`, raw),

@@ -65,7 +65,13 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
 
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
-    const impl = (opts.impl as Record<string, unknown>)[method.localName] as (...args: unknown[]) => unknown;
+    const fn = (opts.impl as Record<string, unknown>)[method.localName];
+    const impl =
+      typeof fn === "function"
+        ? (fn.bind(opts.impl) as (...args: unknown[]) => unknown)
+        : () => {
+            throw new ConnectError(`${methodPath(method)} is not implemented`, Code.Unimplemented);
+          };
     if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), shutdown.signal);
     else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, shutdown.signal);
     else throw new Error(`${methodPath(method)}: ${method.methodKind} methods are not supported by the mesh runtime`);
