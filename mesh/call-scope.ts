@@ -34,7 +34,12 @@ export interface EndUser {
 export interface Caller {
   /** Service name from the peer certificate (spiffe://shopmesh/<service>). */
   service: string;
-  /** Present only when the peer is trusted to speak for users (the gateway). */
+  /**
+   * True when the peer is the public edge (the gateway): it only ever speaks for end users, so a
+   * call from it without a user is anonymous, never a call with service rights.
+   */
+  edge: boolean;
+  /** The end user, sent only by the edge. */
   user?: EndUser;
 }
 
@@ -51,10 +56,15 @@ export const isAdmin = (caller: Caller): boolean => caller.user?.roles.includes(
 
 /**
  * Allows the call when it comes from a service on its own behalf, from an admin, or from the user
- * `userId` themselves; anything else is PERMISSION_DENIED.
+ * `userId` themselves. An anonymous call through the edge is UNAUTHENTICATED; anything else is
+ * PERMISSION_DENIED.
  */
 export function requireSelfOrAdmin(ctx: HandlerContext, userId: string): Caller {
   const caller = callerOf(ctx);
-  if (!caller.user || isAdmin(caller) || caller.user.id === userId) return caller;
+  if (!caller.user) {
+    if (caller.edge) throw new ConnectError("sign in required", Code.Unauthenticated);
+    return caller;
+  }
+  if (isAdmin(caller) || caller.user.id === userId) return caller;
   throw new ConnectError("you may only access your own account", Code.PermissionDenied);
 }

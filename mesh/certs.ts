@@ -21,7 +21,8 @@ export const spiffeId = (service: string): string => `spiffe://shopmesh/${servic
 
 /** Extracts the service name from a peer certificate's subjectaltname string (node's format). */
 export function serviceFromSan(subjectaltname: string | undefined): string | undefined {
-  const match = /URI:spiffe:\/\/shopmesh\/([a-z0-9-]+)/.exec(subjectaltname ?? "");
+  // A whole SAN entry, anchored: spiffe://shopmesh/gateway.evil must not pass for "gateway".
+  const match = /(?:^|, )URI:spiffe:\/\/shopmesh\/([a-z0-9-]+)(?=,|$)/.exec(subjectaltname ?? "");
   return match?.[1];
 }
 
@@ -79,16 +80,18 @@ export async function ensureCerts(dir: string, services: readonly string[]): Pro
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const caCertPath = join(dir, "ca.crt");
   const caKeyPath = join(dir, "ca.key");
-  let ca: CertificateAuthority | undefined;
+  let ca: CertificateAuthority | undefined; // set when this run made a new CA
   if (!(await exists(caCertPath)) || !(await exists(caKeyPath))) {
     ca = await createCa();
     await writeFile(caCertPath, ca.cert);
     await writeFile(caKeyPath, ca.key, { mode: 0o600 });
   }
+  let issuer = ca;
   for (const service of services) {
-    if (await exists(join(dir, `${service}.crt`))) continue;
-    ca ??= await loadCa(caCertPath, caKeyPath);
-    const pem = await ca.issue(service);
+    // Certificates from an earlier CA are useless against a new one: reissue them all.
+    if (!ca && (await exists(join(dir, `${service}.crt`)))) continue;
+    issuer ??= await loadCa(caCertPath, caKeyPath);
+    const pem = await issuer.issue(service);
     await writeFile(join(dir, `${service}.crt`), pem.cert);
     await writeFile(join(dir, `${service}.key`), pem.key, { mode: 0o600 });
   }

@@ -61,6 +61,15 @@ export interface ClientOptions {
 
 export type MeshClient<S extends DescService> = Client<S> & { close(): void };
 
+/**
+ * Our own refusal to start an attempt whose deadline has already passed. It says nothing about the
+ * upstream, so the breaker ignores it. (Marked by its cause: ConnectError's instanceof matches any
+ * ConnectError, subclasses included.)
+ */
+const DEADLINE_PASSED = new Error("deadline passed before the attempt");
+const deadlinePassed = (upstream: string) =>
+  new ConnectError(`deadline exceeded before calling ${upstream}`, Code.DeadlineExceeded, undefined, undefined, DEADLINE_PASSED);
+
 /** Failures that say the upstream is unhealthy (not that the request was wrong). */
 const UPSTREAM_FAILURES = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Internal, Code.Unknown]);
 
@@ -93,7 +102,7 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
   });
 
   const breaker = circuitBreaker(
-    handleWhen((err) => err instanceof ConnectError && UPSTREAM_FAILURES.has(err.code)),
+    handleWhen((err) => err instanceof ConnectError && err.cause !== DEADLINE_PASSED && UPSTREAM_FAILURES.has(err.code)),
     { halfOpenAfter: policy.breakerHalfOpenAfterMs, breaker: new ConsecutiveBreaker(policy.breakerFailures) },
   );
   const retrying = wrap(
@@ -115,8 +124,9 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
         const done = observe(method);
         try {
           const response = await run.execute(() => {
+            if (Date.now() >= call.deadline) throw deadlinePassed(opts.upstream);
+            if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
             const metadata = call.metadata();
-            if (Date.now() >= call.deadline) throw new ConnectError(`deadline exceeded before calling ${opts.upstream}`, Code.DeadlineExceeded);
             return new Promise<unknown>((resolve, reject) => {
               const cancel = () => pending.cancel();
               const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => {
@@ -145,12 +155,21 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
       if (breaker.state === CircuitState.Open) throw asUpstreamError(new BrokenCircuitError(), opts.upstream);
       const def = grpcMethodDefinition(method);
       const call = prepareCall(options, undefined);
+      if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
       const stream = channel.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, request, call.metadata(), { deadline: call.deadline });
-      options.signal?.addEventListener("abort", () => stream.cancel(), { once: true });
+      const cancel = () => stream.cancel();
+      options.signal?.addEventListener("abort", cancel, { once: true });
+      let ended = false;
       try {
         for await (const message of stream) yield message;
+        ended = true;
       } catch (err) {
+        ended = true;
         throw fromGrpcError(err as grpc.ServiceError);
+      } finally {
+        options.signal?.removeEventListener("abort", cancel);
+        // A consumer that stops early (break, return) must not leave the call open on the server.
+        if (!ended) stream.cancel();
       }
     };
 

@@ -94,12 +94,16 @@ async function openPglite(dataDir?: string): Promise<Db> {
  */
 export async function migrate(db: Db, dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
-  await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+  const lock = (q: Queryable) => q.query("SELECT pg_advisory_xact_lock(7301)");
+  await db.tx(async (q) => {
+    await lock(q); // CREATE TABLE IF NOT EXISTS itself races between sessions
+    await q.query("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+  });
   const applied: string[] = [];
   for (const file of files) {
     const sql = await readFile(join(dir, file), "utf8");
     const done = await db.tx(async (q) => {
-      await q.query("SELECT pg_advisory_xact_lock(7301)");
+      await lock(q);
       if ((await q.query("SELECT 1 FROM schema_migrations WHERE version = $1", [file])).length > 0) return false;
       for (const statement of splitStatements(sql)) await q.query(statement);
       await q.query("INSERT INTO schema_migrations (version) VALUES ($1)", [file]);

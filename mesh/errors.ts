@@ -7,6 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
 const DETAILS_KEY = "grpc-status-details-bin";
+const RESERVED = /^(grpc-|:|content-type$|date$|te$|user-agent$)/;
 
 /** A ConnectError as the status a grpc-js server sends. */
 export function toGrpcStatus(error: ConnectError): Partial<StatusObject> & { code: status } {
@@ -15,6 +16,7 @@ export function toGrpcStatus(error: ConnectError): Partial<StatusObject> & { cod
   const details = trailer.get(DETAILS_KEY);
   if (details) metadata.set(DETAILS_KEY, Buffer.from(details, "base64"));
   for (const [key, value] of error.metadata) {
+    if (RESERVED.test(key)) continue; // never let an upstream's status or transport headers through
     if (key.endsWith("-bin")) metadata.set(key, Buffer.from(value, "base64"));
     else metadata.set(key, value);
   }
@@ -29,5 +31,10 @@ export function fromGrpcError(error: ServiceError | Error): ConnectError {
   for (const [key, values] of Object.entries(error.metadata?.getMap() ?? {})) {
     trailer.set(key, Buffer.isBuffer(values) ? values.toString("base64") : String(values));
   }
-  return findTrailerError(trailer) ?? new ConnectError(error.details, error.code as number as Code);
+  // Only the status (code, message, typed details) crosses into our error. The upstream's other
+  // trailers are its business and must not ride along into our own responses.
+  const found = findTrailerError(trailer);
+  const result = new ConnectError(found?.rawMessage ?? error.details, found?.code ?? (error.code as number as Code));
+  result.details.push(...(found?.details ?? []));
+  return result;
 }

@@ -125,12 +125,14 @@ export function peerAuthentication(trustedUserPeers: readonly string[]): ServerI
   return (next) => (request, call) => {
     const service = serviceFromSan(call.peerSan());
     if (!service) throw new ConnectError("peer certificate names no ShopMesh service", Code.Unauthenticated);
-    const caller: Caller = { service };
+    const edge = trustedUserPeers.includes(service);
+    const caller: Caller = { service, edge };
     const userId = call.ctx.header(headers.userId);
-    if (userId) {
-      if (!trustedUserPeers.includes(service)) {
+    if (userId !== undefined) {
+      if (!edge) {
         throw new ConnectError(`${headers.userId} is accepted only from ${trustedUserPeers.join(", ")}`, Code.PermissionDenied);
       }
+      if (userId === "") throw new ConnectError(`${headers.userId} is empty`, Code.Unauthenticated);
       const roles = (call.ctx.header(headers.userRoles) ?? "").split(",").filter(Boolean);
       caller.user = { id: userId, roles };
     }

@@ -56,7 +56,7 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
 export async function serve<S extends DescService>(opts: ServeOptions<S>): Promise<RunningServer> {
   const { service, logger } = opts;
   const server = new grpc.Server(SERVER_OPTIONS);
-  const shutdown = new AbortController();
+  const calls = new InFlight();
   const chain = (handler: Next) =>
     compose(
       [tracing(), logging(logger), metrics(opts.metrics), errorMapping(logger), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()],
@@ -72,8 +72,8 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
         : () => {
             throw new ConnectError(`${methodPath(method)} is not implemented`, Code.Unimplemented);
           };
-    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), shutdown.signal);
-    else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, shutdown.signal);
+    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), calls);
+    else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, calls);
     else throw new Error(`${methodPath(method)}: ${method.methodKind} methods are not supported by the mesh runtime`);
   }
   server.addService(grpcServiceDefinition(service), handlers);
@@ -112,18 +112,16 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
       draining = true;
       clearInterval(probeTimer);
       setStatus("NOT_SERVING");
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          logger.warn("drain timeout: cancelling calls still in flight");
-          shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
-          server.forceShutdown();
-          resolve();
-        }, opts.drainTimeoutMs ?? 10_000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      // New calls are refused from here on; calls in flight go on.
+      const closed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      if (!(await calls.idle(opts.drainTimeoutMs ?? 10_000))) {
+        logger.warn({ in_flight: calls.count }, "drain timeout: cancelling calls still in flight");
+        calls.abort(new ConnectError("server shutting down", Code.Unavailable));
+      }
+      // Every handler has answered. Streams that never end on their own (health Watch) would hold
+      // tryShutdown forever: give the last responses a moment to flush, then close what is left.
+      await Promise.race([closed, sleep(500)]);
+      server.forceShutdown();
     },
   };
 }
@@ -140,26 +138,61 @@ function fileDescriptorProtos(file: DescFile): Buffer[] {
   return [...seen.values()];
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The application calls being handled, so a drain knows when they are done. */
+class InFlight {
+  count = 0;
+  readonly #shutdown = new AbortController();
+  #onIdle: (() => void)[] = [];
+  /** Aborts when a drain gives up waiting: handlers see it through ctx.signal. */
+  readonly signal = this.#shutdown.signal;
+
+  begin(): () => void {
+    this.count++;
+    return () => {
+      if (--this.count === 0) this.#onIdle.splice(0).forEach((resolve) => resolve());
+    };
+  }
+
+  /** Resolves true once no call is in flight, false if `timeoutMs` passes first. */
+  idle(timeoutMs: number): Promise<boolean> {
+    if (this.count === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.#onIdle.push(() => (clearTimeout(timer), resolve(true)));
+    });
+  }
+
+  abort(reason: unknown): void {
+    this.#shutdown.abort(reason);
+  }
+}
+
 type AnyCall = grpc.ServerUnaryCall<Message, unknown> | grpc.ServerWritableStream<Message, unknown>;
 
 /** The handler context and call scope for one incoming gRPC call. */
 function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo & { deadline?: number } {
   const rawDeadline = call.getDeadline();
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
-  const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => call.once("cancelled", listener));
+  const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => (call.cancelled ? listener() : call.once("cancelled", listener)));
   const requestId = ctx.header(meshHeaders.requestId) ?? randomUUID();
   return { method, ctx, requestId, peerSan: () => call.getAuthContext()?.sslPeerCertificate?.subjectaltname, deadline };
 }
 
-function unaryHandler(method: DescMethod, next: Next, shutdownSignal: AbortSignal): grpc.handleUnaryCall<Message, unknown> {
+function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.handleUnaryCall<Message, unknown> {
   return (call, callback) => {
-    const info = callInfo(method, call, shutdownSignal);
+    const done = calls.begin();
+    const info = callInfo(method, call, calls.signal);
     runInCallScope(info, () => next(call.request, info))
       .then(
         (response) => callback(null, create(method.output, response as never)),
         (err) => callback(toGrpcStatus(ConnectError.from(err))),
       )
-      .finally(() => info.ctx.release());
+      .finally(() => {
+        info.ctx.release();
+        done();
+      });
   };
 }
 
@@ -167,22 +200,37 @@ function serverStreamHandler(
   method: DescMethod,
   impl: (...args: unknown[]) => unknown,
   chain: (handler: Next) => Next,
-  shutdownSignal: AbortSignal,
+  calls: InFlight,
 ): grpc.handleServerStreamingCall<Message, unknown> {
   return (call) => {
-    const info = callInfo(method, call, shutdownSignal);
+    const done = calls.begin();
+    const info = callInfo(method, call, calls.signal);
     const run = chain(async (request, { ctx }) => {
       for await (const message of impl(request, ctx) as AsyncIterable<unknown>) {
+        if (ctx.signal.aborted) break; // the client went away: stop the handler's generator
         if (!call.write(create(method.output, message as never))) {
-          await new Promise((resolve) => call.once("drain", resolve));
+          // Backpressure: wait for the client to read, unless it cancels or the deadline passes.
+          await new Promise<void>((resolve) => {
+            const stop = () => {
+              call.off("drain", stop);
+              ctx.signal.removeEventListener("abort", stop);
+              resolve();
+            };
+            call.once("drain", stop);
+            ctx.signal.addEventListener("abort", stop, { once: true });
+          });
         }
       }
+      if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason);
     });
     runInCallScope(info, () => run(call.request, info))
       .then(
         () => call.end(),
         (err) => call.emit("error", toGrpcStatus(ConnectError.from(err))),
       )
-      .finally(() => info.ctx.release());
+      .finally(() => {
+        info.ctx.release();
+        done();
+      });
   };
 }

@@ -12,7 +12,7 @@ import { loadTls } from "./certs.js";
 import { ConfigError, env, loadConfig } from "./config.js";
 import { migrate, openDb, type Db } from "./db.js";
 import { serve } from "./serve.js";
-import { createLogger, createMetricsRegistry, initTracing, serveMetrics, type Logger } from "./telemetry.js";
+import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
 
 export const projectRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -97,6 +97,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
       await server.drain();
       await new Promise((resolve) => metricsServer.close(resolve));
       await db.close();
+      await shutdownTracing(); // flushes spans still buffered for the OTLP exporter
       logger.info("stopped");
     },
   };

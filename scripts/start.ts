@@ -80,9 +80,10 @@ present.forEach(startService);
 try {
   await Promise.all(present.map((name) => waitServing(name)));
 } catch (err) {
-  console.error((err as Error).message);
+  if (!stopping) console.error((err as Error).message);
   await stop(1);
 }
+if (stopping) await new Promise(() => {}); // stop() exits the process; print nothing meanwhile
 
 const rows = present.map((name) => {
   const spec = topology[name];

@@ -108,6 +108,12 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
       expect(unchanged.user?.displayName).toBe("Ada L.");
     });
 
+    it("treats a call through the gateway without a user as anonymous, never as a service", async () => {
+      const { user } = await register();
+      expect((await rejection(gateway.getUser({ id: user!.id }))).code).toBe(Code.Unauthenticated);
+      expect((await rejection(gateway.updateProfile({ id: user!.id, displayName: "x" }))).code).toBe(Code.Unauthenticated);
+    });
+
     it("answers NOT_FOUND for an unknown user", async () => {
       const err = await rejection(client.getUser({ id: "018f0000-0000-7000-8000-00000000dead" }));
       expect(err.code).toBe(Code.NotFound);

@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Code } from "@connectrpc/connect";
 import { IdentityService, type GetJwksResponse } from "../../gen/shop/identity/v1/identity_pb.js";
 import { callerOf, headers, type Caller } from "../../mesh/call-scope.js";
-import { createCa } from "../../mesh/certs.js";
+import { createCa, serviceFromSan } from "../../mesh/certs.js";
 import { grpcMethodDefinition } from "../../mesh/grpc-adapter.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { clientFor, rejection, startServer, type StubServer } from "../support/servers.js";
@@ -42,7 +42,7 @@ describe("mutual TLS", () => {
     const client = await clientFor(pki, IdentityService, "identity", [server.address]);
     const res = await client.getJwks({});
     expect(res.keys[0]?.kid).toBe("k1");
-    expect(lastCaller).toEqual({ service: "client" });
+    expect(lastCaller).toEqual({ service: "client", edge: false });
     client.close();
   });
 
@@ -72,8 +72,16 @@ describe("mutual TLS", () => {
 
     const asGateway = await clientFor(pki, IdentityService, "identity", [server.address], { as: "gateway" });
     await asGateway.getJwks({}, { headers: { [headers.userId]: "u1", [headers.userRoles]: "customer,admin" } });
-    expect(lastCaller).toEqual({ service: "gateway", user: { id: "u1", roles: ["customer", "admin"] } });
+    expect(lastCaller).toEqual({ service: "gateway", edge: true, user: { id: "u1", roles: ["customer", "admin"] } });
     asClient.close();
     asGateway.close();
+  });
+
+  it("names a peer only by a whole SPIFFE entry of its certificate", () => {
+    expect(serviceFromSan("URI:spiffe://shopmesh/gateway, DNS:localhost")).toBe("gateway");
+    expect(serviceFromSan("DNS:localhost, URI:spiffe://shopmesh/gateway")).toBe("gateway");
+    expect(serviceFromSan("URI:spiffe://shopmesh/gateway.evil, DNS:localhost")).toBeUndefined();
+    expect(serviceFromSan("URI:spiffe://shopmesh/gateway/x")).toBeUndefined();
+    expect(serviceFromSan("DNS:URI:spiffe://shopmesh/gateway")).toBeUndefined();
   });
 });

@@ -164,6 +164,80 @@ describe("circuit breaker", () => {
   });
 });
 
+describe("circuit breaker and the caller's own deadline", () => {
+  it("does not count calls the caller gave no time to as upstream failures", async () => {
+    let calls = 0;
+    const server = await start(pki, "identity", IdentityService, { getJwks: () => (calls++, { keys: [] }) });
+    const client = await clientFor(pki, IdentityService, "identity", [server.address], { policy: { breakerFailures: 2 } });
+    for (let i = 0; i < 4; i++) expect((await rejection(client.getJwks({}, { timeoutMs: 0 }))).code).toBe(Code.DeadlineExceeded);
+    await client.getJwks({}); // the breaker is still closed
+    expect(calls).toBe(1);
+    client.close();
+  });
+});
+
+describe("errors crossing two hops", () => {
+  it("pass the upstream's code, message and details on, but not its other trailers", async () => {
+    const b = await start(pki, "identity", IdentityService, {
+      getUser() {
+        throw new ConnectError("no such user", Code.NotFound, { "x-upstream-secret": "s3cret" });
+      },
+    });
+    const toB = await clientFor(pki, IdentityService, "identity", [b.address], { as: "catalog" });
+    let seenByA: ConnectError | undefined;
+    const a = await start(pki, "catalog", IdentityService, {
+      async getUser(req) {
+        try {
+          return await toB.getUser({ id: req.id });
+        } catch (err) {
+          seenByA = ConnectError.from(err);
+          throw err; // rethrown as is: its metadata would become our trailers
+        }
+      },
+    });
+    const toA = await clientFor(pki, IdentityService, "catalog", [a.address]);
+    const err = await rejection(toA.getUser({ id: "018f0000-0000-7000-8000-000000000001" }));
+    expect([err.code, err.rawMessage]).toEqual([Code.NotFound, "no such user"]);
+    expect(seenByA?.metadata.get("x-upstream-secret")).toBeNull();
+    expect([...(seenByA?.metadata.keys() ?? [])]).toEqual([]);
+    toA.close();
+    toB.close();
+  });
+});
+
+describe("server streams", () => {
+  it("stop the handler and free the server when the client stops reading", async () => {
+    let handlerEnded = false;
+    let sent = 0;
+    const server = await start(pki, "order", OrderService, {
+      async *watchOrder(req, ctx) {
+        try {
+          while (!ctx.signal.aborted) {
+            yield { order: { id: req.id } };
+            sent++;
+            await sleep(20);
+          }
+        } finally {
+          handlerEnded = true;
+        }
+      },
+    });
+    const client = await clientFor(pki, OrderService, "order", [server.address]);
+    let received = 0;
+    for await (const update of client.watchOrder({ id: "018f0000-0000-7000-8000-000000000003" })) {
+      expect(update.order?.id).toBe("018f0000-0000-7000-8000-000000000003");
+      if (++received === 3) break;
+    }
+    await sleep(200);
+    expect(handlerEnded).toBe(true);
+    expect(sent).toBeLessThan(10);
+    const started = Date.now();
+    await running.splice(running.indexOf(server), 1)[0]!.drain();
+    expect(Date.now() - started).toBeLessThan(1_500); // no stream left to wait for
+    client.close();
+  });
+});
+
 describe("load balancing", () => {
   it("spreads calls round robin over several addresses", async () => {
     const hits = [0, 0];
