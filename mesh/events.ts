@@ -1,0 +1,228 @@
+// Typed events over NATS JetStream.
+//
+// An event is a protobuf message of the contracts (an events.proto message). On the wire it is the
+// CloudEvents NATS binding: the protobuf bytes as payload, and headers ce-specversion, ce-id,
+// ce-type (the message's full name), ce-source, ce-time, plus traceparent. Nats-Msg-Id = ce-id, so
+// JetStream drops a duplicate publish inside the stream's duplicate window.
+//
+// Subjects: shop.<entity>.<event>, from the message name: OrderCreated → shop.order.created,
+// StockReserved → shop.stock.reserved. Each owning service has a stream SHOP_<SERVICE> over its
+// subjects (topology.eventSubjects); dead letters go to SHOP_DLQ under dlq.<consumer>.<subject>.
+//
+// Consumers are durable pull consumers with explicit ack. A failed handler is retried with growing
+// delays; after its last delivery the message goes to the dead-letter stream with its original
+// headers and the reason, and is terminated on the source stream.
+import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  AckPolicy, DeliverPolicy, headers as natsHeaders, nanos, StorageType,
+  type JetStreamClient, type JetStreamManager, type JsMsg, type MsgHdrs, type PubAck,
+} from "nats";
+import { v7 as uuidv7 } from "uuid";
+import type { Logger } from "./telemetry.js";
+
+export const DLQ_STREAM = "SHOP_DLQ";
+const DUPLICATE_WINDOW_MS = 2 * 60_000;
+
+/** shop.<entity>.<event> from a message name: OrderCreated → shop.order.created. */
+export function eventSubject(schema: DescMessage): string {
+  const words = schema.name.split(/(?=[A-Z])/).map((w) => w.toLowerCase());
+  if (words.length < 2) throw new Error(`${schema.typeName}: an event name is <Entity><Event>, e.g. OrderCreated`);
+  return `shop.${words[0]}.${words.slice(1).join("_")}`;
+}
+
+export const streamName = (service: string) => `SHOP_${service.toUpperCase()}`;
+
+/** Creates or updates a service's event stream (file storage, duplicate window) and the dead-letter stream. */
+export async function ensureStreams(jsm: JetStreamManager, service: string, subjects: readonly string[]): Promise<void> {
+  const streams: { name: string; subjects: string[] }[] = [{ name: DLQ_STREAM, subjects: ["dlq.>"] }];
+  if (subjects.length) streams.push({ name: streamName(service), subjects: [...subjects] });
+  for (const { name, subjects } of streams) {
+    const config = { name, subjects, storage: StorageType.File, duplicate_window: nanos(DUPLICATE_WINDOW_MS) };
+    try {
+      await jsm.streams.info(name);
+      await jsm.streams.update(name, config);
+    } catch (err) {
+      if (!/stream not found/i.test((err as Error).message)) throw err;
+      await jsm.streams.add(config);
+    }
+  }
+}
+
+export interface EventMeta {
+  /** ce-id; also the Nats-Msg-Id. New UUIDv7 when not given. */
+  id?: string;
+  /** ce-source: the producing service, e.g. "order". */
+  source: string;
+  time?: Date;
+}
+
+/** An event ready to publish (or to keep in an outbox row until it is). */
+export interface EncodedEvent {
+  id: string;
+  subject: string;
+  type: string;
+  payload: Uint8Array;
+  headers: Record<string, string>;
+}
+
+export function encodeEvent<S extends DescMessage>(schema: S, data: MessageInitShape<S>, meta: EventMeta): EncodedEvent {
+  const id = meta.id ?? uuidv7();
+  const headers: Record<string, string> = {
+    "ce-specversion": "1.0",
+    "ce-id": id,
+    "ce-type": schema.typeName,
+    "ce-source": meta.source,
+    "ce-time": (meta.time ?? new Date()).toISOString(),
+    "content-type": "application/protobuf",
+  };
+  propagation.inject(context.active(), headers);
+  return { id, subject: eventSubject(schema), type: schema.typeName, payload: toBinary(schema, create(schema, data)), headers };
+}
+
+/** Publishes an encoded event; JetStream acknowledges (or reports a duplicate) before this resolves. */
+export function publishEncoded(js: JetStreamClient, event: EncodedEvent, timeoutMs = 5_000): Promise<PubAck> {
+  const h = natsHeaders();
+  for (const [key, value] of Object.entries(event.headers)) h.set(key, value);
+  return js.publish(event.subject, event.payload, { msgID: event.id, headers: h, timeout: timeoutMs });
+}
+
+export const publishEvent = <S extends DescMessage>(js: JetStreamClient, schema: S, data: MessageInitShape<S>, meta: EventMeta) =>
+  publishEncoded(js, encodeEvent(schema, data, meta));
+
+/** A delivered event, decoded. */
+export interface Delivered<S extends DescMessage = DescMessage> {
+  id: string;
+  type: string;
+  source: string;
+  time: Date;
+  subject: string;
+  data: MessageShape<S>;
+  /** 1 on first delivery. */
+  deliveryCount: number;
+}
+
+export interface ConsumerOptions<S extends DescMessage> {
+  /** Durable consumer name, e.g. "inventory-order-created" (a consumer group: replicas share it). */
+  durable: string;
+  /** The stream that holds the events (streamName(owner)). */
+  stream: string;
+  /**
+   * The event type this consumer handles; its subject is the consumer's filter. One type per
+   * consumer keeps to what nats-server 2.9 (Debian's) supports: a single filter subject.
+   */
+  event: S;
+  handler: (event: Delivered<S>) => Promise<void>;
+  logger: Logger;
+  /** Deliveries before a message is dead-lettered. */
+  maxDeliver?: number;
+  /** How long a delivery may stay unacknowledged before JetStream sends it again. */
+  ackWaitMs?: number;
+  /** Delay before the n-th retry (the last one repeats). */
+  backoffMs?: readonly number[];
+}
+
+export interface RunningConsumer {
+  stop(): Promise<void>;
+}
+
+const header = (h: MsgHdrs | undefined, key: string) => h?.get(key) || undefined;
+
+/** Starts a durable pull consumer and runs `handler` for each event, at least once. */
+export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: JetStreamManager, opts: ConsumerOptions<S>): Promise<RunningConsumer> {
+  const maxDeliver = opts.maxDeliver ?? 5;
+  const backoff = opts.backoffMs ?? [100, 500, 2_000, 5_000];
+  const ackWait = opts.ackWaitMs ?? 30_000;
+  const schema = opts.event;
+  const subject = eventSubject(schema);
+  const config = {
+    durable_name: opts.durable,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(ackWait),
+    // One delivery more than we run the handler for: if a process dies during the last attempt,
+    // that extra delivery is where the message is dead-lettered instead of silently given up.
+    max_deliver: maxDeliver + 1,
+    filter_subject: subject,
+  };
+  try {
+    await jsm.consumers.info(opts.stream, opts.durable);
+    await jsm.consumers.update(opts.stream, opts.durable, config);
+  } catch (err) {
+    if (!/consumer not found/i.test((err as Error).message)) throw err;
+    await jsm.consumers.add(opts.stream, config);
+  }
+  const consumer = await js.consumers.get(opts.stream, opts.durable);
+  const messages = await consumer.consume({ max_messages: 64 });
+  const tracer = trace.getTracer("shopmesh");
+
+  const deadLetter = async (msg: JsMsg, reason: string) => {
+    const h = natsHeaders();
+    for (const [key, values] of msg.headers ?? []) for (const value of values) if (key !== "Nats-Msg-Id") h.append(key, value);
+    h.set("dlq-reason", reason.slice(0, 1_000));
+    h.set("dlq-consumer", opts.durable);
+    h.set("dlq-subject", msg.subject);
+    h.set("dlq-stream-seq", String(msg.seq));
+    h.set("dlq-deliveries", String(msg.info.deliveryCount));
+    await js.publish(`dlq.${opts.durable}.${msg.subject}`, msg.data, { headers: h, msgID: `${opts.stream}:${msg.seq}:${opts.durable}` });
+    msg.term(reason.slice(0, 200));
+    opts.logger.error({ consumer: opts.durable, subject: msg.subject, event_id: header(msg.headers, "ce-id"), reason }, "event dead-lettered");
+  };
+
+  const handle = async (msg: JsMsg) => {
+    const count = msg.info.deliveryCount;
+    if (count > maxDeliver) return deadLetter(msg, `not acknowledged after ${maxDeliver} deliveries (handler crashed or timed out)`);
+    const type = header(msg.headers, "ce-type");
+    const id = header(msg.headers, "ce-id");
+    if (type !== schema.typeName || !id) {
+      return deadLetter(msg, `not a ${schema.typeName} event (ce-type ${type ?? "missing"}, ce-id ${id ?? "missing"})`);
+    }
+    let data: MessageShape<S>;
+    try {
+      data = fromBinary(schema, msg.data);
+    } catch (err) {
+      return deadLetter(msg, `payload does not decode as ${schema.typeName}: ${(err as Error).message}`);
+    }
+    const parent = propagation.extract(context.active(), msg.headers, {
+      get: (h, key) => h?.get(key) || undefined,
+      keys: (h) => h?.keys() ?? [],
+    });
+    await tracer.startActiveSpan(`consume ${msg.subject}`, { kind: SpanKind.CONSUMER, attributes: { "messaging.system": "nats", "messaging.destination.name": msg.subject, "messaging.message.id": id } }, parent, async (span) => {
+      try {
+        await opts.handler({
+          id,
+          type,
+          source: header(msg.headers, "ce-source") ?? "",
+          time: new Date(header(msg.headers, "ce-time") ?? Date.now()),
+          subject: msg.subject,
+          data,
+          deliveryCount: count,
+        });
+        msg.ack();
+      } catch (err) {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+        if (count >= maxDeliver) await deadLetter(msg, `handler failed on delivery ${count}: ${(err as Error).message}`);
+        else {
+          const delay = backoff[Math.min(count - 1, backoff.length - 1)]!;
+          opts.logger.warn({ consumer: opts.durable, event_id: id, delivery: count, retry_in_ms: delay, err }, "event handler failed; will retry");
+          msg.nak(delay);
+        }
+      } finally {
+        span.end();
+      }
+    });
+  };
+
+  const loop = (async () => {
+    for await (const msg of messages) {
+      await handle(msg).catch((err) => opts.logger.error({ err, consumer: opts.durable }, "event not handled; JetStream will redeliver"));
+    }
+  })();
+
+  return {
+    async stop() {
+      await messages.close();
+      await loop;
+    },
+  };
+}

@@ -1,0 +1,122 @@
+// Typed events over a real nats-server with JetStream: headers, dedupe, retries, dead letters.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
+import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { consume, DLQ_STREAM, ensureStreams, eventSubject, publishEvent, streamName, type Delivered } from "../../mesh/events.js";
+import { startNats, type TestServer } from "../support/processes.js";
+import { silentLogger, sleep } from "../support/servers.js";
+
+let nats: TestServer;
+let nc: NatsConnection;
+let js: JetStreamClient;
+let jsm: JetStreamManager;
+
+beforeAll(async () => {
+  nats = await startNats();
+  nc = await connect({ servers: nats.url });
+  js = nc.jetstream();
+  jsm = await nc.jetstreamManager();
+  await ensureStreams(jsm, "identity", ["shop.user.>"]);
+  await ensureStreams(jsm, "order", ["shop.order.>"]);
+});
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+});
+
+/** Polls `read` until `ok` holds for its value (or fails after `timeoutMs`). */
+async function eventually<T>(read: () => T | Promise<T>, ok: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (ok(value)) return value;
+    if (Date.now() > end) throw new Error(`condition not met in ${timeoutMs} ms (last value ${JSON.stringify(value)})`);
+    await sleep(20);
+  }
+}
+const until = (check: () => boolean) => eventually(check, Boolean);
+
+describe("events", () => {
+  it("names subjects shop.<entity>.<event>", () => {
+    expect(eventSubject(UserRegisteredSchema)).toBe("shop.user.registered");
+    expect(eventSubject(OrderCreatedSchema)).toBe("shop.order.created");
+  });
+
+  it("delivers a typed event with CloudEvents headers, and drops a duplicate publish", async () => {
+    const seen: Delivered<typeof UserRegisteredSchema>[] = [];
+    const consumer = await consume(js, jsm, {
+      durable: "test-user-registered",
+      stream: streamName("identity"),
+      event: UserRegisteredSchema,
+      logger: silentLogger,
+      handler: async (event) => void seen.push(event),
+    });
+    const first = await publishEvent(js, UserRegisteredSchema, { userId: "u1", email: "a@b.co" }, { id: "evt-1", source: "identity" });
+    const again = await publishEvent(js, UserRegisteredSchema, { userId: "u1", email: "a@b.co" }, { id: "evt-1", source: "identity" });
+    expect([first.duplicate, again.duplicate]).toEqual([false, true]);
+    await until(() => seen.length === 1);
+    await sleep(200);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatchObject({ id: "evt-1", type: "shop.identity.v1.UserRegistered", source: "identity", subject: "shop.user.registered", deliveryCount: 1 });
+    expect(seen[0]!.data.email).toBe("a@b.co");
+
+    const stored = await jsm.streams.getMessage(streamName("identity"), { seq: first.seq });
+    expect(stored.header.get("ce-specversion")).toBe("1.0");
+    expect(stored.header.get("Nats-Msg-Id")).toBe("evt-1");
+    expect(stored.header.get("content-type")).toBe("application/protobuf");
+    await consumer.stop();
+  });
+
+  it("retries a failing handler with a delay, then acknowledges", async () => {
+    const deliveries: number[] = [];
+    const consumer = await consume(js, jsm, {
+      durable: "test-retry",
+      stream: streamName("order"),
+      event: OrderCreatedSchema,
+      logger: silentLogger,
+      backoffMs: [50],
+      handler: async (event) => {
+        deliveries.push(event.deliveryCount);
+        if (event.deliveryCount < 3) throw new Error("not yet");
+      },
+    });
+    await publishEvent(js, OrderCreatedSchema, { orderId: "o-retry" }, { source: "order" });
+    await until(() => deliveries.length === 3);
+    await sleep(300);
+    expect(deliveries).toEqual([1, 2, 3]);
+    const info = await jsm.consumers.info(streamName("order"), "test-retry");
+    expect(info.num_ack_pending).toBe(0);
+    await consumer.stop();
+  });
+
+  it("dead-letters a message after its last delivery, with its headers and the reason", async () => {
+    let attempts = 0;
+    const consumer = await consume(js, jsm, {
+      durable: "test-poison",
+      stream: streamName("order"),
+      event: OrderCreatedSchema,
+      logger: silentLogger,
+      maxDeliver: 3,
+      backoffMs: [20],
+      handler: async (event) => {
+        if (event.data.orderId === "o-poison") {
+          attempts++;
+          throw new Error("cannot handle this order");
+        }
+      },
+    });
+    const before = (await jsm.streams.info(DLQ_STREAM)).state.messages;
+    await publishEvent(js, OrderCreatedSchema, { orderId: "o-poison" }, { id: "evt-poison", source: "order" });
+    await until(() => attempts === 3);
+    const dead = await eventually(async () => (await jsm.streams.info(DLQ_STREAM)).state.messages, (n) => n > before);
+    expect(dead).toBe(before + 1);
+    const letter = await jsm.streams.getMessage(DLQ_STREAM, { last_by_subj: "dlq.test-poison.shop.order.created" });
+    expect(letter.header.get("ce-id")).toBe("evt-poison");
+    expect(letter.header.get("ce-type")).toBe("shop.order.v1.OrderCreated");
+    expect(letter.header.get("dlq-reason")).toMatch(/handler failed on delivery 3: cannot handle this order/);
+    await sleep(300);
+    expect(attempts).toBe(3); // not delivered again
+    await consumer.stop();
+  });
+});
