@@ -3,6 +3,7 @@
 // so a fresh machine needs no database server. Both speak the same SQL.
 import { readdir, readFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { PGlite } from "@electric-sql/pglite";
 
@@ -90,9 +91,10 @@ async function openPglite(dataDir?: string): Promise<Db> {
 
 /**
  * Applies the .sql files in `dir` in name order, each once, each in its own transaction, recorded
- * in schema_migrations. An advisory lock makes replicas starting together apply them once.
+ * in schema_migrations as `<prefix><file>`. An advisory lock makes replicas starting together
+ * apply them once.
  */
-export async function migrate(db: Db, dir: string): Promise<string[]> {
+export async function migrate(db: Db, dir: string, prefix = ""): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
   const lock = (q: Queryable) => q.query("SELECT pg_advisory_xact_lock(7301)");
   await db.tx(async (q) => {
@@ -102,14 +104,15 @@ export async function migrate(db: Db, dir: string): Promise<string[]> {
   const applied: string[] = [];
   for (const file of files) {
     const sql = await readFile(join(dir, file), "utf8");
+    const version = prefix + file;
     const done = await db.tx(async (q) => {
       await lock(q);
-      if ((await q.query("SELECT 1 FROM schema_migrations WHERE version = $1", [file])).length > 0) return false;
+      if ((await q.query("SELECT 1 FROM schema_migrations WHERE version = $1", [version])).length > 0) return false;
       for (const statement of splitStatements(sql)) await q.query(statement);
-      await q.query("INSERT INTO schema_migrations (version) VALUES ($1)", [file]);
+      await q.query("INSERT INTO schema_migrations (version) VALUES ($1)", [version]);
       return true;
     });
-    if (done) applied.push(file);
+    if (done) applied.push(version);
   }
   return applied;
 }
@@ -121,6 +124,9 @@ function splitStatements(sql: string): string[] {
     .map((s) => s.replace(/^\s*--.*$/gm, "").trim())
     .filter(Boolean);
 }
+
+/** The runtime's own tables (outbox, inbox), applied to every service's database before its own. */
+export const meshMigrations = fileURLToPath(new URL("./migrations", import.meta.url));
 
 /** True when `err` is a PostgreSQL unique-violation (SQLSTATE 23505), from pg or PGlite. */
 export const isUniqueViolation = (err: unknown): boolean => (err as { code?: string } | null)?.code === "23505";

@@ -10,7 +10,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { loadTls } from "./certs.js";
 import { ConfigError, env, loadConfig } from "./config.js";
-import { migrate, openDb, type Db } from "./db.js";
+import { meshMigrations, migrate, openDb, type Db } from "./db.js";
 import { serve } from "./serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
@@ -72,7 +72,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   });
   const dataDir = common.DATA_DIR.startsWith("memory://") ? common.DATA_DIR : join(common.DATA_DIR, "pglite");
   const db = await openDb({ url: common.DATABASE_URL, dataDir });
-  const applied = await migrate(db, def.migrations);
+  const applied = [...(await migrate(db, meshMigrations, "mesh/")), ...(await migrate(db, def.migrations))];
   if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
   const impl = await def.handlers({ db, logger, metrics, config });
   const server = await serve({

@@ -1,0 +1,91 @@
+// The outbox and inbox against a real nats-server and both databases: events exist only for
+// committed changes, survive NATS being down, and a redelivered event has one effect.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect, type JetStreamManager, type NatsConnection } from "nats";
+import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
+import { meshMigrations, migrate, openDb, type Db } from "../../mesh/db.js";
+import { ensureStreams, streamName } from "../../mesh/events.js";
+import { handleOnce } from "../../mesh/inbox.js";
+import { enqueue, startRelay } from "../../mesh/outbox.js";
+import { startPostgres, type TestPostgres } from "../support/postgres.js";
+import { startNats, type TestServer } from "../support/processes.js";
+import { silentLogger, sleep } from "../support/servers.js";
+
+let nats: TestServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+let pg: TestPostgres;
+
+beforeAll(async () => {
+  [nats, pg] = await Promise.all([startNats(), startPostgres()]);
+  nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  jsm = await nc.jetstreamManager();
+  await ensureStreams(jsm, "identity", ["shop.user.>"]);
+});
+afterAll(async () => {
+  await nc?.close();
+  await Promise.all([nats?.stop(), pg?.stop()]);
+});
+
+const streamCount = async () => (await jsm.streams.info(streamName("identity"))).state.messages;
+const pending = async (db: Db) => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL"))[0]!.n;
+
+describe.each([
+  ["PGlite", async () => openDb({ dataDir: "memory://" })],
+  ["PostgreSQL", async (name: string) => (await pg.createDatabase(name), openDb({ url: pg.url(name) }))],
+])("outbox on %s", (_label, open) => {
+  let db: Db;
+  let n = 0;
+  beforeAll(async () => {
+    db = await open(`outbox_${Date.now()}`);
+    await migrate(db, meshMigrations, "mesh/");
+  });
+  afterAll(() => db?.close());
+
+  it("publishes events of committed transactions, in order, and never those of rolled-back ones", async () => {
+    const before = await streamCount();
+    const ids: string[] = [];
+    await db.tx(async (q) => {
+      for (let i = 0; i < 3; i++) ids.push(await enqueue(q, UserRegisteredSchema, { userId: `u${++n}` }, { source: "identity" }));
+    });
+    await db.tx(async (q) => {
+      await enqueue(q, UserRegisteredSchema, { userId: "never" }, { source: "identity" });
+      throw new Error("roll back");
+    }).catch(() => {});
+    const relay = startRelay({ db, js: nc.jetstream(), logger: silentLogger, intervalMs: 20 });
+    for (let i = 0; i < 100 && (await pending(db)) > 0; i++) await sleep(20);
+    await relay.stop();
+    expect(await streamCount()).toBe(before + 3);
+    const stored = await Promise.all([1, 2, 3].map((k) => jsm.streams.getMessage(streamName("identity"), { seq: before + k })));
+    expect(stored.map((m) => m.header.get("ce-id"))).toEqual(ids);
+  });
+
+  it("keeps events while NATS is down and publishes them, once, when it is back", async () => {
+    const before = await streamCount();
+    const relay = startRelay({ db, js: nc.jetstream(), logger: silentLogger, intervalMs: 20, publishTimeoutMs: 300 });
+    await nats.stop({ keepData: true });
+    await db.tx(async (q) => {
+      for (let i = 0; i < 5; i++) await enqueue(q, UserRegisteredSchema, { userId: `down${++n}` }, { source: "identity" });
+    });
+    relay.notify();
+    await sleep(500);
+    expect(await pending(db)).toBe(5);
+    await nats.restart();
+    for (let i = 0; i < 250 && (await pending(db)) > 0; i++) await sleep(20);
+    await relay.stop();
+    expect(await pending(db)).toBe(0);
+    expect(await streamCount()).toBe(before + 5);
+  });
+
+  it("gives a redelivered event one effect (inbox)", async () => {
+    await db.query("CREATE TABLE IF NOT EXISTS effects (n int)");
+    const effect = (q: Parameters<Parameters<typeof handleOnce>[3]>[0]) => q.query("INSERT INTO effects VALUES (1)").then(() => {});
+    const results = await Promise.all([handleOnce(db, "c", "evt-x", effect), handleOnce(db, "c", "evt-x", effect)]);
+    expect(results.sort()).toEqual([false, true]);
+    expect(await handleOnce(db, "c", "evt-x", effect)).toBe(false);
+    expect(await handleOnce(db, "other-consumer", "evt-x", effect)).toBe(true);
+    await expect(handleOnce(db, "c", "evt-y", async () => { throw new Error("effect failed"); })).rejects.toThrow("effect failed");
+    expect(await handleOnce(db, "c", "evt-y", effect)).toBe(true); // the failed attempt recorded nothing
+    expect(await db.query("SELECT count(*)::int AS n FROM effects")).toEqual([{ n: 3 }]);
+  });
+});
