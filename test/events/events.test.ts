@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { listDeadLetters, replayDeadLetters } from "../../mesh/dead-letters.js";
 import { consume, DLQ_STREAM, ensureStreams, eventSubject, publishEvent, streamName, type Delivered } from "../../mesh/events.js";
 import { startNats, type TestServer } from "../support/processes.js";
 import { silentLogger, sleep } from "../support/servers.js";
@@ -117,6 +118,38 @@ describe("events", () => {
     expect(letter.header.get("dlq-reason")).toMatch(/handler failed on delivery 3: cannot handle this order/);
     await sleep(300);
     expect(attempts).toBe(3); // not delivered again
+    await consumer.stop();
+  });
+
+  it("lists dead letters and replays a chosen one once the handler is fixed", async () => {
+    let fixed = false;
+    const handled: string[] = [];
+    const consumer = await consume(js, jsm, {
+      durable: "test-replay",
+      stream: streamName("order"),
+      event: OrderCreatedSchema,
+      logger: silentLogger,
+      maxDeliver: 2,
+      backoffMs: [20],
+      handler: async (event) => {
+        if (event.data.orderId !== "o-replay") return;
+        if (!fixed) throw new Error("bug");
+        handled.push(event.id);
+      },
+    });
+    await publishEvent(js, OrderCreatedSchema, { orderId: "o-replay" }, { id: "evt-replay", source: "order" });
+    const letter = await eventually(
+      async () => (await listDeadLetters(jsm)).find((l) => l.eventId === "evt-replay"),
+      (l) => l !== undefined,
+    );
+    expect(letter).toMatchObject({ consumer: "test-replay", subject: "shop.order.created", type: "shop.order.v1.OrderCreated", deliveries: 2 });
+    expect(letter!.reason).toMatch(/bug/);
+
+    fixed = true;
+    expect(await replayDeadLetters(js, jsm, [letter!.seq])).toBe(1);
+    await until(() => handled.length === 1);
+    expect(handled).toEqual(["evt-replay"]); // the same event, by its ce-id
+    expect((await listDeadLetters(jsm)).some((l) => l.eventId === "evt-replay")).toBe(false);
     await consumer.stop();
   });
 });
