@@ -21,6 +21,9 @@ try {
     console.error("usage: npm run dlq -- list | replay <seq>... | replay --all");
     process.exitCode = 2;
   }
+} catch (err) {
+  console.error(`dlq: ${(err as Error).message}`);
+  process.exitCode = 1;
 } finally {
   await nc.close();
 }
