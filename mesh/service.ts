@@ -11,6 +11,7 @@ import type { Registry } from "prom-client";
 import { loadTls } from "./certs.js";
 import { ConfigError, env, loadConfig } from "./config.js";
 import { meshMigrations, migrate, openDb, type Db } from "./db.js";
+import { startEventing, type Eventing, type EventHandlerSpec } from "./eventing.js";
 import { serve } from "./serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
@@ -28,6 +29,8 @@ export interface ServiceDefinition<S extends DescService, C extends ConfigSpec> 
   /** The service's own environment variables, beyond the common ones. */
   config: C;
   handlers(deps: ServiceDeps<C>): Promise<ServiceImpl<S>> | ServiceImpl<S>;
+  /** The events this service reacts to (consumed at least once; use handleOnce for one effect). */
+  consumers?(deps: ServiceDeps<C>): EventHandlerSpec[];
 }
 
 export interface ServiceDeps<C extends ConfigSpec> {
@@ -35,12 +38,15 @@ export interface ServiceDeps<C extends ConfigSpec> {
   logger: Logger;
   metrics: Registry;
   config: ConfigOf<C>;
+  /** Wakes the outbox relay: call after committing a transaction that enqueued events. */
+  publishOutbox(): void;
 }
 
 export interface RunningService {
   port: number;
   metricsPort: number;
   db: Db;
+  eventing: Eventing;
   stop(): Promise<void>;
 }
 
@@ -54,6 +60,7 @@ function commonConfig(name: ServiceName) {
     DATA_DIR: env.string(join(projectRoot, ".data", name)),
     CERTS_DIR: env.string(join(projectRoot, "certs")),
     DRAIN_TIMEOUT_MS: env.int(10_000),
+    NATS_URL: env.url(["nats:", "tls:"]),
   };
 }
 
@@ -74,7 +81,9 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   const db = await openDb({ url: common.DATABASE_URL, dataDir });
   const applied = [...(await migrate(db, meshMigrations, "mesh/")), ...(await migrate(db, def.migrations))];
   if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
-  const impl = await def.handlers({ db, logger, metrics, config });
+  let eventing: Eventing | undefined;
+  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify() };
+  const impl = await def.handlers(deps);
   const server = await serve({
     service: def.service,
     impl,
@@ -86,6 +95,14 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     ready: db.ping,
     drainTimeoutMs: common.DRAIN_TIMEOUT_MS,
   });
+  eventing = startEventing({
+    service: def.name,
+    url: common.NATS_URL ?? "nats://127.0.0.1:4222",
+    db,
+    logger,
+    subjects: topology[def.name].eventSubjects,
+    handlers: def.consumers?.(deps) ?? [],
+  });
   const metricsServer: Server = await serveMetrics(metrics, common.METRICS_PORT, common.HOST);
   const metricsPort = (metricsServer.address() as { port: number }).port;
   logger.info({ port: server.port, metrics_port: metricsPort, database: db.kind }, "serving");
@@ -93,8 +110,10 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     port: server.port,
     metricsPort,
     db,
+    eventing,
     async stop() {
       await server.drain();
+      await eventing?.stop();
       await new Promise((resolve) => metricsServer.close(resolve));
       await db.close();
       await shutdownTracing(); // flushes spans still buffered for the OTLP exporter

@@ -3,7 +3,8 @@
 // their logs readably, waits until each answers SERVING on grpc.health.v1, prints where
 // everything listens, and on Ctrl-C drains every service and exits.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { prettyFactory } from "pino-pretty";
@@ -24,7 +25,42 @@ function show(name: string, line: string) {
   }
 }
 
+/** True when something accepts TCP connections on host:port. */
+const reachable = (host: string, port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = tcpConnect({ host, port, timeout: 500 });
+    socket.once("connect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+    socket.once("timeout", () => (socket.destroy(), resolve(false)));
+  });
+
+const which = (name: string) =>
+  [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/local/sbin"].map((d) => join(d, name)).find((p) => existsSync(p));
+
+const infrastructure: ChildProcess[] = [];
+
+/** NATS with JetStream: NATS_URL if given, one already on :4222, or a local nats-server we start. */
+async function ensureNats(): Promise<string> {
+  const url = process.env.NATS_URL ?? "nats://127.0.0.1:4222";
+  if (process.env.NATS_URL || (await reachable("127.0.0.1", 4222))) return url;
+  const bin = which("nats-server");
+  if (!bin) {
+    console.warn("nats-server is not installed: services run, and their events wait in their outboxes until NATS is reachable.\n  Install it with: sudo apt-get install nats-server   (or set NATS_URL)");
+    return url;
+  }
+  const store = join(projectRoot, ".data", "nats");
+  mkdirSync(store, { recursive: true });
+  // Its own process group: Ctrl-C in the terminal must not stop it before the services have drained.
+  const child = spawn(bin, ["-js", "-a", "127.0.0.1", "-p", "4222", "-sd", store], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+  infrastructure.push(child);
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => /\[(ERR|FTL|WRN)\]/.test(line) && show("nats", line));
+  for (let i = 0; i < 100 && !(await reachable("127.0.0.1", 4222)); i++) await new Promise((r) => setTimeout(r, 100));
+  console.log(`nats-server (JetStream) started on :4222, data in ${store}`);
+  return url;
+}
+
 await ensureCerts(certsDir, certificateHolders);
+const natsUrl = await ensureNats();
 const present = serviceNames.filter((name) => existsSync(join(projectRoot, "services", name, "main.ts")));
 const children = new Map<ServiceName, ChildProcess>();
 let stopping = false;
@@ -33,7 +69,7 @@ function startService(name: ServiceName) {
   const databaseUrl = process.env[`${name.toUpperCase()}_DATABASE_URL`];
   const child = spawn(process.execPath, ["--import", "tsx", join("services", name, "main.ts")], {
     cwd: projectRoot,
-    env: { ...process.env, CERTS_DIR: certsDir, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
+    env: { ...process.env, CERTS_DIR: certsDir, NATS_URL: natsUrl, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => show(name, line));
@@ -56,6 +92,8 @@ async function stop(exitCode = 0) {
   const force = setTimeout(() => [...children.values()].forEach((c) => c.kill("SIGKILL")), 15_000);
   await Promise.all(exits);
   clearTimeout(force);
+  // Infrastructure last: services drain their consumers and outboxes first.
+  await Promise.all(infrastructure.map((child) => new Promise((resolve) => (child.once("exit", resolve), child.kill("SIGTERM")))));
   console.log("stopped.");
   process.exit(exitCode);
 }
@@ -93,6 +131,7 @@ const rows = present.map((name) => {
 console.log(`
 ShopMesh is up (${present.length} service${present.length === 1 ? "" : "s"}, mTLS with certificates in ${certsDir}):
 ${rows.join("\n")}
+  events        ${natsUrl} (JetStream)   dead letters: npm run dlq -- list
 
 Try it (buf curl over mTLS, as the "client" identity):
   npx buf curl --protocol grpc --http2-prior-knowledge --servername identity \\

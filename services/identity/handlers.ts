@@ -5,7 +5,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { IdentityService, JwkSchema, Role, UserSchema, type User } from "../../gen/shop/identity/v1/identity_pb.js";
+import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { requireSelfOrAdmin } from "../../mesh/call-scope.js";
+import { enqueue } from "../../mesh/outbox.js";
 import { isUniqueViolation, type Db } from "../../mesh/db.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import { hashPassword, verifyPassword } from "./passwords.js";
@@ -34,9 +36,10 @@ export interface IdentityDeps {
   signer: Signer;
   /** log2 of scrypt's N for new hashes. */
   scryptLog2N: number;
+  publishOutbox(): void;
 }
 
-export async function identityHandlers({ db, logger, signer, scryptLog2N }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
+export async function identityHandlers({ db, logger, signer, scryptLog2N, publishOutbox }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
   const store = createStore(db);
   // Unknown emails are checked against this hash so they cost as much time as a wrong password.
   const decoyHash = await hashPassword(randomBytes(16).toString("hex"), scryptLog2N);
@@ -45,14 +48,26 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N }: Iden
 
   return {
     async register(req) {
+      const passwordHash = await hashPassword(req.password, scryptLog2N); // before the transaction: it takes a while
       try {
-        const row = await store.insert({
-          id: uuidv7(),
-          email: normalizeEmail(req.email),
-          displayName: req.displayName.trim(),
-          passwordHash: await hashPassword(req.password, scryptLog2N),
-          roles: ["customer"],
+        // The account and its user.registered event commit together (outbox).
+        const row = await db.tx(async (q) => {
+          const user = await createStore(q).insert({
+            id: uuidv7(),
+            email: normalizeEmail(req.email),
+            displayName: req.displayName.trim(),
+            passwordHash,
+            roles: ["customer"],
+          });
+          await enqueue(q, UserRegisteredSchema, {
+            userId: user.id,
+            email: user.email,
+            displayName: user.display_name,
+            registerTime: timestampFromDate(user.created_at),
+          }, { source: "identity" });
+          return user;
         });
+        publishOutbox();
         logger.info({ user_id: row.id }, "user registered");
         return { user: toUser(row) };
       } catch (err) {

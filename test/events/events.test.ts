@@ -6,6 +6,7 @@ import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { listDeadLetters, replayDeadLetters } from "../../mesh/dead-letters.js";
 import { consume, DLQ_STREAM, ensureStreams, eventSubject, publishEvent, streamName, type Delivered } from "../../mesh/events.js";
 import { startNats, type TestServer } from "../support/processes.js";
+import { eventually } from "../support/eventually.js";
 import { silentLogger, sleep } from "../support/servers.js";
 
 let nats: TestServer;
@@ -26,16 +27,6 @@ afterAll(async () => {
   await nats?.stop();
 });
 
-/** Polls `read` until `ok` holds for its value (or fails after `timeoutMs`). */
-async function eventually<T>(read: () => T | Promise<T>, ok: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (ok(value)) return value;
-    if (Date.now() > end) throw new Error(`condition not met in ${timeoutMs} ms (last value ${JSON.stringify(value)})`);
-    await sleep(20);
-  }
-}
 const until = (check: () => boolean) => eventually(check, Boolean);
 
 describe("events", () => {

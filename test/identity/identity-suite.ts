@@ -9,6 +9,12 @@ import type { MeshClient } from "../../mesh/client.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { startIdentity, type IdentityUnderTest } from "../support/identity.js";
 import { rejection } from "../support/servers.js";
+import { eventually } from "../support/eventually.js";
+import { startNats, type TestServer } from "../support/processes.js";
+import { connect, type NatsConnection } from "nats";
+import { fromBinary } from "@bufbuild/protobuf";
+import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
+import { streamName } from "../../mesh/events.js";
 
 export interface DatabaseUnderTest {
   /** Environment for a fresh database; the same value again must reopen the same data. */
@@ -27,9 +33,14 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
     let client: MeshClient<typeof IdentityService>;
     let gateway: MeshClient<typeof IdentityService>;
 
+    let nats: TestServer;
+    let nc: NatsConnection;
+
     beforeAll(async () => {
       pki = await createTestPki();
-      env = { ...(await database.env()), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password };
+      nats = await startNats();
+      nc = await connect({ servers: nats.url });
+      env = { ...(await database.env()), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, NATS_URL: nats.url };
       svc = await startIdentity(pki, env);
       client = await svc.client();
       gateway = await svc.client("gateway");
@@ -38,6 +49,8 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
       client?.close();
       gateway?.close();
       await svc?.stop();
+      await nc?.close();
+      await nats?.stop();
       await database.cleanup?.();
     });
 
@@ -51,6 +64,24 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
       expect(user?.email).toBe("grace.hopper@shop.test");
       expect(user?.roles).toEqual([Role.CUSTOMER]);
       expect(user?.createTime).toBeDefined();
+    });
+
+    it("publishes user.registered through the outbox, in the same transaction as the account", async () => {
+      await svc.eventing.ready;
+      const { user } = await register({ email: "events@shop.test", displayName: "Eve" });
+      const jsm = await nc.jetstreamManager();
+      const stored = await eventually(
+        () => jsm.streams.getMessage(streamName("identity"), { last_by_subj: "shop.user.registered" }).catch(() => undefined),
+        (m) => m !== undefined && fromBinary(UserRegisteredSchema, m.data).userId === user!.id,
+      );
+      expect(stored!.header.get("ce-type")).toBe("shop.identity.v1.UserRegistered");
+      expect(stored!.header.get("ce-source")).toBe("identity");
+      expect(fromBinary(UserRegisteredSchema, stored!.data)).toMatchObject({ email: "events@shop.test", displayName: "Eve" });
+
+      const before = (await jsm.streams.info(streamName("identity"))).state.messages;
+      await rejection(register({ email: "EVENTS@shop.test" })); // duplicate: rolled back, no event
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await jsm.streams.info(streamName("identity"))).state.messages).toBe(before);
     });
 
     it("refuses a second account with the same email, whatever its case", async () => {
