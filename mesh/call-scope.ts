@@ -68,3 +68,17 @@ export function requireSelfOrAdmin(ctx: HandlerContext, userId: string): Caller 
   if (isAdmin(caller) || caller.user.id === userId) return caller;
   throw new ConnectError("you may only access your own account", Code.PermissionDenied);
 }
+
+/**
+ * Allows admins (through the edge) and services acting as themselves; an anonymous edge call is
+ * UNAUTHENTICATED and a customer PERMISSION_DENIED.
+ */
+export function requireAdmin(ctx: HandlerContext): Caller {
+  const caller = callerOf(ctx);
+  if (!caller.user) {
+    if (caller.edge) throw new ConnectError("sign in required", Code.Unauthenticated);
+    return caller;
+  }
+  if (isAdmin(caller)) return caller;
+  throw new ConnectError("this needs the admin role", Code.PermissionDenied);
+}

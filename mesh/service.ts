@@ -18,7 +18,7 @@ import { topology, type ServiceName } from "./topology.js";
 
 export const projectRoot = fileURLToPath(new URL("..", import.meta.url));
 
-type ConfigSpec = Parameters<typeof loadConfig>[0];
+export type ConfigSpec = Parameters<typeof loadConfig>[0];
 type ConfigOf<S extends ConfigSpec> = ReturnType<typeof loadConfig<S>>;
 
 export interface ServiceDefinition<S extends DescService, C extends ConfigSpec> {
@@ -40,6 +40,8 @@ export interface ServiceDeps<C extends ConfigSpec> {
   config: ConfigOf<C>;
   /** Wakes the outbox relay: call after committing a transaction that enqueued events. */
   publishOutbox(): void;
+  /** Registers cleanup to run when the service stops (after its calls and consumers have drained). */
+  onStop(cleanup: () => Promise<void> | void): void;
 }
 
 export interface RunningService {
@@ -82,7 +84,8 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   const applied = [...(await migrate(db, meshMigrations, "mesh/")), ...(await migrate(db, def.migrations))];
   if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
   let eventing: Eventing | undefined;
-  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify() };
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify(), onStop: (fn) => void cleanups.push(fn) };
   const impl = await def.handlers(deps);
   const server = await serve({
     service: def.service,
@@ -114,6 +117,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     async stop() {
       await server.drain();
       await eventing?.stop();
+      for (const cleanup of cleanups.reverse()) await cleanup();
       await new Promise((resolve) => metricsServer.close(resolve));
       await db.close();
       await shutdownTracing(); // flushes spans still buffered for the OTLP exporter

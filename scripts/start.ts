@@ -39,28 +39,50 @@ const which = (name: string) =>
 
 const infrastructure: ChildProcess[] = [];
 
-/** NATS with JetStream: NATS_URL if given, one already on :4222, or a local nats-server we start. */
-async function ensureNats(): Promise<string> {
-  const url = process.env.NATS_URL ?? "nats://127.0.0.1:4222";
-  if (process.env.NATS_URL || (await reachable("127.0.0.1", 4222))) return url;
-  const bin = which("nats-server");
+interface Infra {
+  name: string;
+  envVar: string;
+  port: number;
+  scheme: string;
+  install: string;
+  args: (dataDir: string) => string[];
+  /** What keeps working without it. */
+  without: string;
+}
+
+/** Uses <envVar> if given, or a server already on its port, or starts the installed binary. */
+async function ensureInfra(infra: Infra): Promise<string> {
+  const url = process.env[infra.envVar] ?? `${infra.scheme}://127.0.0.1:${infra.port}`;
+  if (process.env[infra.envVar] || (await reachable("127.0.0.1", infra.port))) return url;
+  const bin = which(infra.name);
   if (!bin) {
-    console.warn("nats-server is not installed: services run, and their events wait in their outboxes until NATS is reachable.\n  Install it with: sudo apt-get install nats-server   (or set NATS_URL)");
+    console.warn(`${infra.name} is not installed: ${infra.without}\n  Install it with: sudo apt-get install ${infra.install}   (or set ${infra.envVar})`);
     return url;
   }
-  const store = join(projectRoot, ".data", "nats");
-  mkdirSync(store, { recursive: true });
+  const dataDir = join(projectRoot, ".data", infra.name);
+  mkdirSync(dataDir, { recursive: true });
   // Its own process group: Ctrl-C in the terminal must not stop it before the services have drained.
-  const child = spawn(bin, ["-js", "-a", "127.0.0.1", "-p", "4222", "-sd", store], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(bin, infra.args(dataDir), { stdio: ["ignore", "pipe", "pipe"], detached: true });
   infrastructure.push(child);
-  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => /\[(ERR|FTL|WRN)\]/.test(line) && show("nats", line));
-  for (let i = 0; i < 100 && !(await reachable("127.0.0.1", 4222)); i++) await new Promise((r) => setTimeout(r, 100));
-  console.log(`nats-server (JetStream) started on :4222, data in ${store}`);
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => /\b(ERR|FTL|WRN|# WARNING)\b/.test(line) && show(infra.name, line));
+  for (let i = 0; i < 100 && !(await reachable("127.0.0.1", infra.port)); i++) await new Promise((r) => setTimeout(r, 100));
+  console.log(`${infra.name} started on :${infra.port}, data in ${dataDir}`);
   return url;
 }
 
 await ensureCerts(certsDir, certificateHolders);
-const natsUrl = await ensureNats();
+const [natsUrl, redisUrl] = await Promise.all([
+  ensureInfra({
+    name: "nats-server", envVar: "NATS_URL", port: 4222, scheme: "nats", install: "nats-server",
+    args: (dir) => ["-js", "-a", "127.0.0.1", "-p", "4222", "-sd", dir],
+    without: "services run, and their events wait in their outboxes until NATS is reachable.",
+  }),
+  ensureInfra({
+    name: "redis-server", envVar: "REDIS_URL", port: 6379, scheme: "redis", install: "redis-server",
+    args: (dir) => ["--port", "6379", "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no"],
+    without: "the catalog reads from its database without a cache.",
+  }),
+]);
 const present = serviceNames.filter((name) => existsSync(join(projectRoot, "services", name, "main.ts")));
 const children = new Map<ServiceName, ChildProcess>();
 let stopping = false;
@@ -69,7 +91,7 @@ function startService(name: ServiceName) {
   const databaseUrl = process.env[`${name.toUpperCase()}_DATABASE_URL`];
   const child = spawn(process.execPath, ["--import", "tsx", join("services", name, "main.ts")], {
     cwd: projectRoot,
-    env: { ...process.env, CERTS_DIR: certsDir, NATS_URL: natsUrl, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
+    env: { ...process.env, CERTS_DIR: certsDir, NATS_URL: natsUrl, REDIS_URL: redisUrl, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => show(name, line));
@@ -132,6 +154,7 @@ console.log(`
 ShopMesh is up (${present.length} service${present.length === 1 ? "" : "s"}, mTLS with certificates in ${certsDir}):
 ${rows.join("\n")}
   events        ${natsUrl} (JetStream)   dead letters: npm run dlq -- list
+  cache         ${redisUrl}
 
 Try it (buf curl over mTLS, as the "client" identity):
   npx buf curl --protocol grpc --http2-prior-knowledge --servername identity \\

@@ -1,0 +1,127 @@
+// CatalogService handlers. Reads go through the Redis cache; writes commit the product and its
+// product.updated event together (outbox), then replace the cached value.
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { v7 as uuidv7 } from "uuid";
+import { ProductUpdatedSchema } from "../../gen/shop/catalog/v1/events_pb.js";
+import { CatalogService, type Product, type ProductSchema } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import { requireAdmin } from "../../mesh/call-scope.js";
+import type { MessageCache } from "../../mesh/cache.js";
+import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
+import { enqueue } from "../../mesh/outbox.js";
+import { createStore } from "./store.js";
+
+const DEFAULT_PAGE_SIZE = 20;
+
+const pageToken = {
+  encode: (lastId: string) => Buffer.from(lastId).toString("base64url"),
+  decode(token: string): string {
+    const id = Buffer.from(token, "base64url").toString();
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) {
+      throw new ConnectError("page_token is not a token from a previous response", Code.InvalidArgument);
+    }
+    return id;
+  },
+};
+
+/** Writes product.updated for `product` in the caller's transaction. */
+export const enqueueProductUpdated = (q: Queryable, product: Product) =>
+  enqueue(q, ProductUpdatedSchema, {
+    productId: product.id,
+    sku: product.sku,
+    name: product.name,
+    description: product.description,
+    category: product.category,
+    price: product.price,
+    imageUrl: product.imageUrl,
+    createTime: product.createTime,
+    updateTime: product.updateTime,
+  }, { source: "catalog" });
+
+export interface CatalogDeps {
+  db: Db;
+  cache: MessageCache<typeof ProductSchema>;
+  publishOutbox(): void;
+}
+
+export function catalogHandlers({ db, cache, publishOutbox }: CatalogDeps): ServiceImpl<typeof CatalogService> {
+  const store = createStore(db);
+  const load = (ids: readonly string[]) => cache.getMany(ids, (missing) => store.byIds(missing));
+
+  const write = async (change: (q: Queryable) => Promise<Product | undefined>) => {
+    const product = await db.tx(async (q) => {
+      const p = await change(q);
+      if (p) await enqueueProductUpdated(q, p);
+      return p;
+    });
+    if (product) {
+      publishOutbox();
+      await cache.put(product.id, product);
+    }
+    return product;
+  };
+
+  return {
+    async listProducts(req) {
+      const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+      const rows = await store.page({
+        afterId: req.pageToken ? pageToken.decode(req.pageToken) : undefined,
+        limit: limit + 1, // one more tells whether another page exists
+        query: req.query.trim() || undefined,
+        category: req.category || undefined,
+      });
+      const products = rows.slice(0, limit);
+      return { products, nextPageToken: rows.length > limit ? pageToken.encode(products.at(-1)!.id) : "" };
+    },
+
+    async getProduct(req) {
+      const product = (await load([req.id])).get(req.id);
+      if (!product) throw new ConnectError(`product ${req.id} not found`, Code.NotFound);
+      return { product };
+    },
+
+    async batchGetProducts(req) {
+      const found = await load(req.ids);
+      const missing = req.ids.filter((id) => !found.has(id));
+      if (missing.length) throw new ConnectError(`products not found: ${missing.join(", ")}`, Code.NotFound);
+      return { products: req.ids.map((id) => found.get(id)!) };
+    },
+
+    async createProduct(req, ctx) {
+      requireAdmin(ctx);
+      try {
+        const product = await write((q) =>
+          createStore(q).insert({
+            id: uuidv7(),
+            sku: req.sku,
+            name: req.name.trim(),
+            description: req.description,
+            category: req.category,
+            priceMinor: req.price!.amountMinor,
+            currency: req.price!.currencyCode,
+            imageUrl: req.imageUrl,
+          }),
+        );
+        return { product };
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new ConnectError(`a product with sku ${req.sku} already exists`, Code.AlreadyExists);
+        throw err;
+      }
+    },
+
+    async updateProduct(req, ctx) {
+      requireAdmin(ctx);
+      const product = await write((q) =>
+        createStore(q).update(req.id, {
+          name: req.name?.trim(),
+          description: req.description,
+          category: req.category,
+          priceMinor: req.price?.amountMinor,
+          currency: req.price?.currencyCode,
+          imageUrl: req.imageUrl,
+        }),
+      );
+      if (!product) throw new ConnectError(`product ${req.id} not found`, Code.NotFound);
+      return { product };
+    },
+  };
+}
