@@ -1,12 +1,9 @@
 // The demo catalog seeded on first start, so a newcomer sees products at once. Ids are fixed so
 // the demo stock in inventory can refer to them.
-export interface DemoProduct {
-  id: string;
-  sku: string;
-  name: string;
-  description: string;
-  category: string;
-  priceMinor: bigint;
+import type { NewProduct } from "./store.js";
+
+export interface DemoProduct extends Omit<NewProduct, "currency" | "imageUrl"> {
+  /** Units inventory starts with. */
   stock: number;
 }
 
