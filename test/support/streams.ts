@@ -1,0 +1,24 @@
+// Reading what services published, straight from their JetStream streams.
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import type { JetStreamManager } from "nats";
+import { eventSubject, streamName } from "../../mesh/events.js";
+import { ownerOf } from "../../mesh/eventing.js";
+
+export interface StoredEvent<S extends DescMessage> {
+  seq: number;
+  id: string;
+  data: MessageShape<S>;
+}
+
+/** Every stored event of one type, oldest first. */
+export async function storedEvents<S extends DescMessage>(jsm: JetStreamManager, schema: S): Promise<StoredEvent<S>[]> {
+  const stream = streamName(ownerOf(schema));
+  const subject = eventSubject(schema);
+  const { state } = await jsm.streams.info(stream).catch(() => ({ state: { first_seq: 1, last_seq: 0 } }));
+  const events: StoredEvent<S>[] = [];
+  for (let seq = state.first_seq; seq <= state.last_seq; seq++) {
+    const msg = await jsm.streams.getMessage(stream, { seq }).catch(() => undefined);
+    if (msg?.subject === subject) events.push({ seq, id: msg.header.get("ce-id"), data: fromBinary(schema, msg.data) });
+  }
+  return events;
+}
