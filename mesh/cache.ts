@@ -14,6 +14,8 @@ export interface MessageCache<S extends DescMessage> {
   getMany(ids: readonly string[], load: (missing: string[]) => Promise<Map<string, MessageShape<S>>>): Promise<Map<string, MessageShape<S>>>;
   /** After a committed write: replace the cached value. */
   put(id: string, value: MessageShape<S>): Promise<void>;
+  /** Resolves once Redis is first connected (until then every read goes to the database). */
+  readonly ready: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -44,8 +46,10 @@ export function createMessageCache<S extends DescMessage>(schema: S, opts: Cache
     degraded = true;
   };
   const key = (id: string) => `${opts.prefix}${id}`;
+  const ready = new Promise<void>((resolve) => redis.once("ready", () => resolve()));
 
   return {
+    ready,
     async getMany(ids, load) {
       const found = new Map<string, MessageShape<S>>();
       const cached = await redis.mgetBuffer(...ids.map(key)).catch((err) => (degrade(err), ids.map(() => null)));

@@ -138,6 +138,7 @@ describe("catalog", () => {
 describe("message cache", () => {
   it("does not let a reader that loaded before an update put the old value back", async () => {
     const cache = createMessageCache(ProductSchema, { url: redisServer.url, prefix: "race:", ttlSeconds: 60, logger: silentLogger });
+    await cache.ready;
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     // The reader misses, loads the old row, and stalls before filling the cache...
