@@ -29,9 +29,11 @@ const source = { source: "inventory" };
 
 /** Reacts to the saga: reserve on order.created; release on payment.failed or order.cancelled; commit on order.confirmed. */
 export function inventoryConsumers(db: Db, publishOutbox: () => void): EventHandlerSpec[] {
-  const release = (consumer: string) => async (orderId: string, eventId: string, reason: string) => {
+  const release = (consumer: string, closeOrder: boolean) => async (orderId: string, eventId: string, reason: string) => {
     await handleOnce(db, consumer, eventId, async (q) => {
-      const lines = await createStore(q).settle(orderId, "released");
+      const store = createStore(q);
+      if (closeOrder) await store.close(orderId);
+      const lines = await store.settle(orderId, "released");
       if (lines.length) await enqueue(q, StockReleasedSchema, { orderId, reason, lines }, source);
     });
     publishOutbox();
@@ -46,7 +48,9 @@ export function inventoryConsumers(db: Db, publishOutbox: () => void): EventHand
         try {
           // All lines or none: a shortage throws, rolling back every line and the inbox record.
           await handleOnce(db, "reserve", id, async (q) => {
-            await createStore(q).reserve(data.orderId, lines);
+            const store = createStore(q);
+            if (await store.isClosed(data.orderId)) return; // cancelled before we saw it created
+            await store.reserve(data.orderId, lines);
             await enqueue(q, StockReservedSchema, { orderId: data.orderId, lines }, source);
           });
         } catch (err) {
@@ -62,8 +66,8 @@ export function inventoryConsumers(db: Db, publishOutbox: () => void): EventHand
         publishOutbox();
       },
     }),
-    on({ event: PaymentFailedSchema, name: "release-on-payment-failed", handler: ({ id, data }) => release("release-on-payment-failed")(data.orderId, id, "payment failed") }),
-    on({ event: OrderCancelledSchema, name: "release-on-order-cancelled", handler: ({ id, data }) => release("release-on-order-cancelled")(data.orderId, id, "order cancelled") }),
+    on({ event: PaymentFailedSchema, name: "release-on-payment-failed", handler: ({ id, data }) => release("release-on-payment-failed", false)(data.orderId, id, "payment failed") }),
+    on({ event: OrderCancelledSchema, name: "release-on-order-cancelled", handler: ({ id, data }) => release("release-on-order-cancelled", true)(data.orderId, id, "order cancelled") }),
     on({
       event: OrderConfirmedSchema,
       name: "commit",

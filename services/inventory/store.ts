@@ -58,6 +58,15 @@ export function createStore(q: Queryable) {
       }
     },
 
+    /** Marks an order cancelled; a later order.created for it reserves nothing. */
+    async close(orderId: string): Promise<void> {
+      await q.query("INSERT INTO closed_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", [orderId]);
+    },
+
+    async isClosed(orderId: string): Promise<boolean> {
+      return (await q.query("SELECT 1 FROM closed_orders WHERE order_id = $1", [orderId])).length > 0;
+    },
+
     /** Moves an order's held lines to `status`; returns them (none if nothing was held). */
     async settle(orderId: string, status: "committed" | "released"): Promise<Line[]> {
       const rows = await q.query<{ product_id: string; quantity: number }>(

@@ -136,6 +136,19 @@ describe("inventory", () => {
     expect(await stock(product)).toMatchObject({ available: 1, reserved: 0 }); // a sale is not released
   });
 
+  it("reserves nothing for an order whose cancellation it handled first", async () => {
+    const product = await newProduct(3);
+    const orderId = uuidv7();
+    await publishEvent(js, OrderCancelledSchema, { orderId, reason: "changed my mind" }, { source: "order" });
+    await sleep(300);
+    await orderCreated(orderId, [[product, 2]]);
+    const other = uuidv7(); // a later order shows the consumer has moved past ours
+    await orderCreated(other, [[product, 1]]);
+    expect(await outcome(other)).toBe("reserved");
+    expect((await storedEvents(jsm, StockReservedSchema)).some((e) => e.data.orderId === orderId)).toBe(false);
+    expect(await stock(product)).toMatchObject({ available: 2, reserved: 1 });
+  });
+
   it("adjusts stock for admins, never below zero", async () => {
     const product = await newProduct(2);
     expect((await gateway.adjustStock({ productId: product, delta: 5, reason: "delivery" }, asAdmin)).stock?.available).toBe(7);

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/payment/v1/payment.proto.
  */
 export const file_shop_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxIqICCgdQYXltZW50EgoKAmlkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEiUKBmFtb3VudBgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5Ei4KBnN0YXR1cxgEIAEoDjIeLnNob3AucGF5bWVudC52MS5QYXltZW50U3RhdHVzEhYKDmZhaWx1cmVfcmVhc29uGAUgASgJEhQKDGRlY2xpbmVfY29kZRgGIAEoCRISCgpjYXJkX2xhc3Q0GAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLwoRR2V0UGF5bWVudFJlcXVlc3QSGgoIb3JkZXJfaWQYASABKAlCCLpIBXIDsAEBIj8KEkdldFBheW1lbnRSZXNwb25zZRIpCgdwYXltZW50GAEgASgLMhguc2hvcC5wYXltZW50LnYxLlBheW1lbnQqhAEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdQQVlNRU5UX1NUQVRVU19DQVBUVVJFRBABEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBACEhsKF1BBWU1FTlRfU1RBVFVTX1JFRlVOREVEEAMykQEKDlBheW1lbnRTZXJ2aWNlEn8KCkdldFBheW1lbnQSIi5zaG9wLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaIy5zaG9wLnBheW1lbnQudjEuR2V0UGF5bWVudFJlc3BvbnNlIiiQAgGC0+STAh8SHS92MS9vcmRlcnMve29yZGVyX2lkfS9wYXltZW50YgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp, file_shop_common_v1_money]);
+  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxIqICCgdQYXltZW50EgoKAmlkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEiUKBmFtb3VudBgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5Ei4KBnN0YXR1cxgEIAEoDjIeLnNob3AucGF5bWVudC52MS5QYXltZW50U3RhdHVzEhYKDmZhaWx1cmVfcmVhc29uGAUgASgJEhQKDGRlY2xpbmVfY29kZRgGIAEoCRISCgpjYXJkX2xhc3Q0GAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLwoRR2V0UGF5bWVudFJlcXVlc3QSGgoIb3JkZXJfaWQYASABKAlCCLpIBXIDsAEBIj8KEkdldFBheW1lbnRSZXNwb25zZRIpCgdwYXltZW50GAEgASgLMhguc2hvcC5wYXltZW50LnYxLlBheW1lbnQquwEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdQQVlNRU5UX1NUQVRVU19DQVBUVVJFRBABEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBACEhsKF1BBWU1FTlRfU1RBVFVTX1JFRlVOREVEEAMSGgoWUEFZTUVOVF9TVEFUVVNfUEVORElORxAEEhkKFVBBWU1FTlRfU1RBVFVTX1ZPSURFRBAFMpEBCg5QYXltZW50U2VydmljZRJ/CgpHZXRQYXltZW50EiIuc2hvcC5wYXltZW50LnYxLkdldFBheW1lbnRSZXF1ZXN0GiMuc2hvcC5wYXltZW50LnYxLkdldFBheW1lbnRSZXNwb25zZSIokAIBgtPkkwIfEh0vdjEvb3JkZXJzL3tvcmRlcl9pZH0vcGF5bWVudGIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp, file_shop_common_v1_money]);
 
 /**
  * The payment of one order.
@@ -170,6 +170,20 @@ export enum PaymentStatus {
    * @generated from enum value: PAYMENT_STATUS_REFUNDED = 3;
    */
   REFUNDED = 3,
+
+  /**
+   * The order is known and the charge waits for its stock to be reserved.
+   *
+   * @generated from enum value: PAYMENT_STATUS_PENDING = 4;
+   */
+  PENDING = 4,
+
+  /**
+   * The order was cancelled before anything was charged; nothing ever will be.
+   *
+   * @generated from enum value: PAYMENT_STATUS_VOIDED = 5;
+   */
+  VOIDED = 5,
 }
 
 /**
