@@ -82,3 +82,17 @@ export function requireAdmin(ctx: HandlerContext): Caller {
   if (isAdmin(caller)) return caller;
   throw new ConnectError("this needs the admin role", Code.PermissionDenied);
 }
+
+/**
+ * Whether the caller may see a resource owned by `ownerId`: its owner, an admin, or a service
+ * acting as itself. An anonymous edge call is UNAUTHENTICATED. Handlers answer NOT_FOUND when
+ * this is false, so nobody learns that another user's resource exists.
+ */
+export function mayAccess(ctx: HandlerContext, ownerId: string): boolean {
+  const caller = callerOf(ctx);
+  if (!caller.user) {
+    if (caller.edge) throw new ConnectError("sign in required", Code.Unauthenticated);
+    return true;
+  }
+  return isAdmin(caller) || caller.user.id === ownerId;
+}
