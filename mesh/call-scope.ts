@@ -96,3 +96,10 @@ export function mayAccess(ctx: HandlerContext, ownerId: string): boolean {
   }
   return isAdmin(caller) || caller.user.id === ownerId;
 }
+
+/** The signed-in end user making this call; UNAUTHENTICATED when there is none. */
+export function requireUser(ctx: HandlerContext): EndUser {
+  const caller = callerOf(ctx);
+  if (!caller.user) throw new ConnectError("sign in required: this acts on behalf of a user", Code.Unauthenticated);
+  return caller.user;
+}

@@ -9,6 +9,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { loadTls } from "./certs.js";
+import { createClient, type MeshClient } from "./client.js";
 import { ConfigError, env, loadConfig } from "./config.js";
 import { meshMigrations, migrate, openDb, type Db } from "./db.js";
 import { startEventing, type Eventing, type EventHandlerSpec } from "./eventing.js";
@@ -42,6 +43,11 @@ export interface ServiceDeps<C extends ConfigSpec> {
   publishOutbox(): void;
   /** Registers cleanup to run when the service stops (after its calls and consumers have drained). */
   onStop(cleanup: () => Promise<void> | void): void;
+  /**
+   * A typed client for an upstream listed in the topology, at <UPSTREAM>_ADDRESSES (comma-separated
+   * host:port; default: its local port), over mTLS as this service. Closed when the service stops.
+   */
+  upstream<U extends DescService>(service: U, name: ServiceName): MeshClient<U>;
 }
 
 export interface RunningService {
@@ -85,7 +91,15 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
   let eventing: Eventing | undefined;
   const cleanups: (() => Promise<void> | void)[] = [];
-  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify(), onStop: (fn) => void cleanups.push(fn) };
+  const onStop = (fn: () => Promise<void> | void) => void cleanups.push(fn);
+  const upstream = <U extends DescService>(service: U, name: ServiceName): MeshClient<U> => {
+    const variable = `${name.toUpperCase()}_ADDRESSES`;
+    const { [variable]: addresses } = loadConfig({ [variable]: env.addresses(`127.0.0.1:${topology[name].grpcPort}`) }, source);
+    const client = createClient(service, { upstream: name, addresses: addresses as string[], tls, metrics });
+    onStop(() => client.close());
+    return client;
+  };
+  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify(), onStop, upstream };
   const impl = await def.handlers(deps);
   const server = await serve({
     service: def.service,

@@ -1,0 +1,100 @@
+// NotificationService and the messages it sends on user.registered, order.confirmed and order.cancelled.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
+import { NotificationChannel, NotificationSchema, NotificationService } from "../../gen/shop/notification/v1/notification_pb.js";
+import { OrderCancelledSchema, OrderConfirmedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { callerOf, isAdmin } from "../../mesh/call-scope.js";
+import type { Db } from "../../mesh/db.js";
+import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
+import { handleOnce } from "../../mesh/inbox.js";
+import type { Money } from "../../gen/shop/common/v1/money_pb.js";
+import type { Message, Sender } from "./sender.js";
+
+interface Row extends Record<string, unknown> {
+  id: string;
+  user_id: string;
+  subject: string;
+  body: string;
+  source_event_id: string;
+  source_event_type: string;
+  created_at: Date;
+}
+
+const DEFAULT_PAGE_SIZE = 20;
+
+export function notificationHandlers(db: Db): ServiceImpl<typeof NotificationService> {
+  return {
+    async listNotifications(req, ctx) {
+      const caller = callerOf(ctx);
+      if (caller.edge && !caller.user) throw new ConnectError("sign in required", Code.Unauthenticated);
+      const userId = caller.user && !isAdmin(caller) ? caller.user.id : req.userId || undefined;
+      const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+      const beforeId = req.pageToken ? Buffer.from(req.pageToken, "base64url").toString() : null;
+      if (beforeId !== null && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(beforeId)) {
+        throw new ConnectError("page_token is not a token from a previous response", Code.InvalidArgument);
+      }
+      const rows = await db.query<Row>(
+        `SELECT * FROM notifications WHERE ($1::text IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR id < $2::uuid) ORDER BY id DESC LIMIT $3`,
+        [userId ?? null, beforeId, limit + 1],
+      );
+      const page = rows.slice(0, limit);
+      return {
+        notifications: page.map((r) =>
+          create(NotificationSchema, {
+            id: r.id,
+            userId: r.user_id,
+            channel: NotificationChannel.EMAIL,
+            subject: r.subject,
+            body: r.body,
+            sourceEventId: r.source_event_id,
+            sourceEventType: r.source_event_type,
+            createTime: timestampFromDate(r.created_at),
+          }),
+        ),
+        nextPageToken: rows.length > limit ? Buffer.from(page.at(-1)!.id).toString("base64url") : "",
+      };
+    },
+  };
+}
+
+const amount = (m: Money | undefined) => (m ? `${(Number(m.amountMinor) / 100).toFixed(2)} ${m.currencyCode}` : "");
+
+export function notificationConsumers(db: Db, sender: Sender): EventHandlerSpec[] {
+  // One notification per event: the inbox makes a redelivery a no-op, and the unique
+  // source_event_id backs it up in the table itself.
+  const notify = (consumer: string) => (id: string, message: Omit<Message, "sourceEventId">) =>
+    handleOnce(db, consumer, id, (q) => sender.send(q, { ...message, sourceEventId: id })).then(() => {});
+
+  return [
+    on({
+      event: UserRegisteredSchema,
+      name: "welcome",
+      handler: ({ id, type, data }) =>
+        notify("welcome")(id, {
+          userId: data.userId, recipient: data.email, sourceEventType: type,
+          subject: "Welcome to ShopMesh", body: `Hello ${data.displayName}, your account is ready.`,
+        }),
+    }),
+    on({
+      event: OrderConfirmedSchema,
+      name: "order-confirmed",
+      handler: ({ id, type, data }) =>
+        notify("order-confirmed")(id, {
+          userId: data.userId, recipient: "", sourceEventType: type,
+          subject: `Order ${data.orderId} confirmed`, body: `We have your payment of ${amount(data.total)}; your order is on its way.`,
+        }),
+    }),
+    on({
+      event: OrderCancelledSchema,
+      name: "order-cancelled",
+      handler: ({ id, type, data }) =>
+        notify("order-cancelled")(id, {
+          userId: data.userId, recipient: "", sourceEventType: type,
+          subject: `Order ${data.orderId} cancelled`,
+          body: `Your order was cancelled: ${data.reason}.${data.paymentCaptured ? " Your payment will be refunded in full." : ""}`,
+        }),
+    }),
+  ];
+}

@@ -1,0 +1,190 @@
+// OrderService handlers and order's part of the saga.
+import { createHash } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { v7 as uuidv7 } from "uuid";
+import type { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import { StockRejectedSchema, StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
+import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
+import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
+import { callerOf, isAdmin, mayAccess, requireUser } from "../../mesh/call-scope.js";
+import type { MeshClient } from "../../mesh/client.js";
+import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
+import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
+import { handleOnce } from "../../mesh/inbox.js";
+import { enqueue } from "../../mesh/outbox.js";
+import { createStore, isTerminal, statusName, type StoredOrder } from "./store.js";
+import type { OrderWatchers } from "./watchers.js";
+
+const DEFAULT_PAGE_SIZE = 20;
+const source = { source: "order" };
+
+export interface OrderDeps {
+  db: Db;
+  catalog: MeshClient<typeof CatalogService>;
+  watchers: OrderWatchers;
+  publishOutbox(): void;
+}
+
+/** Same body, same hash: the request without its idempotency key, in protobuf's binary form. */
+const requestHash = (req: CreateOrderRequest) =>
+  createHash("sha256").update(toBinary(CreateOrderRequestSchema, create(CreateOrderRequestSchema, { ...req, idempotencyKey: "" }))).digest("base64url");
+
+const notFound = (id: string) => new ConnectError(`order ${id} not found`, Code.NotFound);
+
+/** Cancels a PENDING order and publishes order.cancelled; undefined if it had already left PENDING. */
+async function cancel(q: Queryable, orderId: string, reason: string): Promise<StoredOrder | undefined> {
+  const stored = await createStore(q).transition(orderId, "cancelled", reason);
+  if (stored) {
+    await enqueue(q, OrderCancelledSchema, {
+      orderId,
+      userId: stored.order.userId,
+      reason,
+      stockReserved: stored.stockReserved,
+      paymentCaptured: stored.paymentCaptured,
+      cancelTime: stored.order.updateTime,
+    }, source);
+  }
+  return stored;
+}
+
+export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDeps): ServiceImpl<typeof OrderService> {
+  const store = createStore(db);
+  const visible = async (ctx: Parameters<typeof mayAccess>[0], id: string) => {
+    const stored = await store.byId(id);
+    if (!stored || !mayAccess(ctx, stored.order.userId)) throw notFound(id);
+    return stored.order;
+  };
+
+  const replay = (existing: StoredOrder, hash: string) => {
+    if (existing.requestHash !== hash) {
+      throw new ConnectError("this idempotency key was used for a different order", Code.FailedPrecondition);
+    }
+    return { order: existing.order };
+  };
+
+  return {
+    async createOrder(req, ctx) {
+      const user = requireUser(ctx);
+      const key = req.idempotencyKey || undefined;
+      const hash = requestHash(req);
+      if (key) {
+        const existing = await store.byIdempotencyKey(user.id, key);
+        if (existing) return replay(existing, hash);
+      }
+      // Prices come from the catalog, never from the client.
+      const { products } = await catalog.batchGetProducts({ ids: req.lines.map((l) => l.productId) });
+      const currencies = new Set(products.map((p) => p.price?.currencyCode));
+      if (currencies.size !== 1) throw new ConnectError("the products are priced in different currencies; order them separately", Code.FailedPrecondition);
+      const lines = req.lines.map((l, i) => ({
+        productId: l.productId,
+        productName: products[i]!.name,
+        quantity: l.quantity,
+        unitPriceMinor: products[i]!.price!.amountMinor,
+      }));
+      try {
+        const order = await db.tx(async (q) => {
+          const created = await createStore(q).insert({
+            id: uuidv7(), userId: user.id, currency: [...currencies][0]!, lines, shipping: req.shippingAddress!, idempotencyKey: key, requestHash: hash,
+          });
+          await enqueue(q, OrderCreatedSchema, {
+            orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, paymentMethod: req.paymentMethod, createTime: created.createTime,
+          }, source);
+          return created;
+        });
+        publishOutbox();
+        return { order };
+      } catch (err) {
+        // The same key raced in from a retry: answer as the first one did.
+        if (key && isUniqueViolation(err)) return replay((await store.byIdempotencyKey(user.id, key))!, hash);
+        throw err;
+      }
+    },
+
+    async getOrder(req, ctx) {
+      return { order: await visible(ctx, req.id) };
+    },
+
+    async listOrders(req, ctx) {
+      const caller = callerOf(ctx);
+      if (caller.edge && !caller.user) throw new ConnectError("sign in required", Code.Unauthenticated);
+      // Customers see their own orders; admins and services anyone's (optionally one user's).
+      const userId = caller.user && !isAdmin(caller) ? caller.user.id : req.userId || undefined;
+      const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+      const beforeId = req.pageToken ? Buffer.from(req.pageToken, "base64url").toString() : undefined;
+      if (beforeId !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(beforeId)) {
+        throw new ConnectError("page_token is not a token from a previous response", Code.InvalidArgument);
+      }
+      const orders = await store.page({ userId, status: req.status ? statusName(req.status) : undefined, beforeId, limit: limit + 1 });
+      const page = orders.slice(0, limit);
+      return { orders: page, nextPageToken: orders.length > limit ? Buffer.from(page.at(-1)!.id).toString("base64url") : "" };
+    },
+
+    async cancelOrder(req, ctx) {
+      await visible(ctx, req.id);
+      const cancelled = await db.tx((q) => cancel(q, req.id, req.reason || "cancelled by the customer"));
+      if (cancelled) {
+        publishOutbox();
+        watchers.changed(req.id);
+        return { order: cancelled.order };
+      }
+      // It had already left PENDING: cancelling again changes nothing; a confirmed order stays.
+      const order = await visible(ctx, req.id);
+      if (order.status === OrderStatus.CONFIRMED) throw new ConnectError("a confirmed order can no longer be cancelled", Code.FailedPrecondition);
+      return { order };
+    },
+
+    async *watchOrder(req, ctx) {
+      let order: Order = await visible(ctx, req.id);
+      yield { order };
+      while (!isTerminal(order) && !ctx.signal.aborted) {
+        await watchers.next(req.id, 1_000, ctx.signal);
+        const now = (await store.byId(req.id))!.order;
+        if (now.status !== order.status || now.updateTime?.seconds !== order.updateTime?.seconds || now.updateTime?.nanos !== order.updateTime?.nanos) {
+          order = now;
+          yield { order };
+        }
+      }
+    },
+  };
+}
+
+/** Order's part of the saga: confirm on payment.captured, cancel on stock.rejected or payment.failed. */
+export function orderConsumers({ db, watchers, publishOutbox }: Omit<OrderDeps, "catalog">): EventHandlerSpec[] {
+  const settle = (consumer: string, effect: (q: Queryable, orderId: string) => Promise<unknown>) =>
+    async ({ id, data }: { id: string; data: { orderId: string } }) => {
+      await handleOnce(db, consumer, id, (q) => effect(q, data.orderId).then(() => {}));
+      publishOutbox();
+      watchers.changed(data.orderId);
+    };
+
+  return [
+    on({ event: StockReservedSchema, name: "stock-reserved", handler: settle("stock-reserved", (q, id) => createStore(q).mark(id, "stock_reserved")) }),
+    on({
+      event: StockRejectedSchema,
+      name: "stock-rejected",
+      handler: settle("stock-rejected", (q, id) => cancel(q, id, "out of stock")),
+    }),
+    on({
+      event: PaymentFailedSchema,
+      name: "payment-failed",
+      async handler(event) {
+        await settle("payment-failed", (q, id) => cancel(q, id, `payment failed: ${event.data.reason}`))(event);
+      },
+    }),
+    on({
+      event: PaymentCapturedSchema,
+      name: "payment-captured",
+      handler: settle("payment-captured", async (q, id) => {
+        const store = createStore(q);
+        const confirmed = await store.transition(id, "confirmed");
+        if (!confirmed) return store.mark(id, "payment_captured"); // cancelled meanwhile: payment refunds on order.cancelled
+        await enqueue(q, OrderConfirmedSchema, {
+          orderId: id, userId: confirmed.order.userId, total: confirmed.order.total, confirmTime: timestampFromDate(new Date()),
+        }, source);
+      }),
+    }),
+  ];
+}

@@ -1,0 +1,129 @@
+// Order's SQL. Status changes are guarded UPDATEs (… WHERE status = 'pending'): an order leaves
+// PENDING once, to exactly one terminal state, whatever order events arrive in.
+import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { OrderSchema, OrderStatus, ShippingAddressSchema, type Order, type ShippingAddress } from "../../gen/shop/order/v1/order_pb.js";
+import type { Queryable } from "../../mesh/db.js";
+
+interface OrderRow extends Record<string, unknown> {
+  id: string;
+  user_id: string;
+  status: "pending" | "confirmed" | "cancelled";
+  total_minor: string | number;
+  currency: string;
+  cancel_reason: string;
+  shipping: JsonValue;
+  request_hash: string | null;
+  stock_reserved: boolean;
+  payment_captured: boolean;
+  created_at: Date;
+  updated_at: Date;
+}
+
+interface LineRow extends Record<string, unknown> {
+  order_id: string;
+  product_id: string;
+  product_name: string;
+  quantity: number;
+  unit_price_minor: string | number;
+}
+
+export interface StoredOrder {
+  order: Order;
+  requestHash: string | null;
+  stockReserved: boolean;
+  paymentCaptured: boolean;
+}
+
+const STATUS = { pending: OrderStatus.PENDING, confirmed: OrderStatus.CONFIRMED, cancelled: OrderStatus.CANCELLED } as const;
+export const statusName = (s: OrderStatus) => (Object.keys(STATUS) as (keyof typeof STATUS)[]).find((k) => STATUS[k] === s);
+export const isTerminal = (o: Order) => o.status === OrderStatus.CONFIRMED || o.status === OrderStatus.CANCELLED;
+
+export interface NewOrder {
+  id: string;
+  userId: string;
+  currency: string;
+  lines: { productId: string; productName: string; quantity: number; unitPriceMinor: bigint }[];
+  shipping: ShippingAddress;
+  idempotencyKey?: string;
+  requestHash?: string;
+}
+
+export function createStore(q: Queryable) {
+  const withLines = async (rows: OrderRow[]): Promise<StoredOrder[]> => {
+    if (rows.length === 0) return [];
+    const lines = await q.query<LineRow>("SELECT * FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no", [rows.map((r) => r.id)]);
+    return rows.map((r) => {
+      const currencyCode = r.currency.trim();
+      const money = (minor: bigint) => ({ amountMinor: minor, currencyCode });
+      return {
+        order: create(OrderSchema, {
+          id: r.id,
+          userId: r.user_id,
+          status: STATUS[r.status],
+          total: money(BigInt(r.total_minor)),
+          cancelReason: r.cancel_reason,
+          shippingAddress: fromJson(ShippingAddressSchema, r.shipping),
+          lines: lines
+            .filter((l) => l.order_id === r.id)
+            .map((l) => ({
+              productId: l.product_id,
+              productName: l.product_name,
+              quantity: l.quantity,
+              unitPrice: money(BigInt(l.unit_price_minor)),
+              lineTotal: money(BigInt(l.unit_price_minor) * BigInt(l.quantity)),
+            })),
+          createTime: timestampFromDate(r.created_at),
+          updateTime: timestampFromDate(r.updated_at),
+        }),
+        requestHash: r.request_hash,
+        stockReserved: r.stock_reserved,
+        paymentCaptured: r.payment_captured,
+      };
+    });
+  };
+  const one = async (sql: string, params: unknown[]) => (await withLines(await q.query<OrderRow>(sql, params)))[0];
+
+  return {
+    byId: (id: string) => one("SELECT * FROM orders WHERE id = $1", [id]),
+    byIdempotencyKey: (userId: string, key: string) => one("SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2", [userId, key]),
+
+    async insert(o: NewOrder): Promise<Order> {
+      const total = o.lines.reduce((sum, l) => sum + l.unitPriceMinor * BigInt(l.quantity), 0n);
+      await q.query(
+        `INSERT INTO orders (id, user_id, status, total_minor, currency, shipping, idempotency_key, request_hash)
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7)`,
+        [o.id, o.userId, total.toString(), o.currency, JSON.stringify(toJson(ShippingAddressSchema, o.shipping)), o.idempotencyKey ?? null, o.requestHash ?? null],
+      );
+      for (const [i, l] of o.lines.entries()) {
+        await q.query("INSERT INTO order_lines (order_id, line_no, product_id, product_name, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5, $6)", [
+          o.id, i + 1, l.productId, l.productName, l.quantity, l.unitPriceMinor.toString(),
+        ]);
+      }
+      return (await one("SELECT * FROM orders WHERE id = $1", [o.id]))!.order;
+    },
+
+    /** Newest first; `userId` undefined lists everyone's (admins, services). */
+    async page(opts: { userId?: string; status?: string; beforeId?: string; limit: number }): Promise<Order[]> {
+      const rows = await q.query<OrderRow>(
+        `SELECT * FROM orders WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR id < $3::uuid)
+         ORDER BY id DESC LIMIT $4`,
+        [opts.userId ?? null, opts.status ?? null, opts.beforeId ?? null, opts.limit],
+      );
+      return (await withLines(rows)).map((s) => s.order);
+    },
+
+    /** PENDING → `to`; undefined when the order had already left PENDING. */
+    transition: (id: string, to: "confirmed" | "cancelled", reason = "") =>
+      one(
+        `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),
+           payment_captured = payment_captured OR $2 = 'confirmed'
+         WHERE id = $1 AND status = 'pending' RETURNING *`,
+        [id, to, reason],
+      ),
+
+    /** Records saga progress, used as hints in order.cancelled. */
+    mark: (id: string, flag: "stock_reserved" | "payment_captured") =>
+      q.query(`UPDATE orders SET ${flag} = true WHERE id = $1`, [id]),
+  };
+}

@@ -1,0 +1,116 @@
+// The order saga across all six services, with real NATS, Redis and databases: every order ends
+// CONFIRMED or CANCELLED, stock and payments end where they should, and the user is told.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
+import { v7 as uuidv7 } from "uuid";
+import { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import { InventoryService } from "../../gen/shop/inventory/v1/inventory_pb.js";
+import { NotificationService } from "../../gen/shop/notification/v1/notification_pb.js";
+import { OrderService, OrderStatus, type Order } from "../../gen/shop/order/v1/order_pb.js";
+import { PaymentService, PaymentStatus } from "../../gen/shop/payment/v1/payment_pb.js";
+import type { MeshClient } from "../../mesh/client.js";
+import { demoProducts } from "../../services/catalog/demo.js";
+import { testCards } from "../../services/payment/processor.js";
+import { eventually } from "../support/eventually.js";
+import { startMesh, type TestMesh } from "../support/mesh.js";
+import { rejection } from "../support/servers.js";
+
+let mesh: TestMesh;
+const ADA = uuidv7();
+let orders: MeshClient<typeof OrderService>;
+
+beforeAll(async () => {
+  mesh = await startMesh();
+  orders = await mesh.as(OrderService, "order", ADA);
+}, 120_000);
+afterAll(() => mesh?.stop());
+
+const address = { recipientName: "Ada Lovelace", addressLines: ["12 St James's Square"], city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" };
+const place = (lines: [string, number][], card: string = testCards.success, client = orders, idempotencyKey = "") =>
+  client.createOrder({ lines: lines.map(([productId, quantity]) => ({ productId, quantity })), shippingAddress: address, paymentMethod: { cardNumber: card }, idempotencyKey });
+
+/** Follows WatchOrder until the order is terminal; returns every status seen. */
+async function watch(id: string, client = orders): Promise<Order[]> {
+  const seen: Order[] = [];
+  for await (const update of client.watchOrder({ id }, { timeoutMs: 20_000 })) seen.push(update.order!);
+  return seen;
+}
+const stockOf = async (productId: string) => (await (await mesh.as(InventoryService, "inventory")).getStock({ productId })).stock!;
+
+describe("order saga", () => {
+  it("takes an order from CreateOrder to CONFIRMED, priced by the catalog, and tells the customer", async () => {
+    const mug = demoProducts[0]!;
+    const before = await stockOf(mug.id);
+    const { order } = await place([[mug.id, 2]]);
+    expect(order).toMatchObject({ status: OrderStatus.PENDING, userId: ADA, total: { amountMinor: mug.priceMinor * 2n, currencyCode: "EUR" } });
+    expect(order!.lines[0]).toMatchObject({ productName: mug.name, quantity: 2, unitPrice: { amountMinor: mug.priceMinor } });
+
+    const seen = await watch(order!.id);
+    expect(seen.at(-1)!.status).toBe(OrderStatus.CONFIRMED);
+    expect(seen.slice(0, -1).every((o) => o.status === OrderStatus.PENDING)).toBe(true); // PENDING until it ends
+    expect(await stockOf(mug.id)).toMatchObject({ available: before.available - 2, reserved: before.reserved });
+    const payment = await (await mesh.as(PaymentService, "payment", ADA)).getPayment({ orderId: order!.id });
+    expect(payment.payment?.status).toBe(PaymentStatus.CAPTURED);
+    const notifications = await mesh.as(NotificationService, "notification", ADA);
+    const note = await eventually(async () => (await notifications.listNotifications({})).notifications.find((n) => n.subject.includes(order!.id)), Boolean);
+    expect(note?.subject).toBe(`Order ${order!.id} confirmed`);
+  });
+
+  it("cancels an order paid with a declined card, restores its stock and charges nothing", async () => {
+    const knife = demoProducts[1]!;
+    const before = await stockOf(knife.id);
+    const { order } = await place([[knife.id, 1]], testCards.declined);
+    const final = (await watch(order!.id)).at(-1)!;
+    expect(final.status).toBe(OrderStatus.CANCELLED);
+    expect(final.cancelReason).toMatch(/payment failed: the card was declined/);
+    await eventually(() => stockOf(knife.id), (s) => s.available === before.available && s.reserved === before.reserved);
+    expect((await (await mesh.as(PaymentService, "payment", ADA)).getPayment({ orderId: order!.id })).payment?.status).toBe(PaymentStatus.FAILED);
+    const note = await eventually(
+      async () => (await (await mesh.as(NotificationService, "notification", ADA)).listNotifications({})).notifications.find((n) => n.subject === `Order ${order!.id} cancelled`),
+      Boolean,
+    );
+    expect(note?.body).toMatch(/declined/);
+  });
+
+  it("confirms exactly 10 of 50 concurrent orders competing for a stock of 10", async () => {
+    const adminId = uuidv7();
+    const admin = await mesh.as(CatalogService, "catalog", adminId, "customer,admin");
+    const { product } = await admin.createProduct({ sku: `RARE-${Date.now()}`, name: "Rare thing", category: "home", price: { amountMinor: 999n, currencyCode: "EUR" } });
+    await (await mesh.as(InventoryService, "inventory", adminId, "customer,admin")).adjustStock({ productId: product!.id, delta: 10, reason: "limited edition" });
+    const placed = await Promise.all(Array.from({ length: 50 }, () => place([[product!.id, 1]])));
+    const finals = await Promise.all(placed.map(({ order }) => watch(order!.id).then((s) => s.at(-1)!)));
+    expect(finals.filter((o) => o.status === OrderStatus.CONFIRMED)).toHaveLength(10);
+    expect(finals.filter((o) => o.status === OrderStatus.CANCELLED)).toHaveLength(40);
+    expect(finals.filter((o) => o.status === OrderStatus.CANCELLED).every((o) => o.cancelReason === "out of stock")).toBe(true);
+    await eventually(() => stockOf(product!.id), (s) => s.reserved === 0);
+    expect(await stockOf(product!.id)).toMatchObject({ available: 0, reserved: 0 });
+  }, 60_000);
+
+  it("answers a retried CreateOrder with the same order, and refuses the key for another body", async () => {
+    const lamp = demoProducts[6]!.id;
+    const key = `checkout-${uuidv7()}`;
+    const first = await place([[lamp, 1]], testCards.success, orders, key);
+    const again = await place([[lamp, 1]], testCards.success, orders, key);
+    expect(again.order?.id).toBe(first.order?.id);
+    const other = await rejection(place([[lamp, 2]], testCards.success, orders, key));
+    expect(other.code).toBe(Code.FailedPrecondition);
+    await watch(first.order!.id);
+  });
+
+  it("shows customers only their own orders, and never cancels a confirmed one", async () => {
+    const { order } = await place([[demoProducts[3]!.id, 1]]);
+    await watch(order!.id);
+    const bob = await mesh.as(OrderService, "order", uuidv7());
+    expect((await rejection(bob.getOrder({ id: order!.id }))).code).toBe(Code.NotFound);
+    expect((await bob.listOrders({})).orders).toEqual([]);
+    expect((await orders.listOrders({})).orders.some((o) => o.id === order!.id)).toBe(true);
+    expect((await rejection(orders.cancelOrder({ id: order!.id }))).code).toBe(Code.FailedPrecondition);
+  });
+
+  it("names unknown products, and takes orders only from signed-in users", async () => {
+    const err = await rejection(place([[uuidv7(), 1]]));
+    expect(err.code).toBe(Code.NotFound);
+    const anonymous = await mesh.as(OrderService, "order");
+    expect((await rejection(place([[demoProducts[0]!.id, 1]], testCards.success, anonymous))).code).toBe(Code.Unauthenticated);
+  });
+});

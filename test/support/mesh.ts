@@ -1,0 +1,67 @@
+// The whole mesh in this process: every service as its main() would start it, sharing one real
+// nats-server and redis-server, each with its own embedded database.
+import type { DescService } from "@bufbuild/protobuf";
+import type { MeshClient } from "../../mesh/client.js";
+import { headers } from "../../mesh/call-scope.js";
+import { catalog } from "../../services/catalog/catalog.js";
+import { identity } from "../../services/identity/identity.js";
+import { inventory } from "../../services/inventory/inventory.js";
+import { notification } from "../../services/notification/notification.js";
+import { order } from "../../services/order/order.js";
+import { payment } from "../../services/payment/payment.js";
+import { createTestPki, type TestPki } from "./pki.js";
+import { startNats, startRedis, type TestServer } from "./processes.js";
+import { clientFor } from "./servers.js";
+import { startTestService, type ServiceUnderTest } from "./service.js";
+
+export interface TestMesh {
+  pki: TestPki;
+  nats: TestServer;
+  redis: TestServer;
+  services: Record<"identity" | "catalog" | "inventory" | "order" | "payment" | "notification", ServiceUnderTest<DescService>>;
+  /** A client calling `service` as the gateway would, for the end user `userId` (and roles). */
+  as<S extends DescService>(service: S, name: keyof TestMesh["services"], userId?: string, roles?: string): Promise<MeshClient<S> & { close(): void }>;
+  stop(): Promise<void>;
+}
+
+export async function startMesh(): Promise<TestMesh> {
+  const pki = await createTestPki();
+  const [nats, redis] = await Promise.all([startNats(), startRedis()]);
+  const common = { NATS_URL: nats.url, REDIS_URL: redis.url, SCRYPT_LOG2_N: "12" };
+  const [identitySvc, catalogSvc, inventorySvc, paymentSvc, notificationSvc] = await Promise.all([
+    startTestService(identity, pki, common),
+    startTestService(catalog, pki, common),
+    startTestService(inventory, pki, common),
+    startTestService(payment, pki, common),
+    startTestService(notification, pki, common),
+  ]);
+  const orderSvc = await startTestService(order, pki, { ...common, CATALOG_ADDRESSES: catalogSvc.address });
+  const services = { identity: identitySvc, catalog: catalogSvc, inventory: inventorySvc, order: orderSvc, payment: paymentSvc, notification: notificationSvc } as TestMesh["services"];
+  await Promise.all(Object.values(services).map((s) => s.eventing.ready));
+  const opened: { close(): void }[] = [];
+  return {
+    pki,
+    nats,
+    redis,
+    services,
+    async as(service, name, userId, roles = "customer") {
+      const client = await clientFor(pki, service, name, [services[name].address], { as: "gateway" });
+      opened.push(client);
+      if (!userId) return client;
+      // Every call carries the user, as the gateway adds it from a verified token.
+      const user = { [headers.userId]: userId, [headers.userRoles]: roles };
+      return new Proxy(client, {
+        get: (target, prop) => {
+          const fn = (target as Record<string | symbol, unknown>)[prop];
+          if (typeof fn !== "function" || prop === "close") return fn;
+          return (req: unknown, opts: { headers?: Record<string, string> } = {}) => (fn as (...a: unknown[]) => unknown)(req, { ...opts, headers: { ...user, ...opts.headers } });
+        },
+      });
+    },
+    async stop() {
+      opened.forEach((c) => c.close());
+      await Promise.all(Object.values(services).map((s) => s.stop()));
+      await Promise.all([nats.stop(), redis.stop()]);
+    },
+  };
+}
