@@ -10,10 +10,10 @@ import { createTestPki } from "../support/pki.js";
 import { freePort } from "../support/ports.js";
 import { clientFor } from "../support/servers.js";
 
-const tsx = join(process.cwd(), "node_modules/.bin/tsx");
+// One process (node with tsx's loader), so signals reach the service itself.
 
 function run(env: Record<string, string>) {
-  const child = spawn(tsx, ["services/identity/main.ts"], { env: { ...process.env, LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", "services/identity/main.ts"], { env: { ...process.env, LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));

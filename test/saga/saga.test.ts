@@ -107,6 +107,22 @@ describe("order saga", () => {
     expect((await rejection(orders.cancelOrder({ id: order!.id }))).code).toBe(Code.FailedPrecondition);
   });
 
+  it("loses nothing when NATS stops and restarts mid-flow: every order ends, stock adds up", async () => {
+    const tent = demoProducts[10]!;
+    const before = await stockOf(tent.id);
+    const placed = [];
+    for (let i = 0; i < 4; i++) placed.push((await place([[tent.id, 1]])).order!);
+    await mesh.nats.stop({ keepData: true }); // events now wait in the outboxes
+    for (let i = 0; i < 4; i++) placed.push((await place([[tent.id, 1]], i % 2 ? testCards.declined : testCards.success)).order!);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await mesh.nats.restart();
+    const finals = await Promise.all(placed.map((o) => watch(o.id).then((s) => s.at(-1)!)));
+    expect(finals.every((o) => o.status === OrderStatus.CONFIRMED || o.status === OrderStatus.CANCELLED)).toBe(true);
+    const confirmed = finals.filter((o) => o.status === OrderStatus.CONFIRMED).length;
+    expect(confirmed).toBe(6); // the two declined cards cancel
+    await eventually(() => stockOf(tent.id), (s) => s.reserved === before.reserved && s.available === before.available - confirmed, 10_000);
+  }, 60_000);
+
   it("names unknown products, and takes orders only from signed-in users", async () => {
     const err = await rejection(place([[uuidv7(), 1]]));
     expect(err.code).toBe(Code.NotFound);

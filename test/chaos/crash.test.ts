@@ -1,0 +1,125 @@
+// Crashes: a service killed with SIGKILL after committing a change and before publishing its
+// event, and a consumer that dies before acknowledging. Nothing is lost and nothing happens twice.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fromBinary } from "@bufbuild/protobuf";
+import { connect, type NatsConnection } from "nats";
+import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
+import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
+import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { meshMigrations, migrate, openDb, type Db } from "../../mesh/db.js";
+import { consume, ensureStreams, publishEvent, streamName } from "../../mesh/events.js";
+import { handleOnce } from "../../mesh/inbox.js";
+import { eventually } from "../support/eventually.js";
+import { createTestPki, type TestPki } from "../support/pki.js";
+import { freePort } from "../support/ports.js";
+import { startNats, type TestServer } from "../support/processes.js";
+import { clientFor, silentLogger, sleep } from "../support/servers.js";
+import { storedEvents } from "../support/streams.js";
+
+let nats: TestServer;
+let pki: TestPki;
+beforeAll(async () => {
+  pki = await createTestPki();
+  nats = await startNats();
+});
+afterAll(() => nats?.stop());
+
+async function startIdentityProcess(env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", "services/identity/main.ts"], {
+    env: { ...process.env, LOG_LEVEL: "info", SCRYPT_LOG2_N: "12", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  await eventually(() => out, (o) => o.includes(`"msg":"serving"`) || child.exitCode !== null, 30_000);
+  if (child.exitCode !== null) throw new Error(`identity exited:\n${out}`);
+  return child;
+}
+
+describe("a service killed between commit and publish", () => {
+  it("publishes the committed event after it restarts", async () => {
+    const [port, metricsPort] = [await freePort(), await freePort()];
+    const env = {
+      PORT: String(port),
+      METRICS_PORT: String(metricsPort),
+      CERTS_DIR: await pki.dir(["identity"]),
+      DATA_DIR: await mkdtemp(join(tmpdir(), "shopmesh-crash-")),
+      NATS_URL: nats.url,
+    };
+    await nats.stop({ keepData: true }); // the relay cannot publish: the row stays in the outbox
+    const first = await startIdentityProcess(env);
+    const client = await clientFor(pki, IdentityService, "identity", [`127.0.0.1:${port}`]);
+    const { user } = await client.register({ email: "crash@shop.test", password: "correct horse", displayName: "Crash" });
+    client.close();
+    first.kill("SIGKILL"); // committed, never published
+    await new Promise((r) => first.once("exit", r));
+
+    await nats.restart();
+    const second = await startIdentityProcess(env);
+    const nc = await connect({ servers: nats.url });
+    const jsm = await nc.jetstreamManager();
+    const published = await eventually(
+      async () => (await storedEvents(jsm, UserRegisteredSchema)).filter((e) => e.data.userId === user!.id),
+      (events) => events.length > 0,
+      20_000,
+    );
+    expect(published).toHaveLength(1);
+    expect(published[0]!.data.email).toBe("crash@shop.test");
+    second.kill("SIGTERM");
+    await new Promise((r) => second.once("exit", r));
+    await nc.close();
+  }, 90_000);
+});
+
+describe("a consumer that dies before its ack", () => {
+  let nc: NatsConnection;
+  let db: Db;
+  beforeAll(async () => {
+    nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    await ensureStreams(await nc.jetstreamManager(), "order", ["shop.order.>"]);
+    db = await openDb({ dataDir: "memory://" });
+    await migrate(db, meshMigrations, "mesh/");
+    await db.query("CREATE TABLE effects (order_id text)");
+  });
+  afterAll(async () => {
+    await db?.close();
+    await nc?.close();
+  });
+
+  it("gets the event again, and the inbox keeps the effect single", async () => {
+    const js = nc.jetstream();
+    const jsm = await nc.jetstreamManager();
+    let deliveries = 0;
+    const effect = (orderId: string, id: string) => handleOnce(db, "count", id, (q) => q.query("INSERT INTO effects VALUES ($1)", [orderId]).then(() => {}));
+    // The first consumer commits its effect, then "dies": it never acknowledges.
+    const dying = await consume(js, jsm, {
+      durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, ackWaitMs: 500,
+      handler: async ({ id, data }) => {
+        deliveries++;
+        await effect(data.orderId, id);
+        await new Promise(() => {}); // no ack, ever
+      },
+    });
+    await publishEvent(js, OrderCreatedSchema, { orderId: "o-crash" }, { source: "order" });
+    await eventually(() => deliveries, (n) => n === 1);
+    void dying.stop(); // its process is gone; the message stays unacknowledged
+
+    const survivor = await consume(js, jsm, {
+      durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, ackWaitMs: 500,
+      handler: async ({ id, data }) => {
+        deliveries++;
+        await effect(data.orderId, id);
+      },
+    });
+    await eventually(() => deliveries, (n) => n >= 2, 10_000);
+    await sleep(300);
+    expect(await db.query("SELECT count(*)::int AS n FROM effects WHERE order_id = 'o-crash'")).toEqual([{ n: 1 }]);
+    expect((await jsm.consumers.info(streamName("order"), "crash-consumer")).num_ack_pending).toBe(0);
+    await survivor.stop();
+  });
+});
