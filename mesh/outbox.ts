@@ -52,6 +52,7 @@ export interface RelayOptions {
 export function startRelay({ db, js, logger, intervalMs = 250, batchSize = 100, retainMs = 86_400_000, publishTimeoutMs = 2_000 }: RelayOptions): Relay {
   let stopped = false;
   let wake: (() => void) | undefined;
+  let notified = false; // a notify that came while a flush was running must not wait for the timer
   let failures = 0;
   let lastCleanup = 0;
 
@@ -75,6 +76,7 @@ export function startRelay({ db, js, logger, intervalMs = 250, batchSize = 100, 
   const loop = (async () => {
     while (!stopped) {
       let published = 0;
+      notified = false;
       try {
         published = await flush();
         if (failures) logger.info({ after_failures: failures }, "outbox relay publishing again");
@@ -86,7 +88,7 @@ export function startRelay({ db, js, logger, intervalMs = 250, batchSize = 100, 
       } catch (err) {
         if (failures++ === 0) logger.warn({ err }, "outbox relay cannot publish; events stay in the outbox and will be retried");
       }
-      if (published === batchSize) continue; // more waiting: keep going
+      if (published === batchSize || (notified && !failures)) continue; // more waiting: keep going
       const pause = failures ? Math.min(intervalMs * 2 ** failures, 5_000) : intervalMs;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, pause);
@@ -97,7 +99,10 @@ export function startRelay({ db, js, logger, intervalMs = 250, batchSize = 100, 
   })();
 
   return {
-    notify: () => wake?.(),
+    notify: () => {
+      notified = true;
+      wake?.();
+    },
     flush,
     async stop() {
       stopped = true;
