@@ -11,7 +11,10 @@ import { PaymentService, PaymentStatus } from "../../gen/shop/payment/v1/payment
 import type { MeshClient } from "../../mesh/client.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { testCards } from "../../services/payment/processor.js";
+import { connect } from "nats";
+import { PaymentCapturedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { eventually } from "../support/eventually.js";
+import { storedEvents } from "../support/streams.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
 import { rejection } from "../support/servers.js";
 
@@ -121,6 +124,27 @@ describe("order saga", () => {
     const confirmed = finals.filter((o) => o.status === OrderStatus.CONFIRMED).length;
     expect(confirmed).toBe(6); // the two declined cards cancel
     await eventually(() => stockOf(tent.id), (s) => s.reserved === before.reserved && s.available === before.available - confirmed, 10_000);
+  }, 60_000);
+
+  it("cancels a pending order and compensates whatever of the saga had already happened", async () => {
+    const socks = demoProducts[5]!;
+    const before = await stockOf(socks.id);
+    await mesh.nats.stop({ keepData: true }); // hold the saga so the order is surely still PENDING
+    const { order } = await place([[socks.id, 3]]);
+    const { order: cancelled } = await orders.cancelOrder({ id: order!.id, reason: "changed my mind" });
+    expect(cancelled?.status).toBe(OrderStatus.CANCELLED);
+    await mesh.nats.restart(); // order.created and order.cancelled now race through every consumer
+    await eventually(() => stockOf(socks.id), (s) => s.available === before.available && s.reserved === before.reserved, 15_000);
+    await new Promise((r) => setTimeout(r, 1_500)); // let every consumer finish with both events
+    const payment = await (await mesh.as(PaymentService, "payment", ADA)).getPayment({ orderId: order!.id }).catch(() => undefined);
+    // Voided, refunded, or never recorded (cancellation seen first): never left charged.
+    expect([PaymentStatus.VOIDED, PaymentStatus.REFUNDED, undefined]).toContain(payment?.payment?.status);
+    const nc = await connect({ servers: mesh.nats.url });
+    const jsm = await nc.jetstreamManager();
+    const mine = (events: { data: { orderId: string } }[]) => events.filter((e) => e.data.orderId === order!.id).length;
+    expect(mine(await storedEvents(jsm, PaymentCapturedSchema))).toBe(mine(await storedEvents(jsm, PaymentRefundedSchema)));
+    await nc.close();
+    expect((await orders.getOrder({ id: order!.id })).order?.status).toBe(OrderStatus.CANCELLED);
   }, 60_000);
 
   it("names unknown products, and takes orders only from signed-in users", async () => {
