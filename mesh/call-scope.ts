@@ -103,3 +103,14 @@ export function requireUser(ctx: HandlerContext): EndUser {
   if (!caller.user) throw new ConnectError("sign in required: this acts on behalf of a user", Code.Unauthenticated);
   return caller.user;
 }
+
+/**
+ * Whose records a list call may see: a customer only their own (whatever they ask for); admins
+ * and services anyone's, or one user's when `requestedUserId` is given. Anonymous edge calls are
+ * UNAUTHENTICATED. Returns the user id to filter by, or undefined for everyone.
+ */
+export function listScope(ctx: HandlerContext, requestedUserId: string): string | undefined {
+  const caller = callerOf(ctx);
+  if (caller.edge && !caller.user) throw new ConnectError("sign in required", Code.Unauthenticated);
+  return caller.user && !isAdmin(caller) ? caller.user.id : requestedUserId || undefined;
+}

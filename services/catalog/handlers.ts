@@ -8,20 +8,10 @@ import { requireAdmin } from "../../mesh/call-scope.js";
 import type { MessageCache } from "../../mesh/cache.js";
 import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
 import { enqueue } from "../../mesh/outbox.js";
+import { pageToken, paginate } from "../../mesh/paging.js";
 import { createStore } from "./store.js";
 
 const DEFAULT_PAGE_SIZE = 20;
-
-const pageToken = {
-  encode: (lastId: string) => Buffer.from(lastId).toString("base64url"),
-  decode(token: string): string {
-    const id = Buffer.from(token, "base64url").toString();
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) {
-      throw new ConnectError("page_token is not a token from a previous response", Code.InvalidArgument);
-    }
-    return id;
-  },
-};
 
 /** Writes product.updated for `product` in the caller's transaction. */
 export const enqueueProductUpdated = (q: Queryable, product: Product) =>
@@ -64,13 +54,13 @@ export function catalogHandlers({ db, cache, publishOutbox }: CatalogDeps): Serv
     async listProducts(req) {
       const limit = req.pageSize || DEFAULT_PAGE_SIZE;
       const rows = await store.page({
-        afterId: req.pageToken ? pageToken.decode(req.pageToken) : undefined,
+        afterId: pageToken.decode(req.pageToken),
         limit: limit + 1, // one more tells whether another page exists
         query: req.query.trim() || undefined,
         category: req.category || undefined,
       });
-      const products = rows.slice(0, limit);
-      return { products, nextPageToken: rows.length > limit ? pageToken.encode(products.at(-1)!.id) : "" };
+      const { page, nextPageToken } = paginate(rows, limit);
+      return { products: page, nextPageToken };
     },
 
     async getProduct(req) {

@@ -9,7 +9,8 @@ import { StockRejectedSchema, StockReservedSchema } from "../../gen/shop/invento
 import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
-import { callerOf, isAdmin, mayAccess, requireUser } from "../../mesh/call-scope.js";
+import { listScope, mayAccess, requireUser } from "../../mesh/call-scope.js";
+import { pageToken, paginate } from "../../mesh/paging.js";
 import type { MeshClient } from "../../mesh/client.js";
 import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
@@ -108,18 +109,14 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDep
     },
 
     async listOrders(req, ctx) {
-      const caller = callerOf(ctx);
-      if (caller.edge && !caller.user) throw new ConnectError("sign in required", Code.Unauthenticated);
-      // Customers see their own orders; admins and services anyone's (optionally one user's).
-      const userId = caller.user && !isAdmin(caller) ? caller.user.id : req.userId || undefined;
-      const limit = req.pageSize || DEFAULT_PAGE_SIZE;
-      const beforeId = req.pageToken ? Buffer.from(req.pageToken, "base64url").toString() : undefined;
-      if (beforeId !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(beforeId)) {
-        throw new ConnectError("page_token is not a token from a previous response", Code.InvalidArgument);
-      }
-      const orders = await store.page({ userId, status: req.status ? statusName(req.status) : undefined, beforeId, limit: limit + 1 });
-      const page = orders.slice(0, limit);
-      return { orders: page, nextPageToken: orders.length > limit ? Buffer.from(page.at(-1)!.id).toString("base64url") : "" };
+      const rows = await store.page({
+        userId: listScope(ctx, req.userId),
+        status: req.status ? statusName(req.status) : undefined,
+        beforeId: pageToken.decode(req.pageToken),
+        limit: (req.pageSize || DEFAULT_PAGE_SIZE) + 1,
+      });
+      const { page, nextPageToken } = paginate(rows, req.pageSize || DEFAULT_PAGE_SIZE);
+      return { orders: page, nextPageToken };
     },
 
     async cancelOrder(req, ctx) {

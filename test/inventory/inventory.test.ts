@@ -2,7 +2,7 @@
 // never take stock below zero, releases and commits, each event having one effect.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { connect, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { v7 as uuidv7 } from "uuid";
 import { InventoryService } from "../../gen/shop/inventory/v1/inventory_pb.js";
 import { StockRejectedSchema, StockReleasedSchema, StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
@@ -17,7 +17,7 @@ import { createTestPki } from "../support/pki.js";
 import { startNats, type TestServer } from "../support/processes.js";
 import { rejection, sleep } from "../support/servers.js";
 import { startTestService, type ServiceUnderTest } from "../support/service.js";
-import { storedEvents } from "../support/streams.js";
+import { publishTwice, storedEvents } from "../support/streams.js";
 
 let nats: TestServer;
 let nc: NatsConnection;
@@ -98,12 +98,7 @@ describe("inventory", () => {
     const product = await newProduct(10);
     const orderId = uuidv7();
     const event = encodeEvent(OrderCreatedSchema, { orderId, lines: [{ productId: product, quantity: 4 }] }, { source: "order" });
-    // The same event (same ce-id) twice, past JetStream's dedupe: as a redelivery would look.
-    for (const msgID of ["first", "second"]) {
-      const h = natsHeaders();
-      for (const [k, v] of Object.entries(event.headers)) h.set(k, v);
-      await js.publish(event.subject, event.payload, { headers: h, msgID: `${event.id}-${msgID}` });
-    }
+    await publishTwice(js, event);
     expect(await outcome(orderId)).toBe("reserved");
     await sleep(500);
     expect(await stock(product)).toMatchObject({ available: 6, reserved: 4 });

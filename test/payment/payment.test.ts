@@ -1,7 +1,7 @@
 // Payment's part of the saga against real NATS and PGlite, with the test cards.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { connect, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { v7 as uuidv7 } from "uuid";
 import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
@@ -17,7 +17,7 @@ import { createTestPki } from "../support/pki.js";
 import { startNats, type TestServer } from "../support/processes.js";
 import { rejection, sleep } from "../support/servers.js";
 import { startTestService, type ServiceUnderTest } from "../support/service.js";
-import { storedEvents } from "../support/streams.js";
+import { publishTwice, storedEvents } from "../support/streams.js";
 
 let nats: TestServer;
 let nc: NatsConnection;
@@ -98,12 +98,7 @@ describe("payment", () => {
     const orderId = uuidv7();
     await created(orderId, testCards.success);
     await settled(orderId, PaymentStatus.PENDING);
-    const event = encodeEvent(StockReservedSchema, { orderId }, { source: "inventory" });
-    for (const copy of ["a", "b"]) {
-      const h = natsHeaders();
-      for (const [k, v] of Object.entries(event.headers)) h.set(k, v);
-      await js.publish(event.subject, event.payload, { headers: h, msgID: `${event.id}-${copy}` });
-    }
+    await publishTwice(js, encodeEvent(StockReservedSchema, { orderId }, { source: "inventory" }));
     await settled(orderId, PaymentStatus.CAPTURED);
     await sleep(400);
     expect(await count(PaymentCapturedSchema, orderId)).toBe(1);

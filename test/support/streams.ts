@@ -1,7 +1,7 @@
 // Reading what services published, straight from their JetStream streams.
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import type { JetStreamManager } from "nats";
-import { eventSubject, streamName } from "../../mesh/events.js";
+import { headers as natsHeaders, type JetStreamClient, type JetStreamManager } from "nats";
+import { eventSubject, streamName, type EncodedEvent } from "../../mesh/events.js";
 import { ownerOf } from "../../mesh/eventing.js";
 
 export interface StoredEvent<S extends DescMessage> {
@@ -21,4 +21,13 @@ export async function storedEvents<S extends DescMessage>(jsm: JetStreamManager,
     if (msg?.subject === subject) events.push({ seq, id: msg.header.get("ce-id"), data: fromBinary(schema, msg.data) });
   }
   return events;
+}
+
+/** Publishes one event twice under different Nats-Msg-Ids (past JetStream's dedupe), as a redelivery looks to consumers. */
+export async function publishTwice(js: JetStreamClient, event: EncodedEvent): Promise<void> {
+  for (const copy of ["first", "second"]) {
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(event.headers)) h.set(k, v);
+    await js.publish(event.subject, event.payload, { headers: h, msgID: `${event.id}-${copy}` });
+  }
 }
