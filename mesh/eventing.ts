@@ -50,15 +50,26 @@ export function startEventing(opts: EventingOptions): Eventing {
   const consumers: RunningConsumer[] = [];
   let stopping = false;
 
+  /** Stops whatever has been started so far; safe to call more than once. */
+  const teardown = async () => {
+    await Promise.all(consumers.splice(0).map((c) => c.stop()));
+    await relay?.stop();
+    relay = undefined;
+    const connection = nc;
+    nc = undefined;
+    await connection?.drain().catch(() => connection.close());
+  };
+
   const ready = (async () => {
     nc = await connect({ servers: opts.url, name: opts.service, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    // stop() may have run while we waited for NATS: then this connection is not wanted.
+    if (stopping) return teardown();
     void (async () => {
       for await (const status of nc.status()) {
         if (status.type === "disconnect" && !stopping) opts.logger.warn({ nats: opts.url }, "NATS disconnected; events wait in the outbox");
         if (status.type === "reconnect") opts.logger.info({ nats: opts.url }, "NATS reconnected");
       }
     })();
-    if (stopping) return;
     const jsm = await nc.jetstreamManager();
     const js = nc.jetstream();
     await ensureStreams(jsm, opts.service, opts.subjects);
@@ -80,6 +91,7 @@ export function startEventing(opts: EventingOptions): Eventing {
         }),
       );
     }
+    if (stopping) return teardown(); // stopped during setup: undo what setup made after stop() ran
     opts.logger.info({ nats: opts.url, consumers: opts.handlers.map((h) => h.name) }, "events connected");
   })();
   ready.catch((err) => opts.logger.error({ err }, "event backbone failed to start"));
@@ -89,9 +101,7 @@ export function startEventing(opts: EventingOptions): Eventing {
     ready,
     async stop() {
       stopping = true;
-      await Promise.all(consumers.map((c) => c.stop()));
-      await relay?.stop();
-      await nc?.drain().catch(() => nc?.close());
+      await teardown();
     },
   };
 }

@@ -140,9 +140,10 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     ack_wait: nanos(ackWait),
-    // One delivery more than we run the handler for: if a process dies during the last attempt,
-    // that extra delivery is where the message is dead-lettered instead of silently given up.
-    max_deliver: maxDeliver + 1,
+    // Unbounded on the server: we count deliveries ourselves and dead-letter after maxDeliver, so
+    // a process that dies during the last attempt, or a dead-letter publish that fails, leads to
+    // another delivery (which dead-letters) rather than to JetStream silently giving up.
+    max_deliver: -1,
     filter_subject: subject,
   };
   try {
@@ -164,12 +165,19 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
     h.set("dlq-subject", msg.subject);
     h.set("dlq-stream-seq", String(msg.seq));
     h.set("dlq-deliveries", String(msg.info.deliveryCount));
-    await js.publish(`dlq.${opts.durable}.${msg.subject}`, msg.data, { headers: h, msgID: `${opts.stream}:${msg.seq}:${opts.durable}` });
+    try {
+      await js.publish(`dlq.${opts.durable}.${msg.subject}`, msg.data, { headers: h, msgID: `${opts.stream}:${msg.seq}:${opts.durable}` });
+    } catch (err) {
+      opts.logger.error({ err, consumer: opts.durable }, "cannot dead-letter now; the message will come back");
+      msg.nak(backoff.at(-1));
+      return;
+    }
     msg.term(reason.slice(0, 200));
     opts.logger.error({ consumer: opts.durable, subject: msg.subject, event_id: header(msg.headers, "ce-id"), reason }, "event dead-lettered");
   };
 
   const handle = async (msg: JsMsg) => {
+    msg.working(); // restarts the ack timer: time spent waiting in our buffer is not the handler's
     const count = msg.info.deliveryCount;
     if (count > maxDeliver) return deadLetter(msg, `not acknowledged after ${maxDeliver} deliveries (handler crashed or timed out)`);
     const type = header(msg.headers, "ce-type");

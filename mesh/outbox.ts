@@ -1,6 +1,8 @@
 // The transactional outbox. A service writes its state change and its events in one database
 // transaction (enqueue with the transaction's Queryable), so an event exists if and only if the
-// change committed. The relay publishes unpublished rows to JetStream in order and marks them;
+// change committed. The relay publishes unpublished rows in outbox order and marks them (rows of
+// concurrent transactions may commit, and so go out, in either order: consumers never rely on
+// order across transactions);
 // if NATS is down it keeps them and retries, and a crash between publishing and marking only
 // causes a republish that JetStream drops as a duplicate (Nats-Msg-Id = event id). Replicas may
 // each run a relay: a row two relays both publish is dropped the same way.

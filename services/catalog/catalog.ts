@@ -24,7 +24,7 @@ async function seedDemo(db: Db, logger: Logger): Promise<boolean> {
     const store = createStore(q);
     if ((await store.count()) > 0) return false;
     for (const d of demoProducts) {
-      const product = await store.insert({ ...d, currency: DEMO_CURRENCY, imageUrl: "" });
+      const { value: product } = await store.insert({ ...d, currency: DEMO_CURRENCY, imageUrl: "" });
       await enqueueProductUpdated(q, product);
     }
     logger.info({ products: demoProducts.length }, "demo catalog seeded");

@@ -5,7 +5,7 @@ import { v7 as uuidv7 } from "uuid";
 import { ProductUpdatedSchema } from "../../gen/shop/catalog/v1/events_pb.js";
 import { CatalogService, type Product, type ProductSchema } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { requireAdmin } from "../../mesh/call-scope.js";
-import type { MessageCache } from "../../mesh/cache.js";
+import type { MessageCache, Versioned } from "../../mesh/cache.js";
 import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
 import { enqueue } from "../../mesh/outbox.js";
 import { pageToken, paginate } from "../../mesh/paging.js";
@@ -37,17 +37,16 @@ export function catalogHandlers({ db, cache, publishOutbox }: CatalogDeps): Serv
   const store = createStore(db);
   const load = (ids: readonly string[]) => cache.getMany(ids, (missing) => store.byIds(missing));
 
-  const write = async (change: (q: Queryable) => Promise<Product | undefined>) => {
-    const product = await db.tx(async (q) => {
-      const p = await change(q);
-      if (p) await enqueueProductUpdated(q, p);
-      return p;
+  const write = async (change: (q: Queryable) => Promise<Versioned<Product> | undefined>) => {
+    const written = await db.tx(async (q) => {
+      const entry = await change(q);
+      if (entry) await enqueueProductUpdated(q, entry.value);
+      return entry;
     });
-    if (product) {
-      publishOutbox();
-      await cache.put(product.id, product);
-    }
-    return product;
+    if (!written) return undefined;
+    publishOutbox();
+    await cache.put(written.value.id, written);
+    return written.value;
   };
 
   return {

@@ -3,6 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ProductSchema, type Product } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import type { Versioned } from "../../mesh/cache.js";
 import type { Queryable } from "../../mesh/db.js";
 
 interface ProductRow extends Record<string, unknown> {
@@ -16,9 +17,13 @@ interface ProductRow extends Record<string, unknown> {
   image_url: string;
   created_at: Date;
   updated_at: Date;
+  version: string | number | bigint;
 }
 
-const COLUMNS = "id, sku, name, description, category, price_minor, currency, image_url, created_at, updated_at";
+const COLUMNS = "id, sku, name, description, category, price_minor, currency, image_url, created_at, updated_at, version";
+
+/** A product and its row version (bumped by every write). */
+export const versioned = (row: ProductRow): Versioned<Product> => ({ value: toProduct(row), version: BigInt(row.version) });
 
 export function toProduct(row: ProductRow): Product {
   return create(ProductSchema, {
@@ -56,30 +61,30 @@ export interface ProductChanges {
 
 export function createStore(db: Queryable) {
   return {
-    async insert(p: NewProduct): Promise<Product> {
+    async insert(p: NewProduct): Promise<Versioned<Product>> {
       const [row] = await db.query<ProductRow>(
         `INSERT INTO products (id, sku, name, description, category, price_minor, currency, image_url)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${COLUMNS}`,
         [p.id, p.sku, p.name, p.description, p.category, p.priceMinor.toString(), p.currency, p.imageUrl],
       );
-      return toProduct(row!);
+      return versioned(row!);
     },
 
-    async update(id: string, c: ProductChanges): Promise<Product | undefined> {
+    async update(id: string, c: ProductChanges): Promise<Versioned<Product> | undefined> {
       const [row] = await db.query<ProductRow>(
         `UPDATE products SET
            name = COALESCE($2, name), description = COALESCE($3, description), category = COALESCE($4, category),
            price_minor = COALESCE($5::bigint, price_minor), currency = COALESCE($6, currency),
-           image_url = COALESCE($7, image_url), updated_at = now()
+           image_url = COALESCE($7, image_url), updated_at = now(), version = version + 1
          WHERE id = $1 RETURNING ${COLUMNS}`,
         [id, c.name ?? null, c.description ?? null, c.category ?? null, c.priceMinor?.toString() ?? null, c.currency ?? null, c.imageUrl ?? null],
       );
-      return row && toProduct(row);
+      return row && versioned(row);
     },
 
-    async byIds(ids: readonly string[]): Promise<Map<string, Product>> {
+    async byIds(ids: readonly string[]): Promise<Map<string, Versioned<Product>>> {
       const rows = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products WHERE id = ANY($1::uuid[])`, [ids]);
-      return new Map(rows.map((r) => [r.id, toProduct(r)]));
+      return new Map(rows.map((r) => [r.id, versioned(r)]));
     },
 
     /** One page after `afterId`, filtered by a text query (name, description, sku) and category. */

@@ -29,11 +29,10 @@ const source = { source: "inventory" };
 
 /** Reacts to the saga: reserve on order.created; release on payment.failed or order.cancelled; commit on order.confirmed. */
 export function inventoryConsumers(db: Db, publishOutbox: () => void): EventHandlerSpec[] {
-  const release = (consumer: string, closeOrder: boolean) => async (orderId: string, eventId: string, reason: string) => {
+  const release = (consumer: string, orderCancelled: boolean) => async (orderId: string, eventId: string, reason: string) => {
     await handleOnce(db, consumer, eventId, async (q) => {
       const store = createStore(q);
-      if (closeOrder) await store.close(orderId);
-      const lines = await store.settle(orderId, "released");
+      const lines = orderCancelled ? await store.cancelOrder(orderId) : await store.settle(orderId, "released");
       if (lines.length) await enqueue(q, StockReleasedSchema, { orderId, reason, lines }, source);
     });
     publishOutbox();
@@ -48,9 +47,8 @@ export function inventoryConsumers(db: Db, publishOutbox: () => void): EventHand
         try {
           // All lines or none: a shortage throws, rolling back every line and the inbox record.
           await handleOnce(db, "reserve", id, async (q) => {
-            const store = createStore(q);
-            if (await store.isClosed(data.orderId)) return; // cancelled before we saw it created
-            await store.reserve(data.orderId, lines);
+            // Cancelled before we saw it created: nothing to reserve, nothing to publish.
+            if ((await createStore(q).reserveOrder(data.orderId, lines)) === "closed") return;
             await enqueue(q, StockReservedSchema, { orderId: data.orderId, lines }, source);
           });
         } catch (err) {

@@ -32,6 +32,8 @@ export class Shortage extends Error {
 }
 
 export function createStore(q: Queryable) {
+  // Serializes everything that happens to one order's reservation, until the transaction ends.
+  const lockOrder = (orderId: string) => q.query("SELECT pg_advisory_xact_lock(hashtext($1))", [orderId]);
   return {
     async get(productId: string): Promise<Stock> {
       const [row] = await q.query<StockRow>("SELECT * FROM stock WHERE product_id = $1", [productId]);
@@ -58,13 +60,22 @@ export function createStore(q: Queryable) {
       }
     },
 
-    /** Marks an order cancelled; a later order.created for it reserves nothing. */
-    async close(orderId: string): Promise<void> {
-      await q.query("INSERT INTO closed_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", [orderId]);
+    /**
+     * Reserves an order's lines unless it was cancelled first. Holds the order's lock, so a
+     * cancellation handled at the same moment waits and then sees (and releases) what we reserved.
+     */
+    async reserveOrder(orderId: string, lines: Line[]): Promise<"reserved" | "closed"> {
+      await lockOrder(orderId);
+      if ((await q.query("SELECT 1 FROM closed_orders WHERE order_id = $1", [orderId])).length > 0) return "closed";
+      await this.reserve(orderId, lines);
+      return "reserved";
     },
 
-    async isClosed(orderId: string): Promise<boolean> {
-      return (await q.query("SELECT 1 FROM closed_orders WHERE order_id = $1", [orderId])).length > 0;
+    /** Marks an order cancelled (a later order.created reserves nothing) and releases what it holds. */
+    async cancelOrder(orderId: string): Promise<Line[]> {
+      await lockOrder(orderId);
+      await q.query("INSERT INTO closed_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", [orderId]);
+      return this.settle(orderId, "released");
     },
 
     /** Moves an order's held lines to `status`; returns them (none if nothing was held). */

@@ -92,7 +92,8 @@ export function notificationConsumers(db: Db, sender: Sender): EventHandlerSpec[
         notify("order-cancelled")(id, {
           userId: data.userId, recipient: "", sourceEventType: type,
           subject: `Order ${data.orderId} cancelled`,
-          body: `Your order was cancelled: ${data.reason}.${data.paymentCaptured ? " Your payment will be refunded in full." : ""}`,
+          // Whether a charge went through can be decided after this event, so promise what is true either way.
+          body: `Your order was cancelled: ${data.reason}.${data.stockReserved || data.paymentCaptured ? " If your card was charged, the payment will be refunded in full." : ""}`,
         }),
     }),
   ];

@@ -15,7 +15,9 @@ export class OrderWatchers {
       const done = () => {
         clearTimeout(timer);
         signal.removeEventListener("abort", done);
-        this.#waiting.get(orderId)?.delete(done);
+        const waiting = this.#waiting.get(orderId);
+        waiting?.delete(done);
+        if (waiting?.size === 0) this.#waiting.delete(orderId);
         resolve();
       };
       const timer = setTimeout(done, maxWaitMs);

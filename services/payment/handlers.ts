@@ -30,55 +30,63 @@ export function paymentHandlers(db: Db): ServiceImpl<typeof PaymentService> {
 const source = { source: "payment" };
 
 export function paymentConsumers(db: Db, logger: Logger, publishOutbox: () => void): EventHandlerSpec[] {
+  /**
+   * Charges once both facts are in: the order (amount, card) and its reserved stock. Called after
+   * each of the two events, so whichever arrives second charges. A TransientProcessorError
+   * propagates: the event is redelivered and this runs again (the inbox has already recorded the
+   * fact, so only the charge is retried).
+   */
+  async function chargeIfReady(orderId: string) {
+    const payment = await createStore(db).byOrder(orderId);
+    if (!payment || payment.status !== "pending" || !payment.stock_reserved || !payment.card_number) return;
+    const attempt = await createStore(db).countAttempt(payment.id);
+    const result = charge(payment.card_number, attempt); // outside any transaction, like a real processor call
+    const decided = await db.tx(async (q) => {
+      const store = createStore(q);
+      await store.lockByOrder(orderId); // a cancellation deciding now goes first or after, never between
+      const row = await store.decide(payment.id, result.outcome === "captured" ? { status: "captured" } : { status: "failed", reason: result.reason, code: result.code });
+      if (!row) return undefined; // voided meanwhile
+      if (result.outcome === "captured") {
+        await enqueue(q, PaymentCapturedSchema, {
+          paymentId: row.id, orderId, amount: money(row), cardLast4: row.card_last4, captureTime: timestampFromDate(row.updated_at),
+        }, source);
+      } else {
+        await enqueue(q, PaymentFailedSchema, {
+          paymentId: row.id, orderId, amount: money(row), reason: result.reason, declineCode: result.code, failTime: timestampFromDate(row.updated_at),
+        }, source);
+      }
+      return row;
+    });
+    if (decided) {
+      logger.info({ order_id: orderId, outcome: result.outcome, attempt }, "charge decided");
+      publishOutbox();
+    }
+  }
+
   return [
     on({
       event: OrderCreatedSchema,
       name: "record",
       async handler({ id, data }) {
-        await handleOnce(db, "record", id, async (q) => {
-          await createStore(q).record({
+        await handleOnce(db, "record", id, (q) =>
+          createStore(q).record({
             id: uuidv7(),
             orderId: data.orderId,
             userId: data.userId,
             amountMinor: data.total?.amountMinor ?? 0n,
             currency: data.total?.currencyCode ?? "XXX",
             card: data.paymentMethod?.cardNumber ?? "",
-          });
-        });
+          }).then(() => {}),
+        );
+        await chargeIfReady(data.orderId);
       },
     }),
     on({
       event: StockReservedSchema,
       name: "charge",
       async handler({ id, data }) {
-        const payment = await createStore(db).byOrder(data.orderId);
-        // order.created travels on another consumer; until it is recorded, retry later.
-        if (!payment) throw new Error(`order ${data.orderId} is not known to payment yet`);
-        if (payment.status !== "pending") return; // voided (cancelled first) or already decided
-        const attempt = await createStore(db).countAttempt(payment.id);
-        // The processor call is outside any transaction. A TransientProcessorError propagates:
-        // the event is redelivered after a delay and the next attempt is counted as such.
-        const result = charge(payment.card_number ?? "", attempt);
-        await handleOnce(db, "charge", id, async (q) => {
-          const store = createStore(q);
-          if (result.outcome === "captured") {
-            const row = await store.decide(payment.id, { status: "captured" });
-            if (row) {
-              await enqueue(q, PaymentCapturedSchema, {
-                paymentId: row.id, orderId: row.order_id, amount: money(row), cardLast4: row.card_last4, captureTime: timestampFromDate(row.updated_at),
-              }, source);
-            }
-          } else {
-            const row = await store.decide(payment.id, { status: "failed", reason: result.reason, code: result.code });
-            if (row) {
-              await enqueue(q, PaymentFailedSchema, {
-                paymentId: row.id, orderId: row.order_id, amount: money(row), reason: result.reason, declineCode: result.code, failTime: timestampFromDate(row.updated_at),
-              }, source);
-            }
-          }
-        });
-        logger.info({ order_id: data.orderId, outcome: result.outcome, attempt }, "charge decided");
-        publishOutbox();
+        await handleOnce(db, "charge", id, (q) => createStore(q).stockReserved(uuidv7(), data.orderId).then(() => {}));
+        await chargeIfReady(data.orderId);
       },
     }),
     on({
@@ -86,14 +94,11 @@ export function paymentConsumers(db: Db, logger: Logger, publishOutbox: () => vo
       name: "refund",
       async handler({ id, data }) {
         await handleOnce(db, "refund", id, async (q) => {
-          const store = createStore(q);
-          const refunded = await store.refund(data.orderId);
+          const refunded = await createStore(q).cancel(uuidv7(), data.orderId);
           if (refunded) {
             await enqueue(q, PaymentRefundedSchema, {
               paymentId: refunded.id, orderId: refunded.order_id, amount: money(refunded), reason: data.reason, refundTime: timestampFromDate(refunded.updated_at),
             }, source);
-          } else {
-            await store.void(uuidv7(), data.orderId);
           }
         });
         publishOutbox();

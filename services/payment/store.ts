@@ -14,6 +14,7 @@ export interface PaymentRow extends Record<string, unknown> {
   card_number: string | null;
   card_last4: string;
   status: "pending" | "captured" | "failed" | "refunded" | "voided";
+  stock_reserved: boolean;
   attempts: number;
   failure_reason: string;
   decline_code: string;
@@ -49,13 +50,29 @@ export function createStore(q: Queryable) {
   return {
     byOrder: (orderId: string) => one("SELECT * FROM payments WHERE order_id = $1", [orderId]),
 
-    /** The charge to make once stock is reserved. A voided row (cancelled first) is left as it is. */
+    /** The order's charge (amount, card, owner). Fills a placeholder; never revives a voided row. */
     record: (p: { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string; card: string }) =>
       q.query(
         `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_number, card_last4, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (order_id) DO NOTHING`,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
+         ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, amount_minor = EXCLUDED.amount_minor,
+           currency = EXCLUDED.currency, card_last4 = EXCLUDED.card_last4,
+           card_number = CASE WHEN payments.status = 'pending' THEN EXCLUDED.card_number END, updated_at = now()
+         WHERE payments.user_id = ''`,
         [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency, p.card, p.card.slice(-4)],
       ),
+
+    /** Notes that the order's stock is reserved, creating a placeholder if the order is not known yet. */
+    stockReserved: (id: string, orderId: string) =>
+      q.query(
+        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status, stock_reserved)
+         VALUES ($1, $2, '', 0, 'XXX', '', 'pending', true)
+         ON CONFLICT (order_id) DO UPDATE SET stock_reserved = true`,
+        [id, orderId],
+      ),
+
+    /** Locks the order's payment row for the rest of the transaction. */
+    lockByOrder: (orderId: string) => one("SELECT * FROM payments WHERE order_id = $1 FOR UPDATE", [orderId]),
 
     /** Counts an attempt before the processor is called, so a retry knows it is one. */
     countAttempt: async (id: string) => (await one("UPDATE payments SET attempts = attempts + 1 WHERE id = $1 RETURNING *", [id]))!.attempts,
@@ -67,16 +84,27 @@ export function createStore(q: Queryable) {
         [id, outcome.status, outcome.status === "failed" ? outcome.reason : "", outcome.status === "failed" ? outcome.code : ""],
       ),
 
-    refund: (orderId: string) =>
-      one("UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1 AND status = 'captured' RETURNING *", [orderId]),
-
-    /** Voids a pending charge, or records a voided one if the order has not been seen yet. */
-    void: (id: string, orderId: string) =>
-      q.query(
-        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status)
-         VALUES ($1, $2, '', 0, 'XXX', '', 'voided')
-         ON CONFLICT (order_id) DO UPDATE SET status = 'voided', card_number = NULL, updated_at = now() WHERE payments.status = 'pending'`,
-        [id, orderId],
-      ),
+    /**
+     * On cancellation: refunds a captured payment, voids a pending one (or records a voided
+     * placeholder if the order was never seen). The row is locked first, so a capture deciding at
+     * the same moment either commits before (and is refunded here) or finds the row voided.
+     * Returns the refunded payment, if any.
+     */
+    async cancel(id: string, orderId: string): Promise<PaymentRow | undefined> {
+      const row = await this.lockByOrder(orderId);
+      if (row?.status === "captured") {
+        return one("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 RETURNING *", [row.id]);
+      }
+      if (!row) {
+        await q.query(
+          `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status)
+           VALUES ($1, $2, '', 0, 'XXX', '', 'voided') ON CONFLICT (order_id) DO NOTHING`,
+          [id, orderId],
+        );
+      } else if (row.status === "pending") {
+        await q.query("UPDATE payments SET status = 'voided', card_number = NULL, updated_at = now() WHERE id = $1", [row.id]);
+      }
+      return undefined;
+    },
   };
 }

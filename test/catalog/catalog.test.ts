@@ -144,15 +144,26 @@ describe("message cache", () => {
     // The reader misses, loads the old row, and stalls before filling the cache...
     const reader = cache.getMany(["p1"], async () => {
       await gate;
-      return new Map([["p1", create(ProductSchema, { name: "old" })]]);
+      return new Map([["p1", { value: create(ProductSchema, { name: "old" }), version: 1n }]]);
     });
     await sleep(20);
     // ...while the writer commits and replaces the value.
-    await cache.put("p1", create(ProductSchema, { name: "new" }));
+    await cache.put("p1", { value: create(ProductSchema, { name: "new" }), version: 2n });
     release();
     await reader;
     const after = await cache.getMany(["p1"], async () => new Map());
     expect(after.get("p1")?.name).toBe("new");
+    await cache.close();
+  });
+
+  it("keeps the newer of two writers' values whatever order their writes land in", async () => {
+    const cache = createMessageCache(ProductSchema, { url: redisServer.url, prefix: "writers:", ttlSeconds: 60, logger: silentLogger });
+    await cache.ready;
+    await cache.put("p2", { value: create(ProductSchema, { name: "v3" }), version: 3n });
+    await cache.put("p2", { value: create(ProductSchema, { name: "v2" }), version: 2n }); // the slower writer lands last
+    expect((await cache.getMany(["p2"], async () => new Map())).get("p2")?.name).toBe("v3");
+    await cache.put("p2", { value: create(ProductSchema, { name: "v10" }), version: 10n }); // 10 > 3 though "10" < "3" as text
+    expect((await cache.getMany(["p2"], async () => new Map())).get("p2")?.name).toBe("v10");
     await cache.close();
   });
 });

@@ -36,4 +36,24 @@ describe("reservations on PostgreSQL", () => {
     expect(stock.find((s) => s.product_id === scarce)).toMatchObject({ available: 0, reserved: 10 });
     expect(stock.find((s) => s.product_id === plenty)).toMatchObject({ available: 980, reserved: 20 }); // rejected orders kept nothing
   });
+
+  it("release a reservation whose cancellation was handled while it was being made", async () => {
+    const [product, orderId] = [uuidv7(), uuidv7()];
+    await db.tx((q) => createStore(q).seed([{ productId: product, available: 10 }]));
+    let finishReserving!: () => void;
+    const reserving = db.tx(async (q) => {
+      const outcome = await createStore(q).reserveOrder(orderId, [{ productId: product, quantity: 3 }]);
+      await new Promise<void>((resolve) => (finishReserving = resolve)); // still uncommitted...
+      return outcome;
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const cancelling = db.tx((q) => createStore(q).cancelOrder(orderId)); // ...when the cancellation arrives
+    await new Promise((r) => setTimeout(r, 100));
+    finishReserving();
+    expect(await reserving).toBe("reserved");
+    expect(await cancelling).toEqual([{ productId: product, quantity: 3 }]); // it waited, then released
+    expect(await db.query("SELECT available, reserved FROM stock WHERE product_id = $1", [product])).toEqual([{ available: 10, reserved: 0 }]);
+    // And an order.created arriving after its cancellation reserves nothing.
+    expect(await db.tx((q) => createStore(q).reserveOrder(orderId, [{ productId: product, quantity: 1 }]))).toBe("closed");
+  });
 });
