@@ -39,7 +39,7 @@ export function errorBody(error: ConnectError): ErrorBody {
   return {
     code: codeName(error.code),
     message: error.rawMessage,
-    details: error.details.map((d) => {
+    details: error.details.map((d): JsonObject => {
       if ("desc" in d) return { "@type": `type.googleapis.com/${d.desc.typeName}`, ...(toJson(d.desc, create(d.desc, d.value)) as JsonObject) };
       const desc = detailTypes.getMessage(d.type);
       if (desc) return { "@type": `type.googleapis.com/${d.type}`, ...(toJson(desc, fromBinary(desc, d.value)) as JsonObject) };

@@ -1,0 +1,78 @@
+// REST/JSON requests: match a route derived from the contracts, build the request message from
+// path, query and body, call the upstream, answer JSON (or Server-Sent Events for a stream).
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { toJson, type JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { buildRequest, matchRoute, type Route } from "./http-rules.js";
+import { toHttpError } from "./errors.js";
+import { proxyStream, proxyUnary, type EdgeCall } from "./proxy.js";
+import type { Upstreams } from "./upstreams.js";
+
+export class PayloadTooLarge extends Error {}
+
+/** Reads the body up to `maxBytes` (413 beyond), and parses it as JSON when there is one. */
+export async function readJson(req: IncomingMessage, maxBytes: number): Promise<JsonValue | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBytes) throw new PayloadTooLarge();
+    chunks.push(chunk);
+  }
+  if (size === 0) return undefined;
+  const type = req.headers["content-type"] ?? "";
+  if (!/^application\/json\b/i.test(type)) throw new ConnectError(`send the body as application/json (got ${type || "no content-type"})`, Code.InvalidArgument);
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as JsonValue;
+  } catch (err) {
+    throw new ConnectError(`the body is not valid JSON: ${(err as Error).message}`, Code.InvalidArgument);
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), ...extraHeaders });
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) return void res.destroy();
+  const { status, body } = toHttpError(err);
+  sendJson(res, status, body, status === 401 ? { "www-authenticate": `Bearer realm="shopmesh", error="invalid_token"` } : {});
+}
+
+export interface RestOptions {
+  routes: readonly Route[];
+  upstreams: Upstreams;
+  maxBodyBytes: number;
+}
+
+/** Handles a REST request; false when no route's path matches (the caller answers 404). */
+export async function handleRest(opts: RestOptions, req: IncomingMessage, res: ServerResponse, url: URL, call: EdgeCall): Promise<boolean> {
+  const match = matchRoute(opts.routes, req.method ?? "GET", url.pathname);
+  if (match === "not-found") return false;
+  if (match === "method-not-allowed") {
+    sendJson(res, 405, { code: "unimplemented", message: `${req.method} is not allowed on ${url.pathname}`, details: [] });
+    return true;
+  }
+  const body = await readJson(req, opts.maxBodyBytes);
+  const request = buildRequest(match, body, url.searchParams);
+  const { method } = match.route;
+  if (method.methodKind === "server_streaming") {
+    const stream = proxyStream(opts.upstreams, method, request, call)[Symbol.asyncIterator]();
+    const first = await stream.next(); // errors before the first message still get a JSON error
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    const write = (m: typeof first.value) => res.write(`data: ${JSON.stringify(toJson(method.output, m))}\n\n`);
+    if (!first.done) write(first.value);
+    try {
+      for (let next = await stream.next(); !next.done; next = await stream.next()) write(next.value);
+    } catch (err) {
+      res.write(`event: error\ndata: ${JSON.stringify(toHttpError(err).body)}\n\n`);
+    }
+    res.end();
+    return true;
+  }
+  const response = await proxyUnary(opts.upstreams, method, request, call);
+  sendJson(res, 200, toJson(method.output, response));
+  return true;
+}
