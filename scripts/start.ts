@@ -84,14 +84,15 @@ const [natsUrl, redisUrl] = await Promise.all([
   }),
 ]);
 const present = serviceNames.filter((name) => existsSync(join(projectRoot, "services", name, "main.ts")));
-const children = new Map<ServiceName, ChildProcess>();
+const children = new Map<ServiceName | "gateway", ChildProcess>();
 let stopping = false;
 
-function startService(name: ServiceName) {
+function startService(name: ServiceName | "gateway", extraEnv: Record<string, string> = {}) {
   const databaseUrl = process.env[`${name.toUpperCase()}_DATABASE_URL`];
-  const child = spawn(process.execPath, ["--import", "tsx", join("services", name, "main.ts")], {
+  const entry = name === "gateway" ? join("gateway", "main.ts") : join("services", name, "main.ts");
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
     cwd: projectRoot,
-    env: { ...process.env, CERTS_DIR: certsDir, NATS_URL: natsUrl, REDIS_URL: redisUrl, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
+    env: { ...process.env, CERTS_DIR: certsDir, NATS_URL: natsUrl, REDIS_URL: redisUrl, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}), ...extraEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => show(name, line));
@@ -122,6 +123,15 @@ async function stop(exitCode = 0) {
 process.on("SIGINT", () => void stop());
 process.on("SIGTERM", () => void stop());
 
+async function waitHttp(url: string, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !stopping) {
+    if ((await fetch(url).then((r) => r.ok, () => false))) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`the gateway did not become ready at ${url}`);
+}
+
 async function waitServing(name: ServiceName, timeoutMs = 60_000) {
   const health = healthClient(`127.0.0.1:${topology[name].grpcPort}`, name, await loadTls(certsDir, "client"));
   const deadline = Date.now() + timeoutMs;
@@ -136,9 +146,12 @@ async function waitServing(name: ServiceName, timeoutMs = 60_000) {
   }
 }
 
-present.forEach(startService);
+present.forEach((name) => startService(name));
+const gatewayPort = Number(process.env.GATEWAY_PORT ?? 8080);
 try {
   await Promise.all(present.map((name) => waitServing(name)));
+  startService("gateway", { PORT: String(gatewayPort) });
+  await waitHttp(`http://127.0.0.1:${gatewayPort}/readyz`);
 } catch (err) {
   if (!stopping) console.error((err as Error).message);
   await stop(1);
@@ -153,6 +166,7 @@ const rows = present.map((name) => {
 console.log(`
 ShopMesh is up (${present.length} service${present.length === 1 ? "" : "s"}, mTLS with certificates in ${certsDir}):
 ${rows.join("\n")}
+  gateway       http://127.0.0.1:${gatewayPort}   (REST/JSON, Connect, gRPC-Web; /openapi.json, /readyz, /metrics)
   events        ${natsUrl} (JetStream)   dead letters: npm run dlq -- list
   cache         ${redisUrl}
 

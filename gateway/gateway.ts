@@ -1,0 +1,83 @@
+// The gateway process: configuration, the clients to every public service, token verification,
+// the shared rate limiter, and the edge server.
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { loadTls } from "../mesh/certs.js";
+import { ConfigError, env, loadConfig } from "../mesh/config.js";
+import { healthClient } from "../mesh/health-client.js";
+import { projectRoot } from "../mesh/service.js";
+import { createLogger, createMetricsRegistry, initTracing, shutdownTracing } from "../mesh/telemetry.js";
+import { topology, type ServiceName } from "../mesh/topology.js";
+import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
+import type { MeshClient } from "../mesh/client.js";
+import { createAuthenticator } from "./auth.js";
+import { openapiDocument } from "./openapi.js";
+import { createRateLimiter } from "./rate-limit.js";
+import { createEdgeServer } from "./server.js";
+import { connectUpstreams, publicServices } from "./upstreams.js";
+
+const spec = {
+  HOST: env.string("127.0.0.1"),
+  PORT: env.port(8080),
+  CERTS_DIR: env.string(join(projectRoot, "certs")),
+  REDIS_URL: env.string("redis://127.0.0.1:6379"),
+  JWT_ISSUER: env.string("shopmesh-identity"),
+  JWT_AUDIENCE: env.string("shopmesh"),
+  RATE_LIMIT_PER_MINUTE: env.int(600, 1),
+  RATE_LIMIT_BURST: env.int(100, 0),
+  /** Comma-separated browser origins allowed to call the API (CORS). */
+  CORS_ORIGINS: env.optional(),
+  MAX_BODY_BYTES: env.int(1_048_576, 1_024),
+  UPSTREAM_TIMEOUT_MS: env.int(5_000, 100),
+  LOG_LEVEL: env.string("info"),
+};
+
+export interface RunningGateway {
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function startGateway(source: NodeJS.ProcessEnv = process.env): Promise<RunningGateway> {
+  const c = loadConfig(spec, source);
+  const addresses = (name: ServiceName) => {
+    const variable = `${name.toUpperCase()}_ADDRESSES`;
+    return loadConfig({ [variable]: env.addresses(`127.0.0.1:${topology[name].grpcPort}`) }, source)[variable] as string[];
+  };
+  const logger = createLogger("gateway", c.LOG_LEVEL);
+  initTracing("gateway");
+  const metrics = createMetricsRegistry("gateway");
+  const tls = await loadTls(c.CERTS_DIR, "gateway").catch((err) => {
+    throw new ConfigError(`CERTS_DIR ${c.CERTS_DIR} lacks the gateway's certificate (run \`npm run certs\`): ${err.message}`);
+  });
+  const upstreams = connectUpstreams(tls, addresses, { timeoutMs: c.UPSTREAM_TIMEOUT_MS }, metrics);
+  const redis = new Redis(c.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 200, retryStrategy: (n) => Math.min(n * 200, 2_000) });
+  redis.on("error", () => {}); // the limiter falls back to its local limit; see rate-limit.ts
+  const health = publicServices.map(([, name]) => healthClient(addresses(name)[0]!, name, tls));
+
+  const server = createEdgeServer({
+    upstreams,
+    auth: createAuthenticator({ identity: upstreams.get(IdentityService) as unknown as MeshClient<typeof IdentityService>, issuer: c.JWT_ISSUER, audience: c.JWT_AUDIENCE, logger }),
+    rateLimiter: createRateLimiter({ redis, points: c.RATE_LIMIT_PER_MINUTE, windowSeconds: 60, burst: c.RATE_LIMIT_BURST }),
+    logger,
+    metrics,
+    corsOrigins: (c.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
+    maxBodyBytes: c.MAX_BODY_BYTES,
+    ready: async () => (await Promise.all(health.map((h) => h.check("", 1_000).catch(() => "DOWN")))).every((s) => s === "SERVING"),
+    openapi: openapiDocument(publicServices.map(([s]) => s)),
+  });
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(c.PORT, c.HOST, resolve));
+  const port = (server.address() as { port: number }).port;
+  logger.info({ port }, "serving");
+  return {
+    port,
+    async stop() {
+      await new Promise((resolve) => server.close(resolve));
+      server.closeAllConnections();
+      for (const client of upstreams.values()) client.close();
+      health.forEach((h) => h.close());
+      redis.disconnect();
+      await shutdownTracing();
+      logger.info("stopped");
+    },
+  };
+}
