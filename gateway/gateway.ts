@@ -23,7 +23,9 @@ const spec = {
   REDIS_URL: env.string("redis://127.0.0.1:6379"),
   JWT_ISSUER: env.string("shopmesh-identity"),
   JWT_AUDIENCE: env.string("shopmesh"),
-  RATE_LIMIT_PER_MINUTE: env.int(600, 1),
+  /** Requests per window per user (or per client address when anonymous), plus a burst allowance. */
+  RATE_LIMIT_POINTS: env.int(600, 1),
+  RATE_LIMIT_WINDOW_SECONDS: env.int(60, 1),
   RATE_LIMIT_BURST: env.int(100, 0),
   /** Comma-separated browser origins allowed to call the API (CORS). */
   CORS_ORIGINS: env.optional(),
@@ -57,7 +59,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   const server = createEdgeServer({
     upstreams,
     auth: createAuthenticator({ identity: upstreams.get(IdentityService) as unknown as MeshClient<typeof IdentityService>, issuer: c.JWT_ISSUER, audience: c.JWT_AUDIENCE, logger }),
-    rateLimiter: createRateLimiter({ redis, points: c.RATE_LIMIT_PER_MINUTE, windowSeconds: 60, burst: c.RATE_LIMIT_BURST }),
+    rateLimiter: createRateLimiter({ redis, points: c.RATE_LIMIT_POINTS, windowSeconds: c.RATE_LIMIT_WINDOW_SECONDS, burst: c.RATE_LIMIT_BURST }),
     logger,
     metrics,
     corsOrigins: (c.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
@@ -71,7 +73,9 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   return {
     port,
     async stop() {
-      await new Promise((resolve) => server.close(resolve));
+      const closed = new Promise((resolve) => server.close(resolve));
+      server.closeIdleConnections();
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 5_000).unref())]); // open streams get 5 s
       server.closeAllConnections();
       for (const client of upstreams.values()) client.close();
       health.forEach((h) => h.close());

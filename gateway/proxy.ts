@@ -8,6 +8,8 @@ import { anonymousMethods, type Upstreams } from "./upstreams.js";
 export interface EdgeCall {
   user?: EndUser;
   requestId: string;
+  /** From the Idempotency-Key header: fills a request's idempotency_key field when it has one. */
+  idempotencyKey?: string;
   signal?: AbortSignal;
 }
 
@@ -28,6 +30,8 @@ type Streaming = (req: Message, opts: object) => AsyncIterable<Message>;
 
 export function proxyUnary(upstreams: Upstreams, method: DescMethod, request: Message, call: EdgeCall): Promise<Message> {
   const client = upstreams.get(method.parent) as unknown as Record<string, Unary>;
+  const keyed = request as Message & { idempotencyKey?: string };
+  if (call.idempotencyKey && typeof keyed.idempotencyKey === "string" && !keyed.idempotencyKey) keyed.idempotencyKey = call.idempotencyKey;
   return client[method.localName]!(request, callOptions(method, call));
 }
 

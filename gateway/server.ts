@@ -134,7 +134,8 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     }
     const abort = new AbortController();
     res.once("close", () => abort.abort());
-    const call: EdgeCall = { user, requestId, signal: abort.signal };
+    const idempotencyKey = req.headers["idempotency-key"]?.toString();
+    const call: EdgeCall = { user, requestId, idempotencyKey, signal: abort.signal };
     calls.set(req, call);
     const connectRoute = /^\/shop\.[a-z]+\.v1\.[A-Za-z]+Service\/[A-Za-z]+$/.test(url.pathname);
     if (connectRoute) {

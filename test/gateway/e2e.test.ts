@@ -1,0 +1,199 @@
+// The edge end to end, through the gateway's real HTTP port, with the whole mesh behind it:
+// plain HTTP (REST/JSON, SSE) and Connect/gRPC-Web clients, every error mapping, bad tokens,
+// rate limits across two gateways sharing Redis, Redis down, and a service going away.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient, Code, ConnectError } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { SignJWT, generateKeyPair, decodeProtectedHeader, importJWK, type JWK } from "jose";
+import { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import { OrderStatus } from "../../gen/shop/order/v1/order_pb.js";
+import { startGateway, type RunningGateway } from "../../gateway/gateway.js";
+import { demoProducts } from "../../services/catalog/demo.js";
+import { startMesh, type TestMesh } from "../support/mesh.js";
+import { eventually } from "../support/eventually.js";
+
+let mesh: TestMesh;
+let gateway: RunningGateway;
+let base: string;
+
+async function gatewayEnv(extra: Record<string, string> = {}) {
+  const addresses = Object.fromEntries(Object.entries(mesh.services).map(([name, s]) => [`${name.toUpperCase()}_ADDRESSES`, s.address]));
+  return { PORT: "0", LOG_LEVEL: "silent", CERTS_DIR: await mesh.pki.dir(["gateway"]), REDIS_URL: mesh.redis.url, ...addresses, ...extra };
+}
+
+beforeAll(async () => {
+  mesh = await startMesh();
+  gateway = await startGateway(await gatewayEnv());
+  base = `http://127.0.0.1:${gateway.port}`;
+}, 120_000);
+afterAll(async () => {
+  await gateway?.stop();
+  await mesh?.stop();
+});
+
+const json = async (path: string, init: RequestInit & { token?: string; body?: string } = {}) => {
+  const res = await fetch(`${base}${path}`, {
+    ...init,
+    headers: { "content-type": "application/json", ...(init.token ? { authorization: `Bearer ${init.token}` } : {}), ...(init.headers as Record<string, string>) },
+  });
+  return { status: res.status, headers: res.headers, body: (await res.text().then((t) => (t ? JSON.parse(t) : undefined))) as any };
+};
+const post = (path: string, body: unknown, token?: string) => json(path, { method: "POST", body: JSON.stringify(body), token });
+
+let n = 0;
+async function signUp(): Promise<{ token: string; userId: string; email: string }> {
+  const email = `shopper${++n}-${Date.now()}@example.com`;
+  const reg = await post("/v1/auth/register", { email, password: "correct horse", displayName: "Shopper" });
+  expect(reg.status).toBe(200);
+  const login = await post("/v1/auth/login", { email, password: "correct horse" });
+  return { token: login.body.accessToken, userId: login.body.user.id, email };
+}
+
+const orderBody = (productId: string, card = "4242424242424242") => ({
+  lines: [{ productId, quantity: 1 }],
+  shippingAddress: { recipientName: "Ada", addressLines: ["1 Main St"], city: "Town", countryCode: "DE" },
+  paymentMethod: { cardNumber: card },
+});
+
+describe("gateway: the order flow over plain HTTP", () => {
+  it("register → login → browse → order → watch (SSE) to CONFIRMED → notification", async () => {
+    const { token } = await signUp();
+    const list = await json("/v1/products?pageSize=3&query=mug");
+    expect(list.status).toBe(200);
+    expect(list.body.products[0].sku).toBe("MUG-001");
+    const product = await json(`/v1/products/${demoProducts[0]!.id}`);
+    expect(product.body.product.price).toEqual({ amountMinor: "1450", currencyCode: "EUR" });
+
+    const created = await json("/v1/orders", { method: "POST", body: JSON.stringify(orderBody(demoProducts[0]!.id)), token, headers: { "idempotency-key": "e2e-1" } });
+    expect(created.status).toBe(200);
+    const id = created.body.order.id;
+    const again = await json("/v1/orders", { method: "POST", body: JSON.stringify(orderBody(demoProducts[0]!.id)), token, headers: { "idempotency-key": "e2e-1" } });
+    expect(again.body.order.id).toBe(id); // Idempotency-Key carried to CreateOrder
+
+    const sse = await fetch(`${base}/v1/orders/${id}:watch`, { headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } });
+    expect(sse.headers.get("content-type")).toBe("text/event-stream");
+    const events = (await sse.text()).split("\n\n").filter(Boolean).map((e) => JSON.parse(e.replace(/^data: /, "")));
+    expect(events.at(-1).order.status).toBe("ORDER_STATUS_CONFIRMED");
+
+    const notes = await eventually(() => json("/v1/notifications", { token }), (r) => r.body.notifications?.some((x: any) => x.subject.includes(id)));
+    expect(notes.status).toBe(200);
+  });
+});
+
+describe("gateway: Connect and gRPC-Web clients", () => {
+  it("serve the same public RPCs", async () => {
+    for (const transport of [createConnectTransport({ baseUrl: base, httpVersion: "1.1" }), createGrpcWebTransport({ baseUrl: base, httpVersion: "1.1" })]) {
+      const catalog = createClient(CatalogService, transport);
+      const { product } = await catalog.getProduct({ id: demoProducts[1]!.id });
+      expect(product?.sku).toBe("KNF-002");
+      const err = await catalog.getProduct({ id: "0190a000-0000-7000-8000-0000000000ff" }).catch((e) => e as ConnectError);
+      expect((err as ConnectError).code).toBe(Code.NotFound);
+    }
+  });
+
+  it("stream WatchOrder with a token", async () => {
+    const { token } = await signUp();
+    const { OrderService } = await import("../../gen/shop/order/v1/order_pb.js");
+    const orders = createClient(OrderService, createConnectTransport({ baseUrl: base, httpVersion: "1.1", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] }));
+    const { order } = await orders.createOrder(orderBody(demoProducts[3]!.id));
+    const statuses: OrderStatus[] = [];
+    for await (const update of orders.watchOrder({ id: order!.id })) statuses.push(update.order!.status);
+    expect(statuses.at(-1)).toBe(OrderStatus.CONFIRMED);
+  });
+});
+
+describe("gateway: errors say what was wrong", () => {
+  it("maps gRPC codes to HTTP statuses with {code, message, details}", async () => {
+    const bad = await post("/v1/auth/register", { email: "nope", password: "short", displayName: "X" });
+    expect(bad.status).toBe(400);
+    expect(bad.body.code).toBe("invalid_argument");
+    expect(bad.body.details[0]["@type"]).toBe("type.googleapis.com/buf.validate.Violations");
+    expect(bad.body.details[0].violations.map((v: any) => v.field.elements[0].fieldName)).toEqual(["email", "password"]);
+
+    const { token, email } = await signUp();
+    expect((await post("/v1/auth/register", { email, password: "correct horse", displayName: "Twin" })).status).toBe(409);
+    const missing = await json(`/v1/products/0190a000-0000-7000-8000-0000000000ff`);
+    expect([missing.status, missing.body.code]).toEqual([404, "not_found"]);
+    const forbidden = await post("/v1/products", { sku: "X-1", name: "X", category: "home", price: { amountMinor: "100", currencyCode: "EUR" } }, token);
+    expect([forbidden.status, forbidden.body.code]).toEqual([403, "permission_denied"]);
+    const anonymous = await post("/v1/orders", orderBody(demoProducts[0]!.id));
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers.get("www-authenticate")).toMatch(/^Bearer/);
+    expect((await json("/v1/nowhere")).status).toBe(404);
+    expect((await json(`/v1/products/${demoProducts[0]!.id}`, { method: "DELETE" })).status).toBe(405);
+  });
+
+  it("rejects malformed JSON, wrong types, unknown fields and oversized bodies", async () => {
+    const malformed = await json("/v1/auth/login", { method: "POST", body: "{not json" });
+    expect([malformed.status, malformed.body.message]).toEqual([400, expect.stringMatching(/not valid JSON/)]);
+    const wrongType = await post("/v1/auth/login", { email: 42, password: "x" });
+    expect(wrongType.status).toBe(400);
+    expect(wrongType.body.message).toMatch(/email/);
+    const unknown = await post("/v1/auth/login", { email: "a@b.co", password: "x", isAdmin: true });
+    expect([unknown.status, unknown.body.message]).toEqual([400, expect.stringMatching(/isAdmin/)]);
+    const huge = await post("/v1/auth/login", { email: "a@b.co", password: "x".repeat(2_000_000) });
+    expect(huge.status).toBe(413);
+  });
+});
+
+describe("gateway: bearer tokens", () => {
+  it("refuses unsigned, wrongly signed, tampered and malformed tokens", async () => {
+    const { token, userId } = await signUp();
+    const { kid } = decodeProtectedHeader(token);
+    const { privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
+    const forge = (claims: { iss?: string; aud?: string; exp?: number; nbf?: number }) =>
+      new SignJWT({ roles: ["customer", "admin"] })
+        .setProtectedHeader({ alg: "EdDSA", kid })
+        .setSubject(userId)
+        .setIssuer(claims.iss ?? "shopmesh-identity")
+        .setAudience(claims.aud ?? "shopmesh")
+        .setIssuedAt()
+        .setNotBefore(claims.nbf ?? 0)
+        .setExpirationTime(claims.exp ?? Math.floor(Date.now() / 1000) + 600)
+        .sign(privateKey);
+    const unsigned = `${Buffer.from(JSON.stringify({ alg: "none", kid })).toString("base64url")}.${Buffer.from(JSON.stringify({ sub: userId, iss: "shopmesh-identity", aud: "shopmesh", exp: Math.floor(Date.now() / 1000) + 600, roles: ["admin"] })).toString("base64url")}.`;
+    const [header, payload] = token.split(".");
+    const tampered = `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, "base64url").toString()), roles: ["admin"] })).toString("base64url")}.${token.split(".")[2]}`;
+    const cases: [string, string, RegExp][] = [
+      ["wrongly signed (another key, same kid)", await forge({}), /signature/],
+      ["tampered claims", tampered, /signature/],
+      ["unsigned (alg none)", unsigned, /algorithm|malformed/],
+      ["garbage", "not-a-token", /malformed/],
+    ];
+    for (const [name, bad, reason] of cases) {
+      const res = await json("/v1/orders", { token: bad });
+      expect(res.status, name).toBe(401);
+      expect(res.body.message, name).toMatch(reason);
+    }
+    expect((await json("/v1/orders", { token })).status).toBe(200); // the real one works
+  });
+
+  it("refuses properly signed tokens that are expired, not yet valid, or for another audience or issuer", async () => {
+    const { userId } = await signUp();
+    // Sign with identity's real key (from its database), so only the claims are wrong.
+    const [row] = await mesh.services.identity.db.query<{ kid: string; private_jwk: JWK }>("SELECT kid, private_jwk FROM signing_keys ORDER BY created_at DESC LIMIT 1");
+    const key = await importJWK(row!.private_jwk, "EdDSA");
+    const now = Math.floor(Date.now() / 1000);
+    const sign = (c: { iss?: string; aud?: string; exp?: number; nbf?: number }) =>
+      new SignJWT({ roles: ["customer"] })
+        .setProtectedHeader({ alg: "EdDSA", kid: row!.kid })
+        .setSubject(userId)
+        .setIssuer(c.iss ?? "shopmesh-identity")
+        .setAudience(c.aud ?? "shopmesh")
+        .setNotBefore(c.nbf ?? now - 10)
+        .setExpirationTime(c.exp ?? now + 600)
+        .sign(key);
+    expect((await json("/v1/orders", { token: await sign({}) })).status).toBe(200); // the control
+    const cases: [string, string, RegExp][] = [
+      ["expired", await sign({ exp: now - 60 }), /expired/],
+      ["not yet valid", await sign({ nbf: now + 600 }), /nbf/],
+      ["wrong audience", await sign({ aud: "someone-else" }), /aud/],
+      ["wrong issuer", await sign({ iss: "evil" }), /iss/],
+    ];
+    for (const [name, token, reason] of cases) {
+      const res = await json("/v1/orders", { token });
+      expect(res.status, name).toBe(401);
+      expect(res.body.message, name).toMatch(reason);
+    }
+  });
+});
