@@ -197,3 +197,57 @@ describe("gateway: bearer tokens", () => {
     }
   });
 });
+
+describe("gateway: rate limits", () => {
+  it("are shared by two gateways through Redis: the N+1st request in the window gets 429, a later one passes", async () => {
+    const limited = { RATE_LIMIT_POINTS: "5", RATE_LIMIT_WINDOW_SECONDS: "2", RATE_LIMIT_BURST: "0" };
+    const [a, b] = [await startGateway(await gatewayEnv(limited)), await startGateway(await gatewayEnv(limited))];
+    try {
+      const { token } = await signUp(); // a fresh user: a key of its own
+      const hit = (g: RunningGateway) => fetch(`http://127.0.0.1:${g.port}/v1/orders`, { headers: { authorization: `Bearer ${token}` } });
+      const statuses = [];
+      for (let i = 0; i < 5; i++) statuses.push((await hit(i % 2 ? b : a)).status);
+      expect(statuses).toEqual([200, 200, 200, 200, 200]);
+      const refused = await hit(b);
+      expect(refused.status).toBe(429);
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(refused.headers.get("ratelimit-remaining")).toBe("0");
+      expect((await refused.json()).code).toBe("resource_exhausted");
+      await new Promise((r) => setTimeout(r, 2_200));
+      expect((await hit(a)).status).toBe(200);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it("keep serving when Redis is down, limiting each gateway locally", async () => {
+    const g = await startGateway(await gatewayEnv({ RATE_LIMIT_POINTS: "3", RATE_LIMIT_WINDOW_SECONDS: "60", RATE_LIMIT_BURST: "0" }));
+    await mesh.redis.stop({ keepData: true });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 4; i++) statuses.push((await fetch(`http://127.0.0.1:${g.port}/v1/products/${demoProducts[0]!.id}`)).status);
+      expect(statuses).toEqual([200, 200, 200, 429]); // fail open to a local limit, not to no limit
+    } finally {
+      await mesh.redis.restart();
+      await g.stop();
+    }
+  });
+});
+
+describe("gateway: a service going away", () => {
+  it("answers 503 quickly while it is down, and recovers when it is back", async () => {
+    const { token } = await signUp();
+    const svc = mesh.services.notification;
+    const port = svc.port;
+    await svc.stop();
+    const started = Date.now();
+    const down = await json("/v1/notifications", { token });
+    expect(down.status).toBe(503);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    const { notification } = await import("../../services/notification/notification.js");
+    const { startTestService } = await import("../support/service.js");
+    mesh.services.notification = (await startTestService(notification, mesh.pki, { PORT: String(port), NATS_URL: mesh.nats.url })) as never;
+    const back = await eventually(() => json("/v1/notifications", { token }), (r) => r.status === 200, 15_000);
+    expect(back.body).toEqual({}); // a fresh service: no notifications yet (empty lists are omitted in JSON)
+  }, 30_000);
+});
