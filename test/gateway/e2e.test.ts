@@ -82,7 +82,11 @@ describe("gateway: the order flow over plain HTTP", () => {
 
 describe("gateway: Connect and gRPC-Web clients", () => {
   it("serve the same public RPCs", async () => {
-    for (const transport of [createConnectTransport({ baseUrl: base, httpVersion: "1.1" }), createGrpcWebTransport({ baseUrl: base, httpVersion: "1.1" })]) {
+    for (const transport of [
+      createConnectTransport({ baseUrl: base, httpVersion: "1.1" }), // Connect, JSON
+      createConnectTransport({ baseUrl: base, httpVersion: "1.1", useBinaryFormat: true }), // Connect, binary
+      createGrpcWebTransport({ baseUrl: base, httpVersion: "1.1" }),
+    ]) {
       const catalog = createClient(CatalogService, transport);
       const { product } = await catalog.getProduct({ id: demoProducts[1]!.id });
       expect(product?.sku).toBe("KNF-002");
@@ -250,4 +254,37 @@ describe("gateway: a service going away", () => {
     const back = await eventually(() => json("/v1/notifications", { token }), (r) => r.status === 200, 15_000);
     expect(back.body).toEqual({}); // a fresh service: no notifications yet (empty lists are omitted in JSON)
   }, 30_000);
+});
+
+describe("gateway: edge policies", () => {
+  it("echoes or makes request ids, answers CORS for configured origins only, and limits headers", async () => {
+    const g = await startGateway(await gatewayEnv({ CORS_ORIGINS: "https://shop.example" }));
+    const url = `http://127.0.0.1:${g.port}`;
+    try {
+      const given = await fetch(`${url}/v1/products?pageSize=1`, { headers: { "x-request-id": "trace-me-123" } });
+      expect(given.headers.get("x-request-id")).toBe("trace-me-123");
+      expect((await fetch(`${url}/v1/products?pageSize=1`)).headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+
+      const preflight = await fetch(`${url}/v1/orders`, { method: "OPTIONS", headers: { origin: "https://shop.example", "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" } });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers.get("access-control-allow-origin")).toBe("https://shop.example");
+      const stranger = await fetch(`${url}/v1/products?pageSize=1`, { headers: { origin: "https://evil.example" } });
+      expect(stranger.headers.get("access-control-allow-origin")).toBeNull();
+
+      const bigHeader = await fetch(`${url}/healthz`, { headers: { "x-padding": "a".repeat(20_000) } }).catch(() => undefined);
+      expect(bigHeader?.status ?? 431).toBe(431);
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it("serves /healthz, /readyz, /metrics and /openapi.json", async () => {
+    expect((await json("/healthz")).body).toEqual({ status: "ok" });
+    expect((await json("/readyz")).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/http_requests_total\{[^}]*route="rest"/);
+    expect(metrics).toMatch(/grpc_client_handled_total/);
+    const openapi = await json("/openapi.json");
+    expect(openapi.body.openapi).toBe("3.1.0");
+  });
 });
