@@ -202,6 +202,21 @@ describe("gateway: bearer tokens", () => {
   });
 });
 
+describe("gateway: the key set", () => {
+  it("is fetched from identity once and cached, not per request", async () => {
+    const jwksCalls = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${mesh.services.identity.metricsPort}/metrics`)).text();
+      return Number(/grpc_server_handled_total\{[^}]*grpc_method="GetJwks",grpc_code="OK"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    const { token } = await signUp();
+    await json("/v1/orders", { token }); // the key is known after this
+    const before = await jwksCalls();
+    expect(before).toBeGreaterThan(0); // the metric is there: the gateway did fetch the keys
+    for (let i = 0; i < 10; i++) expect((await json("/v1/orders", { token })).status).toBe(200);
+    expect(await jwksCalls()).toBe(before);
+  });
+});
+
 describe("gateway: rate limits", () => {
   it("are shared by two gateways through Redis: the N+1st request in the window gets 429, a later one passes", async () => {
     const limited = { RATE_LIMIT_POINTS: "5", RATE_LIMIT_WINDOW_SECONDS: "2", RATE_LIMIT_BURST: "0" };
