@@ -140,17 +140,18 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   };
 }
 
-/** Entry point of a service process: start, and stop cleanly on SIGTERM or SIGINT. */
-export async function main<S extends DescService, C extends ConfigSpec>(def: ServiceDefinition<S, C>): Promise<void> {
-  let running: RunningService;
+/**
+ * Runs a process's main part: a configuration error prints one line and exits 78 (EX_CONFIG);
+ * once started, SIGTERM or SIGINT stop it cleanly and exit 0.
+ */
+export async function runProcess(name: string, start: () => Promise<{ stop(): Promise<void> }>): Promise<void> {
+  let running: { stop(): Promise<void> };
   try {
-    running = await startService(def);
+    running = await start();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${def.name}: configuration error: ${err.message}\n`);
-      process.exit(78); // EX_CONFIG
-    }
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${name}: configuration error: ${err.message}\n`);
+    process.exit(78);
   }
   let stopping = false;
   const stop = async () => {
@@ -162,3 +163,7 @@ export async function main<S extends DescService, C extends ConfigSpec>(def: Ser
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 }
+
+/** Entry point of a service process. */
+export const main = <S extends DescService, C extends ConfigSpec>(def: ServiceDefinition<S, C>): Promise<void> =>
+  runProcess(def.name, () => startService(def));
