@@ -44,9 +44,11 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
     (fetching ??= (async () => {
       try {
         const { keys: jwks } = await opts.identity.getJwks({}, { timeoutMs: 2_000 });
-        for (const k of jwks) {
-          if (!keys.has(k.kid)) keys.set(k.kid, await importJWK({ kty: k.kty, crv: k.crv, x: k.x, alg: k.alg } as JWK, "EdDSA"));
-        }
+        const fresh = new Map<string, CryptoKey | Uint8Array>();
+        for (const k of jwks) fresh.set(k.kid, keys.get(k.kid) ?? (await importJWK({ kty: k.kty, crv: k.crv, x: k.x, alg: k.alg } as JWK, "EdDSA")));
+        // The published set is the truth: a key identity stopped publishing is no longer trusted.
+        keys.clear();
+        for (const [kid, key] of fresh) keys.set(kid, key);
         lastFetch = Date.now();
         opts.logger.info({ keys: keys.size }, "JWKS loaded from identity");
       } finally {

@@ -27,9 +27,13 @@ const spec = {
   RATE_LIMIT_POINTS: env.int(600, 1),
   RATE_LIMIT_WINDOW_SECONDS: env.int(60, 1),
   RATE_LIMIT_BURST: env.int(100, 0),
+  /** Redis key prefix: gateways sharing a prefix share their counts. */
+  RATE_LIMIT_PREFIX: env.string("gateway:rl"),
   /** Comma-separated browser origins allowed to call the API (CORS). */
   CORS_ORIGINS: env.optional(),
   MAX_BODY_BYTES: env.int(1_048_576, 1_024),
+  /** Proxies in front of the gateway that append X-Forwarded-For (0: clients connect directly). */
+  TRUSTED_PROXY_HOPS: env.int(0, 0),
   UPSTREAM_TIMEOUT_MS: env.int(5_000, 100),
   LOG_LEVEL: env.string("info"),
 };
@@ -54,20 +58,40 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   const upstreams = connectUpstreams(tls, addresses, { timeoutMs: c.UPSTREAM_TIMEOUT_MS }, metrics);
   const redis = new Redis(c.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 200, retryStrategy: (n) => Math.min(n * 200, 2_000) });
   redis.on("error", () => {}); // the limiter falls back to its local limit; see rate-limit.ts
+  // Start counting in Redis when it is there (never wait long for it): counts made locally while
+  // connecting would not be shared with the other replicas.
+  await Promise.race([new Promise((resolve) => redis.once("ready", resolve)), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   const health = publicServices.map(([, name]) => healthClient(addresses(name)[0]!, name, tls));
 
   const server = createEdgeServer({
     upstreams,
     auth: createAuthenticator({ identity: upstreams.get(IdentityService) as unknown as MeshClient<typeof IdentityService>, issuer: c.JWT_ISSUER, audience: c.JWT_AUDIENCE, logger }),
-    rateLimiter: createRateLimiter({ redis, points: c.RATE_LIMIT_POINTS, windowSeconds: c.RATE_LIMIT_WINDOW_SECONDS, burst: c.RATE_LIMIT_BURST }),
+    rateLimiter: createRateLimiter({ redis, points: c.RATE_LIMIT_POINTS, windowSeconds: c.RATE_LIMIT_WINDOW_SECONDS, burst: c.RATE_LIMIT_BURST, prefix: c.RATE_LIMIT_PREFIX }),
     logger,
     metrics,
     corsOrigins: (c.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
     maxBodyBytes: c.MAX_BODY_BYTES,
+    trustedProxyHops: c.TRUSTED_PROXY_HOPS,
     ready: async () => (await Promise.all(health.map((h) => h.check("", 1_000).catch(() => "DOWN")))).every((s) => s === "SERVING"),
     openapi: openapiDocument(publicServices.map(([s]) => s)),
   });
-  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(c.PORT, c.HOST, resolve));
+  const release = async () => {
+    for (const client of upstreams.values()) client.close();
+    health.forEach((h) => h.close());
+    redis.disconnect();
+    await shutdownTracing();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject).listen(c.PORT, c.HOST, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await release(); // e.g. the port is taken: close what was opened before failing
+    throw err;
+  }
   const port = (server.address() as { port: number }).port;
   logger.info({ port }, "serving");
   return {
@@ -77,10 +101,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
       server.closeIdleConnections();
       await Promise.race([closed, new Promise((r) => setTimeout(r, 5_000).unref())]); // open streams get 5 s
       server.closeAllConnections();
-      for (const client of upstreams.values()) client.close();
-      health.forEach((h) => h.close());
-      redis.disconnect();
-      await shutdownTracing();
+      await release();
       logger.info("stopped");
     },
   };

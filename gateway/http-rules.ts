@@ -67,20 +67,30 @@ export interface Match {
   params: Map<string[], string>;
 }
 
-/** The route for a request, or why none fits (404 vs 405). */
-export function matchRoute(routes: readonly Route[], httpMethod: string, path: string): Match | "not-found" | "method-not-allowed" {
-  let pathMatched = false;
+/** The route for a request, or why none fits: no path matches (404), or the methods that would (405). */
+export function matchRoute(routes: readonly Route[], httpMethod: string, path: string): Match | "not-found" | { allowed: string[] } {
+  const allowed: string[] = [];
   for (const route of routes) {
     const m = route.pattern.exec(path);
     if (!m) continue;
-    pathMatched = true;
-    if (route.httpMethod !== httpMethod) continue;
-    return { route, params: new Map(route.pathFields.map((f, i) => [f, decodeURIComponent(m[i + 1]!)])) };
+    if (route.httpMethod !== httpMethod) {
+      allowed.push(route.httpMethod);
+      continue;
+    }
+    return { route, params: new Map(route.pathFields.map((f, i) => [f, decodePathValue(m[i + 1]!)])) };
   }
-  return pathMatched ? "method-not-allowed" : "not-found";
+  return allowed.length ? { allowed } : "not-found";
 }
 
 const invalid = (message: string) => new ConnectError(message, Code.InvalidArgument);
+
+function decodePathValue(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw invalid(`the path segment "${raw}" is not valid percent-encoding`);
+  }
+}
 
 /** Finds a field by proto name or JSON name. */
 const fieldOf = (message: DescMessage, name: string): DescField | undefined =>

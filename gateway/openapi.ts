@@ -122,10 +122,10 @@ function operation(route: Route, schemas: Schemas): Schema {
       default: { description: "An error: the HTTP status follows the gRPC code.", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } },
     },
   };
-  if (route.body === "*") op.requestBody = { required: true, content: { "application/json": { schema: schemas.message(method.input) } } };
+  if (route.body === "*") op.requestBody = { required: false, content: { "application/json": { schema: schemas.message(method.input) } } };
   else if (route.body) {
     const field = method.input.fields.find((f) => f.name === route.body)!;
-    op.requestBody = { required: true, content: { "application/json": { schema: schemas.field(field) } } };
+    op.requestBody = { required: false, content: { "application/json": { schema: schemas.field(field) } } };
   }
   if (!anonymousMethods.has(method)) op.security = [{ bearerAuth: [] }];
   return op;

@@ -44,7 +44,8 @@ export function createRateLimiter(opts: RateLimitOptions): RateLimiter {
     limiter(`${prefix}:steady`, opts.points, opts.windowSeconds),
     limiter(`${prefix}:burst`, opts.burst, opts.burstWindowSeconds ?? opts.windowSeconds * 10),
   );
-  const limit = opts.points + opts.burst;
+  // The headers describe the steady policy; the burst is headroom on top of it.
+  const limit = opts.points;
   const decision = (allowed: boolean, res: RateLimiterRes): Decision => ({
     allowed,
     limit,

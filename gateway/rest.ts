@@ -35,10 +35,12 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, ext
   res.end(text);
 }
 
-export function sendError(res: ServerResponse, err: unknown): void {
+export function sendError(res: ServerResponse, err: unknown, tokenGiven = false): void {
   if (res.headersSent) return void res.destroy();
   const { status, body } = toHttpError(err);
-  sendJson(res, status, body, status === 401 ? { "www-authenticate": `Bearer realm="shopmesh", error="invalid_token"` } : {});
+  // RFC 6750: name the error only when a token was sent and refused.
+  const challenge = `Bearer realm="shopmesh"${tokenGiven ? `, error="invalid_token"` : ""}`;
+  sendJson(res, status, body, status === 401 ? { "www-authenticate": challenge } : {});
 }
 
 export interface RestOptions {
@@ -51,8 +53,8 @@ export interface RestOptions {
 export async function handleRest(opts: RestOptions, req: IncomingMessage, res: ServerResponse, url: URL, call: EdgeCall): Promise<boolean> {
   const match = matchRoute(opts.routes, req.method ?? "GET", url.pathname);
   if (match === "not-found") return false;
-  if (match === "method-not-allowed") {
-    sendJson(res, 405, { code: "unimplemented", message: `${req.method} is not allowed on ${url.pathname}`, details: [] });
+  if ("allowed" in match) {
+    sendJson(res, 405, { code: "unimplemented", message: `${req.method} is not allowed on ${url.pathname}`, details: [] }, { allow: match.allowed.join(", ") });
     return true;
   }
   const body = await readJson(req, opts.maxBodyBytes);

@@ -27,6 +27,8 @@ export interface EdgeOptions {
   metrics: Registry;
   corsOrigins: readonly string[];
   maxBodyBytes: number;
+  /** Proxies in front of the gateway that append to X-Forwarded-For (0: clients connect directly). */
+  trustedProxyHops: number;
   /** True while every upstream answers SERVING (for /readyz). */
   ready(): Promise<boolean>;
   openapi: object;
@@ -71,8 +73,16 @@ function httpMetrics(registry: Registry) {
   };
 }
 
-/** Client address for rate limiting: the first X-Forwarded-For hop if a proxy set one, else the socket. */
-const clientAddress = (req: IncomingMessage) => (req.headers["x-forwarded-for"]?.toString().split(",")[0]?.trim() || req.socket.remoteAddress) ?? "unknown";
+/**
+ * Client address for rate limiting. X-Forwarded-For is written by whoever sends it, so only the
+ * entries our own proxies appended count: the one `trustedProxyHops` from the right. With no
+ * trusted proxy, the socket's address.
+ */
+function clientAddress(req: IncomingMessage, trustedProxyHops: number): string {
+  const hops = (req.headers["x-forwarded-for"]?.toString() ?? "").split(",").map((h) => h.trim()).filter(Boolean);
+  if (trustedProxyHops > 0 && hops.length >= trustedProxyHops) return hops[hops.length - trustedProxyHops]!;
+  return req.socket.remoteAddress ?? "unknown";
+}
 
 export function createEdgeServer(opts: EdgeOptions): Server {
   const routes = deriveRoutes(publicServices.map(([s]) => s));
@@ -81,12 +91,19 @@ export function createEdgeServer(opts: EdgeOptions): Server {
   const record = httpMetrics(opts.metrics);
   const tracer = trace.getTracer("shopmesh-gateway");
   const openapiText = JSON.stringify(opts.openapi);
+  // Probes may come often and from anywhere: check the upstreams at most once a second.
+  let lastReady: { at: number; ok: Promise<boolean> } | undefined;
+  const readiness = () => {
+    if (!lastReady || Date.now() - lastReady.at > 1_000) lastReady = { at: Date.now(), ok: opts.ready().catch(() => false) };
+    return lastReady.ok;
+  };
 
   const cors = (req: IncomingMessage, res: ServerResponse) => {
+    if (opts.corsOrigins.length === 0) return;
+    res.setHeader("vary", "origin"); // answers differ by origin: shared caches must keep them apart
     const origin = req.headers.origin;
     if (!origin || !opts.corsOrigins.includes(origin)) return;
     res.setHeader("access-control-allow-origin", origin);
-    res.setHeader("vary", "origin");
     res.setHeader("access-control-expose-headers", "x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, grpc-status, grpc-message, grpc-status-details-bin, connect-protocol-version");
   };
 
@@ -107,7 +124,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
         sendJson(res, 200, { status: "ok" });
         return "/healthz";
       case "/readyz": {
-        const ready = await opts.ready().catch(() => false);
+        const ready = await readiness();
         sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "upstreams not ready" });
         return "/readyz";
       }
@@ -123,8 +140,15 @@ export function createEdgeServer(opts: EdgeOptions): Server {
 
     // Only the gateway speaks for users: whatever a client sends under our internal headers goes.
     for (const name of Object.keys(req.headers)) if (/^x-shop-/i.test(name)) delete req.headers[name];
-    const user = await opts.auth.authenticate(req.headers.authorization);
-    const decision = await opts.rateLimiter.take(user ? `user:${user.id}` : `ip:${clientAddress(req)}`);
+    // A refused token still counts against the caller's address: floods of bad tokens are limited too.
+    let user: EdgeCall["user"];
+    let refused: unknown;
+    try {
+      user = await opts.auth.authenticate(req.headers.authorization);
+    } catch (err) {
+      refused = err;
+    }
+    const decision = await opts.rateLimiter.take(user ? `user:${user.id}` : `ip:${clientAddress(req, opts.trustedProxyHops)}`);
     res.setHeader("ratelimit-limit", String(decision.limit));
     res.setHeader("ratelimit-remaining", String(decision.remaining));
     res.setHeader("ratelimit-reset", String(decision.resetSeconds));
@@ -132,6 +156,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
       sendJson(res, 429, { code: "resource_exhausted", message: `rate limit exceeded: retry in ${decision.resetSeconds} s`, details: [] }, { "retry-after": String(decision.resetSeconds) });
       return "rate-limited";
     }
+    if (refused) throw refused;
     const abort = new AbortController();
     res.once("close", () => abort.abort());
     const idempotencyKey = req.headers["idempotency-key"]?.toString();
@@ -160,7 +185,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
       handle(req, res, requestId)
         .catch((err) => {
           if (err instanceof PayloadTooLarge) return sendJson(res, 413, { code: "resource_exhausted", message: `the request body exceeds ${opts.maxBodyBytes} bytes`, details: [] }), "too-large";
-          sendError(res, err);
+          sendError(res, err, Boolean(req.headers.authorization));
           return "error";
         })
         .then((route) => {

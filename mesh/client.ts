@@ -192,7 +192,8 @@ function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined)
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   let deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
   if (scope?.deadline !== undefined) deadline = Math.min(deadline, scope.deadline);
-  const requestId = scope?.requestId ?? randomUUID();
+  const given = options.headers ? new Headers(options.headers).get(headers.requestId) : null;
+  const requestId = given ?? scope?.requestId ?? randomUUID(); // an edge's own id wins (the gateway has no call scope)
   return {
     deadline,
     metadata() {

@@ -124,7 +124,8 @@ describe("gateway: errors say what was wrong", () => {
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toMatch(/^Bearer/);
     expect((await json("/v1/nowhere")).status).toBe(404);
-    expect((await json(`/v1/products/${demoProducts[0]!.id}`, { method: "DELETE" })).status).toBe(405);
+    const wrongMethod = await json(`/v1/products/${demoProducts[0]!.id}`, { method: "DELETE" });
+    expect([wrongMethod.status, wrongMethod.headers.get("allow")]).toEqual([405, "GET, PATCH"]);
   });
 
   it("rejects malformed JSON, wrong types, unknown fields and oversized bodies", async () => {
@@ -236,6 +237,20 @@ describe("gateway: rate limits", () => {
       expect((await hit(a)).status).toBe(200);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it("cannot be dodged with a made-up X-Forwarded-For or with bad tokens", async () => {
+    const g = await startGateway(await gatewayEnv({ RATE_LIMIT_POINTS: "3", RATE_LIMIT_WINDOW_SECONDS: "60", RATE_LIMIT_BURST: "0", RATE_LIMIT_PREFIX: "gateway:rl:spoof-test" }));
+    try {
+      const url = `http://127.0.0.1:${g.port}/v1/orders`;
+      const statuses = [];
+      for (let i = 0; i < 4; i++) {
+        statuses.push((await fetch(url, { headers: { "x-forwarded-for": `10.0.0.${i}`, authorization: "Bearer junk" } })).status);
+      }
+      expect(statuses).toEqual([401, 401, 401, 429]); // one address, whatever it claims; refused tokens count
+    } finally {
+      await g.stop();
     }
   });
 

@@ -9,7 +9,7 @@ import { buildRequest, deriveRoutes, matchRoute, type Match } from "../../gatewa
 const routes = deriveRoutes([IdentityService, CatalogService, OrderService]);
 const match = (method: string, path: string) => {
   const m = matchRoute(routes, method, path);
-  if (typeof m === "string") throw new Error(m);
+  if (m === "not-found" || "allowed" in m) throw new Error(`no match: ${JSON.stringify(m)}`);
   return m;
 };
 const id = "0190a000-0000-7000-8000-000000000001";
@@ -26,7 +26,7 @@ describe("REST routes from google.api.http", () => {
     expect(match("GET", "/v1/products:batchGet").route.method).toBe(CatalogService.method.batchGetProducts);
     expect(match("POST", `/v1/orders/${id}:cancel`).route.method).toBe(OrderService.method.cancelOrder);
     expect(match("GET", `/v1/orders/${id}:watch`).route.method).toBe(OrderService.method.watchOrder);
-    expect(matchRoute(routes, "DELETE", `/v1/products/${id}`)).toBe("method-not-allowed");
+    expect(matchRoute(routes, "DELETE", `/v1/products/${id}`)).toEqual({ allowed: ["GET", "PATCH"] });
     expect(matchRoute(routes, "GET", "/v1/nothing")).toBe("not-found");
   });
 
@@ -57,5 +57,6 @@ describe("REST routes from google.api.http", () => {
     expect(fails(match("GET", "/v1/products"), undefined, "colour=red")).toMatch(/unknown field "colour"/);
     expect(fails(match("GET", `/v1/products/${id}`), { x: 1 })).toMatch(/takes no request body/);
     expect(fails(match("POST", "/v1/auth/login"), [1, 2])).toMatch(/JSON object/);
+    expect(() => matchRoute(routes, "GET", "/v1/products/%E0%A4%A")).toThrow(/percent-encoding/);
   });
 });
