@@ -54,18 +54,24 @@ export function callerOf(ctx: HandlerContext): Caller {
 
 export const isAdmin = (caller: Caller): boolean => caller.user?.roles.includes("admin") ?? false;
 
+/** The caller, unless it is an anonymous call through the edge: that is UNAUTHENTICATED everywhere. */
+function knownCaller(ctx: HandlerContext): Caller {
+  const caller = callerOf(ctx);
+  if (caller.edge && !caller.user) throw new ConnectError("sign in required", Code.Unauthenticated);
+  return caller;
+}
+
+/** A service acting as itself, an admin, or the owner. */
+const actsFor = (caller: Caller, ownerId: string) => !caller.user || isAdmin(caller) || caller.user.id === ownerId;
+
 /**
  * Allows the call when it comes from a service on its own behalf, from an admin, or from the user
  * `userId` themselves. An anonymous call through the edge is UNAUTHENTICATED; anything else is
  * PERMISSION_DENIED.
  */
 export function requireSelfOrAdmin(ctx: HandlerContext, userId: string): Caller {
-  const caller = callerOf(ctx);
-  if (!caller.user) {
-    if (caller.edge) throw new ConnectError("sign in required", Code.Unauthenticated);
-    return caller;
-  }
-  if (isAdmin(caller) || caller.user.id === userId) return caller;
+  const caller = knownCaller(ctx);
+  if (actsFor(caller, userId)) return caller;
   throw new ConnectError("you may only access your own account", Code.PermissionDenied);
 }
 
@@ -74,12 +80,8 @@ export function requireSelfOrAdmin(ctx: HandlerContext, userId: string): Caller 
  * UNAUTHENTICATED and a customer PERMISSION_DENIED.
  */
 export function requireAdmin(ctx: HandlerContext): Caller {
-  const caller = callerOf(ctx);
-  if (!caller.user) {
-    if (caller.edge) throw new ConnectError("sign in required", Code.Unauthenticated);
-    return caller;
-  }
-  if (isAdmin(caller)) return caller;
+  const caller = knownCaller(ctx);
+  if (!caller.user || isAdmin(caller)) return caller;
   throw new ConnectError("this needs the admin role", Code.PermissionDenied);
 }
 
@@ -89,12 +91,7 @@ export function requireAdmin(ctx: HandlerContext): Caller {
  * this is false, so nobody learns that another user's resource exists.
  */
 export function mayAccess(ctx: HandlerContext, ownerId: string): boolean {
-  const caller = callerOf(ctx);
-  if (!caller.user) {
-    if (caller.edge) throw new ConnectError("sign in required", Code.Unauthenticated);
-    return true;
-  }
-  return isAdmin(caller) || caller.user.id === ownerId;
+  return actsFor(knownCaller(ctx), ownerId);
 }
 
 /** The signed-in end user making this call; UNAUTHENTICATED when there is none. */
@@ -110,7 +107,6 @@ export function requireUser(ctx: HandlerContext): EndUser {
  * UNAUTHENTICATED. Returns the user id to filter by, or undefined for everyone.
  */
 export function listScope(ctx: HandlerContext, requestedUserId: string): string | undefined {
-  const caller = callerOf(ctx);
-  if (caller.edge && !caller.user) throw new ConnectError("sign in required", Code.Unauthenticated);
+  const caller = knownCaller(ctx);
   return caller.user && !isAdmin(caller) ? caller.user.id : requestedUserId || undefined;
 }

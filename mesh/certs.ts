@@ -99,10 +99,11 @@ export async function ensureCerts(dir: string, services: readonly string[]): Pro
 
 async function loadCa(certPath: string, keyPath: string): Promise<CertificateAuthority> {
   const caCert = new x509.X509Certificate(await readFile(certPath, "utf8"));
-  const keyDer = x509.PemConverter.decodeFirst(await readFile(keyPath, "utf8"));
+  const keyPem = await readFile(keyPath, "utf8");
+  const keyDer = x509.PemConverter.decodeFirst(keyPem);
   const privateKey = await webcrypto.subtle.importKey("pkcs8", keyDer, KEY_ALG, true, ["sign"]);
   const publicKey = await caCert.publicKey.export(KEY_ALG, ["verify"]);
-  return issuerFrom(caCert, { privateKey, publicKey } as CryptoKeyPair, await readFile(keyPath, "utf8"));
+  return issuerFrom(caCert, { privateKey, publicKey } as CryptoKeyPair, keyPem);
 }
 
 function issuerFrom(caCert: x509.X509Certificate, keys: CryptoKeyPair, keyPem: string): CertificateAuthority {

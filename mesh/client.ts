@@ -192,13 +192,15 @@ function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined)
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   let deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
   if (scope?.deadline !== undefined) deadline = Math.min(deadline, scope.deadline);
-  const given = options.headers ? new Headers(options.headers).get(headers.requestId) : null;
+  const extra = options.headers ? [...new Headers(options.headers)] : [];
+  const given = extra.find(([key]) => key === headers.requestId)?.[1];
   const requestId = given ?? scope?.requestId ?? randomUUID(); // an edge's own id wins (the gateway has no call scope)
   return {
     deadline,
+    /** Fresh per attempt: each retry carries its own trace context. */
     metadata() {
       const metadata = new grpc.Metadata();
-      if (options.headers) new Headers(options.headers).forEach((value, key) => metadata.set(key, value));
+      for (const [key, value] of extra) metadata.set(key, value);
       metadata.set(headers.requestId, requestId);
       propagation.inject(context.active(), metadata, { set: (carrier, key, value) => carrier.set(key, value) });
       return metadata;

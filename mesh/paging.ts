@@ -2,6 +2,11 @@
 // by creation), opaque to clients; anything else sent back is INVALID_ARGUMENT.
 import { Code, ConnectError } from "@connectrpc/connect";
 
+const DEFAULT_PAGE_SIZE = 20;
+
+/** Rows per page: what the request asked for (validated 0..100 in the contract), or the default for 0. */
+export const pageLimit = (pageSize: number): number => pageSize || DEFAULT_PAGE_SIZE;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export const pageToken = {

@@ -8,10 +8,8 @@ import { requireAdmin } from "../../mesh/call-scope.js";
 import type { MessageCache, Versioned } from "../../mesh/cache.js";
 import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
 import { enqueue } from "../../mesh/outbox.js";
-import { pageToken, paginate } from "../../mesh/paging.js";
+import { pageLimit, pageToken, paginate } from "../../mesh/paging.js";
 import { createStore } from "./store.js";
-
-const DEFAULT_PAGE_SIZE = 20;
 
 /** Writes product.updated for `product` in the caller's transaction. */
 export const enqueueProductUpdated = (q: Queryable, product: Product) =>
@@ -51,7 +49,7 @@ export function catalogHandlers({ db, cache, publishOutbox }: CatalogDeps): Serv
 
   return {
     async listProducts(req) {
-      const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+      const limit = pageLimit(req.pageSize);
       const rows = await store.page({
         afterId: pageToken.decode(req.pageToken),
         limit: limit + 1, // one more tells whether another page exists

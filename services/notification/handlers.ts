@@ -6,7 +6,7 @@ import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { NotificationChannel, NotificationSchema, NotificationService } from "../../gen/shop/notification/v1/notification_pb.js";
 import { OrderCancelledSchema, OrderConfirmedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { listScope } from "../../mesh/call-scope.js";
-import { pageToken, paginate } from "../../mesh/paging.js";
+import { pageLimit, pageToken, paginate } from "../../mesh/paging.js";
 import type { Db } from "../../mesh/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
 import { handleOnce } from "../../mesh/inbox.js";
@@ -23,12 +23,10 @@ interface Row extends Record<string, unknown> {
   created_at: Date;
 }
 
-const DEFAULT_PAGE_SIZE = 20;
-
 export function notificationHandlers(db: Db): ServiceImpl<typeof NotificationService> {
   return {
     async listNotifications(req, ctx) {
-      const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+      const limit = pageLimit(req.pageSize);
       const rows = await db.query<Row>(
         `SELECT * FROM notifications WHERE ($1::text IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR id < $2::uuid) ORDER BY id DESC LIMIT $3`,
         [listScope(ctx, req.userId) ?? null, pageToken.decode(req.pageToken) ?? null, limit + 1],

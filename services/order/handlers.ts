@@ -1,7 +1,6 @@
 // OrderService handlers and order's part of the saga.
 import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import type { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
@@ -10,7 +9,7 @@ import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "
 import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { listScope, mayAccess, requireUser } from "../../mesh/call-scope.js";
-import { pageToken, paginate } from "../../mesh/paging.js";
+import { pageLimit, pageToken, paginate } from "../../mesh/paging.js";
 import type { MeshClient } from "../../mesh/client.js";
 import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
@@ -19,7 +18,6 @@ import { enqueue } from "../../mesh/outbox.js";
 import { createStore, isTerminal, statusName, type StoredOrder } from "./store.js";
 import type { OrderWatchers } from "./watchers.js";
 
-const DEFAULT_PAGE_SIZE = 20;
 const source = { source: "order" };
 
 export interface OrderDeps {
@@ -109,13 +107,14 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDep
     },
 
     async listOrders(req, ctx) {
+      const limit = pageLimit(req.pageSize);
       const rows = await store.page({
         userId: listScope(ctx, req.userId),
         status: req.status ? statusName(req.status) : undefined,
         beforeId: pageToken.decode(req.pageToken),
-        limit: (req.pageSize || DEFAULT_PAGE_SIZE) + 1,
+        limit: limit + 1,
       });
-      const { page, nextPageToken } = paginate(rows, req.pageSize || DEFAULT_PAGE_SIZE);
+      const { page, nextPageToken } = paginate(rows, limit);
       return { orders: page, nextPageToken };
     },
 
@@ -150,36 +149,27 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDep
 
 /** Order's part of the saga: confirm on payment.captured, cancel on stock.rejected or payment.failed. */
 export function orderConsumers({ db, watchers, publishOutbox }: Omit<OrderDeps, "catalog">): EventHandlerSpec[] {
-  const settle = (consumer: string, effect: (q: Queryable, orderId: string) => Promise<unknown>) =>
-    async ({ id, data }: { id: string; data: { orderId: string } }) => {
-      await handleOnce(db, consumer, id, (q) => effect(q, data.orderId).then(() => {}));
+  /** Applies `effect` once per event, then wakes the relay and the order's watchers. */
+  const settle = <D extends { orderId: string }>(consumer: string, effect: (q: Queryable, data: D) => Promise<unknown>) =>
+    async ({ id, data }: { id: string; data: D }) => {
+      await handleOnce(db, consumer, id, (q) => effect(q, data).then(() => {}));
       publishOutbox();
       watchers.changed(data.orderId);
     };
 
   return [
-    on({ event: StockReservedSchema, name: "stock-reserved", handler: settle("stock-reserved", (q, id) => createStore(q).mark(id, "stock_reserved")) }),
-    on({
-      event: StockRejectedSchema,
-      name: "stock-rejected",
-      handler: settle("stock-rejected", (q, id) => cancel(q, id, "out of stock")),
-    }),
-    on({
-      event: PaymentFailedSchema,
-      name: "payment-failed",
-      async handler(event) {
-        await settle("payment-failed", (q, id) => cancel(q, id, `payment failed: ${event.data.reason}`))(event);
-      },
-    }),
+    on({ event: StockReservedSchema, name: "stock-reserved", handler: settle("stock-reserved", (q, d) => createStore(q).mark(d.orderId, "stock_reserved")) }),
+    on({ event: StockRejectedSchema, name: "stock-rejected", handler: settle("stock-rejected", (q, d) => cancel(q, d.orderId, "out of stock")) }),
+    on({ event: PaymentFailedSchema, name: "payment-failed", handler: settle("payment-failed", (q, d) => cancel(q, d.orderId, `payment failed: ${d.reason}`)) }),
     on({
       event: PaymentCapturedSchema,
       name: "payment-captured",
-      handler: settle("payment-captured", async (q, id) => {
+      handler: settle("payment-captured", async (q, { orderId }) => {
         const store = createStore(q);
-        const confirmed = await store.transition(id, "confirmed");
-        if (!confirmed) return store.mark(id, "payment_captured"); // cancelled meanwhile: payment refunds on order.cancelled
+        const confirmed = await store.transition(orderId, "confirmed");
+        if (!confirmed) return store.mark(orderId, "payment_captured"); // cancelled meanwhile: payment refunds on order.cancelled
         await enqueue(q, OrderConfirmedSchema, {
-          orderId: id, userId: confirmed.order.userId, total: confirmed.order.total, confirmTime: timestampFromDate(new Date()),
+          orderId, userId: confirmed.order.userId, total: confirmed.order.total, confirmTime: confirmed.order.updateTime,
         }, source);
       }),
     }),

@@ -5,7 +5,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fromBinary } from "@bufbuild/protobuf";
 import { connect, type NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";

@@ -2,7 +2,7 @@
 // never take stock below zero, releases and commits, each event having one effect.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import type { JetStreamClient, JetStreamManager } from "nats";
 import { v7 as uuidv7 } from "uuid";
 import { InventoryService } from "../../gen/shop/inventory/v1/inventory_pb.js";
 import { StockRejectedSchema, StockReleasedSchema, StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
@@ -10,44 +10,25 @@ import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "
 import { PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { headers } from "../../mesh/call-scope.js";
 import type { MeshClient } from "../../mesh/client.js";
-import { encodeEvent, ensureStreams, publishEvent } from "../../mesh/events.js";
+import { encodeEvent, publishEvent } from "../../mesh/events.js";
 import { inventory } from "../../services/inventory/inventory.js";
 import { eventually } from "../support/eventually.js";
-import { createTestPki } from "../support/pki.js";
-import { startNats, type TestServer } from "../support/processes.js";
 import { rejection, sleep } from "../support/servers.js";
-import { startTestService, type ServiceUnderTest } from "../support/service.js";
+import { startWithNats, type ServiceWithNats } from "../support/service.js";
 import { publishTwice, storedEvents } from "../support/streams.js";
 
-let nats: TestServer;
-let nc: NatsConnection;
+let under: ServiceWithNats<typeof InventoryService>;
 let js: JetStreamClient;
 let jsm: JetStreamManager;
-let svc: ServiceUnderTest<typeof InventoryService>;
 let client: MeshClient<typeof InventoryService>;
 let gateway: MeshClient<typeof InventoryService>;
 const asAdmin = { headers: { [headers.userId]: "018f0000-0000-7000-8000-00000000a001", [headers.userRoles]: "customer,admin" } };
 
 beforeAll(async () => {
-  const pki = await createTestPki();
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  js = nc.jetstream();
-  jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, "order", ["shop.order.>"]);
-  await ensureStreams(jsm, "payment", ["shop.payment.>"]);
-  svc = await startTestService(inventory, pki, { NATS_URL: nats.url, SEED_DEMO: "false" });
-  await svc.eventing.ready;
-  client = await svc.client();
-  gateway = await svc.client("gateway");
+  under = await startWithNats(inventory, { SEED_DEMO: "false" });
+  ({ js, jsm, client, gateway } = under);
 });
-afterAll(async () => {
-  client?.close();
-  gateway?.close();
-  await svc?.stop();
-  await nc?.close();
-  await nats?.stop();
-});
+afterAll(() => under?.stop());
 
 const newProduct = async (available: number) => {
   const productId = uuidv7();

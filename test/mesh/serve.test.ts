@@ -1,6 +1,6 @@
 // What serve() gives every service: health that follows readiness, server reflection that
 // buf curl can use, metrics, trace propagation, and a graceful drain.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { join } from "node:path";

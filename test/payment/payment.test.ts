@@ -1,7 +1,7 @@
 // Payment's part of the saga against real NATS and PGlite, with the test cards.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import type { JetStreamClient, JetStreamManager } from "nats";
 import { v7 as uuidv7 } from "uuid";
 import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
@@ -9,44 +9,25 @@ import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } fro
 import { PaymentService, PaymentStatus } from "../../gen/shop/payment/v1/payment_pb.js";
 import { headers } from "../../mesh/call-scope.js";
 import type { MeshClient } from "../../mesh/client.js";
-import { encodeEvent, ensureStreams, publishEvent } from "../../mesh/events.js";
+import { encodeEvent, publishEvent } from "../../mesh/events.js";
 import { testCards } from "../../services/payment/processor.js";
 import { payment } from "../../services/payment/payment.js";
 import { eventually } from "../support/eventually.js";
-import { createTestPki } from "../support/pki.js";
-import { startNats, type TestServer } from "../support/processes.js";
 import { rejection, sleep } from "../support/servers.js";
-import { startTestService, type ServiceUnderTest } from "../support/service.js";
+import { startWithNats, type ServiceWithNats } from "../support/service.js";
 import { publishTwice, storedEvents } from "../support/streams.js";
 
-let nats: TestServer;
-let nc: NatsConnection;
+let under: ServiceWithNats<typeof PaymentService>;
 let js: JetStreamClient;
 let jsm: JetStreamManager;
-let svc: ServiceUnderTest<typeof PaymentService>;
 let client: MeshClient<typeof PaymentService>;
 let gateway: MeshClient<typeof PaymentService>;
 
 beforeAll(async () => {
-  const pki = await createTestPki();
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  js = nc.jetstream();
-  jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, "order", ["shop.order.>"]);
-  await ensureStreams(jsm, "inventory", ["shop.stock.>"]);
-  svc = await startTestService(payment, pki, { NATS_URL: nats.url });
-  await svc.eventing.ready;
-  client = await svc.client();
-  gateway = await svc.client("gateway");
+  under = await startWithNats(payment, {});
+  ({ js, jsm, client, gateway } = under);
 });
-afterAll(async () => {
-  client?.close();
-  gateway?.close();
-  await svc?.stop();
-  await nc?.close();
-  await nats?.stop();
-});
+afterAll(() => under?.stop());
 
 const USER = "018f0000-0000-7000-8000-0000000000b1";
 const created = (orderId: string, card: string, amount = 2500) =>
