@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { getOption, hasOption, type DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { http } from "../../gen/google/api/annotations_pb.js";
+import { edge } from "../../gen/shop/common/v1/edge_pb.js";
 import { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { InventoryService } from "../../gen/shop/inventory/v1/inventory_pb.js";
@@ -14,9 +15,10 @@ const services: DescService[] = [IdentityService, CatalogService, InventoryServi
 const methods = services.flatMap((s) => s.methods);
 
 describe("contracts", () => {
-  it("give every RPC a REST mapping", () => {
-    const unmapped = methods.filter((m) => !hasOption(m, http)).map((m) => `${m.parent.name}.${m.name}`);
-    expect(unmapped).toEqual([]);
+  it("give every RPC the edge serves a REST mapping, and none that it does not serve", () => {
+    const name = (m: (typeof methods)[number]) => `${m.parent.name}.${m.name}`;
+    expect(methods.filter((m) => hasOption(m, edge) && !hasOption(m, http)).map(name)).toEqual([]);
+    expect(methods.filter((m) => !hasOption(m, edge) && hasOption(m, http)).map(name)).toEqual([]);
   });
 
   it("map the routes the public API promises", () => {
