@@ -9,18 +9,40 @@ import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol
 const DETAILS_KEY = "grpc-status-details-bin";
 const RESERVED = /^(grpc-|:|content-type$|date$|te$|user-agent$)/;
 
-/** A ConnectError as the status a grpc-js server sends. */
+// An error travels in HTTP/2 trailers, and a peer refuses a header list above its limit (node's
+// HTTP/2 default is 64 KiB, proxies often take less) by dropping the whole connection with every
+// call on it. So one error's trailers stay far below that, whatever a handler puts in the error.
+const MAX_MESSAGE_BYTES = 2_048; // grpc-message, percent-encoded (and again inside the details)
+const MAX_METADATA_BYTES = 6_144; // details and custom trailers together
+
+/** At most MAX_MESSAGE_BYTES once percent-encoded, cut on a character boundary, marked "…" when cut. */
+function boundedMessage(message: string): string {
+  if (encodeURIComponent(message).length <= MAX_MESSAGE_BYTES) return message;
+  let cut = [...message].slice(0, MAX_MESSAGE_BYTES / 3);
+  while (encodeURIComponent(cut.join("") + "…").length > MAX_MESSAGE_BYTES) cut = cut.slice(0, -16);
+  return cut.join("") + "…";
+}
+
+/** A ConnectError as the status a grpc-js server sends, with bounded trailers. */
 export function toGrpcStatus(error: ConnectError): Partial<StatusObject> & { code: status } {
-  const trailer = setTrailerStatus(new Headers(), error);
+  const message = boundedMessage(error.rawMessage);
   const metadata = new Metadata();
-  const details = trailer.get(DETAILS_KEY);
-  if (details) metadata.set(DETAILS_KEY, Buffer.from(details, "base64"));
+  let budget = MAX_METADATA_BYTES;
+  const add = (key: string, value: string | Buffer) => {
+    const size = key.length + value.length;
+    if (size > budget) return; // dropped rather than sent: the code and message still say what failed
+    budget -= size;
+    metadata.set(key, value);
+  };
+  const bounded = new ConnectError(message, error.code);
+  bounded.details.push(...error.details);
+  const details = setTrailerStatus(new Headers(), bounded).get(DETAILS_KEY);
+  if (details) add(DETAILS_KEY, Buffer.from(details, "base64"));
   for (const [key, value] of error.metadata) {
     if (RESERVED.test(key)) continue; // never let an upstream's status or transport headers through
-    if (key.endsWith("-bin")) metadata.set(key, Buffer.from(value, "base64"));
-    else metadata.set(key, value);
+    add(key, key.endsWith("-bin") ? Buffer.from(value, "base64") : value);
   }
-  return { code: error.code as number as status, details: error.rawMessage, metadata };
+  return { code: error.code as number as status, details: message, metadata };
 }
 
 /** A grpc-js client error as a ConnectError with the server's code, message and details. */

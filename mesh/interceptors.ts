@@ -5,11 +5,12 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
-import { createValidator, violationsToProto } from "@bufbuild/protovalidate";
+import { createValidator, violationsToProto, type Violation } from "@bufbuild/protovalidate";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import { serviceFromSan } from "./certs.js";
 import { callerKey, headers, type Caller } from "./call-scope.js";
+import { nulViolations } from "./nul-bytes.js";
 import { rpcMetrics, type Logger } from "./telemetry.js";
 
 export interface CallInfo {
@@ -141,17 +142,36 @@ export function peerAuthentication(trustedUserPeers: readonly string[]): ServerI
   };
 }
 
-/** Enforces the protovalidate rules in the contract: INVALID_ARGUMENT with one violation per bad field. */
+/** Violations listed in one error: the rest are counted, so the error stays small (see errors.ts). */
+export const MAX_LISTED_VIOLATIONS = 20;
+
+/**
+ * Enforces the protovalidate rules in the contract, and refuses NUL in any string (nul-bytes.ts):
+ * INVALID_ARGUMENT with one violation per bad field, the first MAX_LISTED_VIOLATIONS of them.
+ */
 export function validation(): ServerInterceptor {
   const validator = createValidator();
   return (next) => (request, call) => {
     const result = validator.validate(call.method.input, request);
-    if (result.kind === "invalid") {
-      const summary = result.violations.map((v) => v.toString()).join("; ");
-      const [violations, schema] = violationsToProto(result.violations);
-      throw new ConnectError(`invalid request: ${summary}`, Code.InvalidArgument, undefined, [{ desc: schema, value: violations }]);
-    }
     if (result.kind === "error") throw result.error;
+    const violations = [...nulViolations(call.method.input, request), ...(result.kind === "invalid" ? result.violations : [])];
+    if (violations.length > 0) throw invalidRequest(violations);
     return next(request, call);
   };
+}
+
+/** The message names violations while they fit in ~600 characters, then counts the rest. */
+function invalidRequest(violations: Violation[]): ConnectError {
+  const named: string[] = [];
+  let length = 0;
+  for (const v of violations.slice(0, MAX_LISTED_VIOLATIONS)) {
+    const text = v.toString();
+    if (named.length > 0 && length + text.length > 600) break;
+    named.push(text);
+    length += text.length + 2;
+  }
+  const more = violations.length - named.length;
+  const [details, schema] = violationsToProto(violations.slice(0, MAX_LISTED_VIOLATIONS));
+  const message = `invalid request: ${named.join("; ")}${more > 0 ? `; and ${more} more` : ""}`;
+  return new ConnectError(message, Code.InvalidArgument, undefined, [{ desc: schema, value: details }]);
 }
