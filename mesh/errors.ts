@@ -7,6 +7,23 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
 const DETAILS_KEY = "grpc-status-details-bin";
+
+// Relayed failures. A handler that rethrows what its own upstream answered (UNAVAILABLE because
+// catalog is down) is healthy; its callers' breakers must not count that against it. Errors our
+// clients raise are remembered here, and a server sending one marks its status with RELAYED_KEY;
+// the client that receives the mark knows the failure is further down.
+const RELAYED_KEY = "x-shopmesh-relayed";
+const raisedByClient = new WeakSet<ConnectError>();
+const relayedByPeer = new WeakSet<ConnectError>();
+
+/** Notes that `error` is what one of our clients answered for an upstream call. */
+export function upstreamError(error: ConnectError): ConnectError {
+  raisedByClient.add(error);
+  return error;
+}
+
+/** True when the server that answered `error` was relaying its own upstream's failure. */
+export const isRelayed = (error: ConnectError): boolean => relayedByPeer.has(error);
 const RESERVED = /^(grpc-|:|content-type$|date$|te$|user-agent$)/;
 
 // An error travels in HTTP/2 trailers, and a peer refuses a header list above its limit (node's
@@ -34,6 +51,7 @@ export function toGrpcStatus(error: ConnectError): Partial<StatusObject> & { cod
     budget -= size;
     metadata.set(key, value);
   };
+  if (raisedByClient.has(error)) add(RELAYED_KEY, "1");
   const bounded = new ConnectError(message, error.code);
   bounded.details.push(...error.details);
   const details = setTrailerStatus(new Headers(), bounded).get(DETAILS_KEY);
@@ -58,5 +76,6 @@ export function fromGrpcError(error: ServiceError | Error): ConnectError {
   const found = findTrailerError(trailer);
   const result = new ConnectError(found?.rawMessage ?? error.details, found?.code ?? (error.code as number as Code));
   result.details.push(...(found?.details ?? []));
+  if (error.metadata?.get(RELAYED_KEY).length) relayedByPeer.add(result);
   return result;
 }
