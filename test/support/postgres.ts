@@ -20,7 +20,8 @@ export interface TestPostgres {
   stop(): Promise<void>;
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+/** `maxConnections`: raise it for many processes sharing the server (each service pools up to 10). */
+export async function startPostgres({ maxConnections = 50 } = {}): Promise<TestPostgres> {
   const bin = findPostgresBin();
   if (!bin) throw new Error("PostgreSQL binaries not found: apt-get install postgresql");
   const asRoot = process.getuid?.() === 0;
@@ -34,7 +35,7 @@ export async function startPostgres(): Promise<TestPostgres> {
   const port = await freePort();
   const server: ChildProcess = spawn(
     join(bin, "postgres"),
-    ["-D", data, "-p", String(port), "-k", dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"],
+    ["-D", data, "-p", String(port), "-k", dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", `max_connections=${maxConnections}`],
     run,
   );
   let log = "";

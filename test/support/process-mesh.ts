@@ -1,0 +1,165 @@
+// The whole mesh as an operator runs it: one real PostgreSQL server with a database per service,
+// nats-server and redis-server, every service as its own node process (as `npm start` starts
+// them), and the gateway as its own process. Each process keeps its ports across restarts, so a
+// killed service comes back where its callers look for it. Used by the chaos and fuzz runs.
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { healthClient } from "../../mesh/health-client.js";
+import { projectRoot } from "../../mesh/service.js";
+import { serviceNames, type ServiceName } from "../../mesh/topology.js";
+import { createTestPki, type TestPki } from "./pki.js";
+import { freePort } from "./ports.js";
+import { startPostgres, type TestPostgres } from "./postgres.js";
+import { startNats, startRedis, type TestServer } from "./processes.js";
+
+export type ProcessName = ServiceName | "gateway";
+
+export interface MeshProcess {
+  name: ProcessName;
+  /** gRPC port of a service, HTTP port of the gateway. */
+  port: number;
+  running(): boolean;
+  /** Spawns it (again) with the same environment; resolves once it is spawned, not ready. */
+  start(): void;
+  /** Sends `signal` and resolves when the process has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Its last lines of output, for diagnostics. */
+  tail(): string[];
+}
+
+export interface ProcessMesh {
+  pki: TestPki;
+  nats: TestServer;
+  redis: TestServer;
+  postgres: TestPostgres;
+  processes: Record<ProcessName, MeshProcess>;
+  gatewayUrl: string;
+  /** The PostgreSQL URL of a service's own database. */
+  databaseUrl(name: ServiceName): string;
+  /** Resolves when the service answers SERVING on grpc.health.v1 (or the gateway's /healthz is 200). */
+  waitReady(name: ProcessName, timeoutMs?: number): Promise<void>;
+  /** The health status of a service right now ("DOWN" when unreachable). */
+  health(name: ServiceName): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export interface ProcessMeshOptions {
+  /** Extra environment for every service (and the gateway). */
+  env?: Record<string, string>;
+  /** Extra environment per process. */
+  envFor?: Partial<Record<ProcessName, Record<string, string>>>;
+  /** Every line any process writes (stdout and stderr). */
+  onLine?(name: ProcessName, line: string): void;
+}
+
+const TAIL = 40;
+
+function managedProcess(name: ProcessName, port: number, env: Record<string, string>, onLine: ProcessMeshOptions["onLine"]): MeshProcess {
+  const entry = name === "gateway" ? join("gateway", "main.ts") : join("services", name, "main.ts");
+  let child: ChildProcess | undefined;
+  const tail: string[] = [];
+  const running = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+  return {
+    name,
+    port,
+    running,
+    start() {
+      if (running()) throw new Error(`${name} is already running`);
+      child = spawn(process.execPath, ["--import", "tsx", entry], { cwd: projectRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+      for (const stream of [child.stdout!, child.stderr!]) {
+        createInterface({ input: stream }).on("line", (line) => {
+          tail.push(line);
+          if (tail.length > TAIL) tail.shift();
+          onLine?.(name, line);
+        });
+      }
+    },
+    async kill(signal = "SIGTERM") {
+      if (!child || !running()) return;
+      const exited = new Promise((resolve) => child!.once("exit", resolve));
+      child.kill(signal);
+      await exited;
+    },
+    tail: () => [...tail],
+  };
+}
+
+export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<ProcessMesh> {
+  const started: { stop(): Promise<void> }[] = [];
+  const processes = {} as Record<ProcessName, MeshProcess>;
+  const stop = async () => {
+    live.delete(stop);
+    // SIGTERM first (they drain), SIGKILL for whatever is still there after 10 s.
+    const force = setTimeout(() => Object.values(processes).forEach((p) => void p.kill("SIGKILL")), 10_000);
+    await Promise.all(Object.values(processes).map((p) => p.kill("SIGTERM")));
+    clearTimeout(force);
+    await Promise.all(started.reverse().map((s) => s.stop().catch(() => {})));
+  };
+  stopAllOnInterrupt();
+  live.add(stop);
+  try {
+    const pki = await createTestPki();
+    const [nats, redis, postgres] = await Promise.all([startNats(), startRedis(), startPostgres({ maxConnections: 200 })]);
+    started.push(nats, redis, postgres);
+    const database = (name: ServiceName) => `shop_${name}`; // "order" is an SQL keyword
+    for (const name of serviceNames) await postgres.createDatabase(database(name));
+    const certsDir = await pki.dir([...serviceNames, "gateway", "client"]);
+    const ports = Object.fromEntries(await Promise.all([...serviceNames, "gateway"].map(async (n) => [n, { port: await freePort(), metrics: await freePort() }])));
+    const addresses = Object.fromEntries(serviceNames.map((n) => [`${n.toUpperCase()}_ADDRESSES`, `127.0.0.1:${ports[n].port}`]));
+    const common = { NATS_URL: nats.url, REDIS_URL: redis.url, CERTS_DIR: certsDir, LOG_LEVEL: "info", ...addresses, ...opts.env };
+    for (const name of serviceNames) {
+      const env = { ...common, PORT: String(ports[name].port), METRICS_PORT: String(ports[name].metrics), DATABASE_URL: postgres.url(database(name)), ...opts.envFor?.[name] };
+      processes[name] = managedProcess(name, ports[name].port, env, opts.onLine);
+    }
+    processes.gateway = managedProcess("gateway", ports.gateway.port, { ...common, PORT: String(ports.gateway.port), METRICS_PORT: String(ports.gateway.metrics), ...opts.envFor?.gateway }, opts.onLine);
+    const gatewayUrl = `http://127.0.0.1:${ports.gateway.port}`;
+
+    // A fresh channel per check: a long-lived one backs off (up to minutes) while its service is down.
+    const tls = await pki.tls("client");
+    const check = async (name: ServiceName) => {
+      const health = healthClient(`127.0.0.1:${ports[name].port}`, name, tls);
+      try {
+        return await health.check("", 1_000).catch(() => "DOWN");
+      } finally {
+        health.close();
+      }
+    };
+    const waitReady = async (name: ProcessName, timeoutMs = 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const ok = name === "gateway" ? await fetch(`${gatewayUrl}/healthz`).then((r) => r.ok, () => false) : (await check(name)) === "SERVING";
+        if (ok) return;
+        if (Date.now() > deadline) throw new Error(`${name} not ready after ${timeoutMs / 1000} s; its last output:\n${processes[name].tail().join("\n")}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    };
+    for (const name of serviceNames) processes[name].start();
+    await Promise.all(serviceNames.map((n) => waitReady(n, 120_000)));
+    processes.gateway.start();
+    await waitReady("gateway");
+    return { pki, nats, redis, postgres, processes, gatewayUrl, databaseUrl: (n) => postgres.url(database(n)), waitReady, health: check, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+// Ctrl-C (or SIGTERM) during a run stops every process started here, then exits 130.
+const live = new Set<() => Promise<void>>();
+let installed = false;
+let interrupted = false;
+function stopAllOnInterrupt(): void {
+  if (installed) return;
+  installed = true;
+  const stopAll = (why: string, code: number) => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`\n${why}: stopping every process…\n`);
+    void Promise.all([...live].map((stop) => stop())).finally(() => process.exit(code));
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => stopAll(signal, 130));
+  // A bug in the run itself must not leave servers behind either.
+  process.on("uncaughtException", (err) => stopAll(`uncaught ${err.stack ?? err}`, 1));
+  process.on("unhandledRejection", (err) => stopAll(`unhandled ${(err as Error)?.stack ?? err}`, 1));
+}
