@@ -1,19 +1,19 @@
-// PaymentService and payment's part of the saga: record the charge on order.created, charge on
-// stock.reserved, refund (or void) on order.cancelled.
+// PaymentService and payment's part of the saga: record the charge on order.created, note the
+// reserved stock on stock.reserved (whichever comes second charges), refund or void on
+// order.cancelled.
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
-import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
+import { PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
 import { mayAccess } from "../../mesh/call-scope.js";
 import type { Db } from "../../mesh/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
 import { handleOnce } from "../../mesh/inbox.js";
 import { enqueue } from "../../mesh/outbox.js";
-import type { Logger } from "../../mesh/telemetry.js";
-import { charge } from "./processor.js";
+import { source, type createCharger } from "./charger.js";
 import { createStore, money, toPayment } from "./store.js";
 
 export function paymentHandlers(db: Db): ServiceImpl<typeof PaymentService> {
@@ -27,42 +27,7 @@ export function paymentHandlers(db: Db): ServiceImpl<typeof PaymentService> {
   };
 }
 
-const source = { source: "payment" };
-
-export function paymentConsumers(db: Db, logger: Logger, publishOutbox: () => void): EventHandlerSpec[] {
-  /**
-   * Charges once both facts are in: the order (amount, card) and its reserved stock. Called after
-   * each of the two events, so whichever arrives second charges. A TransientProcessorError
-   * propagates: the event is redelivered and this runs again (the inbox has already recorded the
-   * fact, so only the charge is retried).
-   */
-  async function chargeIfReady(orderId: string) {
-    const payment = await createStore(db).byOrder(orderId);
-    if (!payment || payment.status !== "pending" || !payment.stock_reserved || !payment.card_number) return;
-    const attempt = await createStore(db).countAttempt(payment.id);
-    const result = charge(payment.card_number, attempt); // outside any transaction, like a real processor call
-    const decided = await db.tx(async (q) => {
-      const store = createStore(q);
-      await store.lockByOrder(orderId); // a cancellation deciding now goes first or after, never between
-      const row = await store.decide(payment.id, result.outcome === "captured" ? { status: "captured" } : { status: "failed", reason: result.reason, code: result.code });
-      if (!row) return undefined; // voided meanwhile
-      if (result.outcome === "captured") {
-        await enqueue(q, PaymentCapturedSchema, {
-          paymentId: row.id, orderId, amount: money(row), cardLast4: row.card_last4, captureTime: timestampFromDate(row.updated_at),
-        }, source);
-      } else {
-        await enqueue(q, PaymentFailedSchema, {
-          paymentId: row.id, orderId, amount: money(row), reason: result.reason, declineCode: result.code, failTime: timestampFromDate(row.updated_at),
-        }, source);
-      }
-      return row;
-    });
-    if (decided) {
-      logger.info({ order_id: orderId, outcome: result.outcome, attempt }, "charge decided");
-      publishOutbox();
-    }
-  }
-
+export function paymentConsumers(db: Db, charger: ReturnType<typeof createCharger>, publishOutbox: () => void): EventHandlerSpec[] {
   return [
     on({
       event: OrderCreatedSchema,
@@ -78,7 +43,7 @@ export function paymentConsumers(db: Db, logger: Logger, publishOutbox: () => vo
             card: data.paymentMethod?.cardNumber ?? "",
           }).then(() => {}),
         );
-        await chargeIfReady(data.orderId);
+        await charger.chargeIfReady(data.orderId);
       },
     }),
     on({
@@ -86,7 +51,7 @@ export function paymentConsumers(db: Db, logger: Logger, publishOutbox: () => vo
       name: "charge",
       async handler({ id, data }) {
         await handleOnce(db, "charge", id, (q) => createStore(q).stockReserved(uuidv7(), data.orderId).then(() => {}));
-        await chargeIfReady(data.orderId);
+        await charger.chargeIfReady(data.orderId);
       },
     }),
     on({
@@ -94,7 +59,7 @@ export function paymentConsumers(db: Db, logger: Logger, publishOutbox: () => vo
       name: "refund",
       async handler({ id, data }) {
         await handleOnce(db, "refund", id, async (q) => {
-          const refunded = await createStore(q).cancel(uuidv7(), data.orderId);
+          const refunded = await createStore(q).cancel(uuidv7(), data.orderId, data.reason || "order cancelled");
           if (refunded) {
             await enqueue(q, PaymentRefundedSchema, {
               paymentId: refunded.id, orderId: refunded.order_id, amount: money(refunded), reason: data.reason, refundTime: timestampFromDate(refunded.updated_at),

@@ -1,5 +1,8 @@
-// Payment's SQL. Every status change is a guarded UPDATE (… WHERE status = 'pending'), so at most
-// one capture per order and a refund only after a capture hold however events interleave.
+// Payment's SQL. A payment's life: pending → charging → captured | failed, and refunded after a
+// capture or voided before one when its order is cancelled. Every change is a guarded UPDATE or an
+// upsert (which locks the row, existing or just inserted, for the rest of the transaction), so at
+// most one capture per order, a refund only after a capture, and no lost cancellation hold however
+// order.created, stock.reserved and order.cancelled interleave, under PostgreSQL's READ COMMITTED.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentSchema, PaymentStatus, type Payment } from "../../gen/shop/payment/v1/payment_pb.js";
@@ -13,9 +16,12 @@ export interface PaymentRow extends Record<string, unknown> {
   currency: string;
   card_number: string | null;
   card_last4: string;
-  status: "pending" | "captured" | "failed" | "refunded" | "voided";
+  status: "pending" | "charging" | "captured" | "failed" | "refunded" | "voided";
   stock_reserved: boolean;
   attempts: number;
+  lease_until: Date | null;
+  /** Set when the order was cancelled while its charge was in flight. */
+  cancel_reason: string | null;
   failure_reason: string;
   decline_code: string;
   created_at: Date;
@@ -24,6 +30,7 @@ export interface PaymentRow extends Record<string, unknown> {
 
 const STATUS = {
   pending: PaymentStatus.PENDING,
+  charging: PaymentStatus.PENDING, // still being decided
   captured: PaymentStatus.CAPTURED,
   failed: PaymentStatus.FAILED,
   refunded: PaymentStatus.REFUNDED,
@@ -45,6 +52,8 @@ export const toPayment = (row: PaymentRow): Payment =>
     updateTime: timestampFromDate(row.updated_at),
   });
 
+export type Decision = { status: "captured" } | { status: "failed"; reason: string; code: string };
+
 export function createStore(q: Queryable) {
   const one = async (sql: string, params: unknown[]) => (await q.query<PaymentRow>(sql, params))[0];
   return {
@@ -52,13 +61,14 @@ export function createStore(q: Queryable) {
 
     /** The order's charge (amount, card, owner). Fills a placeholder; never revives a voided row. */
     record: (p: { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string; card: string }) =>
-      q.query(
+      one(
         `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_number, card_last4, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
          ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, amount_minor = EXCLUDED.amount_minor,
            currency = EXCLUDED.currency, card_last4 = EXCLUDED.card_last4,
            card_number = CASE WHEN payments.status = 'pending' THEN EXCLUDED.card_number END, updated_at = now()
-         WHERE payments.user_id = ''`,
+         WHERE payments.user_id = ''
+         RETURNING *`,
         [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency, p.card, p.card.slice(-4)],
       ),
 
@@ -71,39 +81,63 @@ export function createStore(q: Queryable) {
         [id, orderId],
       ),
 
-    /** Locks the order's payment row for the rest of the transaction. */
-    lockByOrder: (orderId: string) => one("SELECT * FROM payments WHERE order_id = $1 FOR UPDATE", [orderId]),
-
-    /** Counts an attempt before the processor is called, so a retry knows it is one. */
-    countAttempt: async (id: string) => (await one("UPDATE payments SET attempts = attempts + 1 WHERE id = $1 RETURNING *", [id]))!.attempts,
-
-    decide: (id: string, outcome: { status: "captured" } | { status: "failed"; reason: string; code: string }) =>
+    /**
+     * Takes the right to call the processor: moves a payment that is ready (order known, stock
+     * reserved) from pending to charging for `leaseMs`, or takes over a charge whose lease ran out
+     * (its process died or hung). At most one caller gets the row back.
+     */
+    claim: (orderId: string, leaseMs: number) =>
       one(
-        `UPDATE payments SET status = $2, failure_reason = $3, decline_code = $4, card_number = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'pending' RETURNING *`,
+        `UPDATE payments SET status = 'charging', attempts = attempts + 1, lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
+         WHERE order_id = $1 AND stock_reserved AND user_id <> ''
+           AND (status = 'pending' OR (status = 'charging' AND lease_until <= now()))
+         RETURNING *`,
+        [orderId, leaseMs],
+      ),
+
+    /** After a failed processor call: lets the next attempt (redelivery or sweep) take the charge over now. */
+    retrySoon: (id: string, attempts: number) =>
+      q.query("UPDATE payments SET lease_until = now() WHERE id = $1 AND status = 'charging' AND attempts = $2", [id, attempts]),
+
+    /**
+     * Records the processor's answer and erases the card. A capture for an order cancelled
+     * meanwhile is recorded as refunded at once. Undefined if another caller recorded it first.
+     */
+    decide: (id: string, outcome: Decision) =>
+      one(
+        `UPDATE payments SET status = CASE WHEN $2::text = 'captured' AND cancel_reason IS NOT NULL THEN 'refunded' ELSE $2::text END,
+           failure_reason = $3, decline_code = $4, card_number = NULL, lease_until = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'charging' RETURNING *`,
         [id, outcome.status, outcome.status === "failed" ? outcome.reason : "", outcome.status === "failed" ? outcome.code : ""],
       ),
 
+    /** Ready payments nobody is charging: a crashed charge whose lease ran out, or a ready one left behind. */
+    stranded: (olderThanMs: number) =>
+      q.query<{ order_id: string }>(
+        `SELECT order_id FROM payments
+         WHERE status IN ('pending', 'charging') AND stock_reserved AND user_id <> ''
+           AND (lease_until <= now() OR (status = 'pending' AND updated_at < now() - $1 * interval '1 millisecond'))
+         LIMIT 100`,
+        [olderThanMs],
+      ),
+
     /**
-     * On cancellation: refunds a captured payment, voids a pending one (or records a voided
-     * placeholder if the order was never seen). The row is locked first, so a capture deciding at
-     * the same moment either commits before (and is refunded here) or finds the row voided.
+     * On cancellation: refunds a captured payment and voids a pending one. The upsert creates the
+     * row if the order is not known yet (a voided placeholder that record() fills but never
+     * revives) and locks it either way, so a concurrent record, claim or decision goes wholly
+     * before or after this. A charge in flight is marked: its outcome is refunded when recorded.
      * Returns the refunded payment, if any.
      */
-    async cancel(id: string, orderId: string): Promise<PaymentRow | undefined> {
-      const row = await this.lockByOrder(orderId);
-      if (row?.status === "captured") {
-        return one("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 RETURNING *", [row.id]);
-      }
-      if (!row) {
-        await q.query(
-          `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status)
-           VALUES ($1, $2, '', 0, 'XXX', '', 'voided') ON CONFLICT (order_id) DO NOTHING`,
-          [id, orderId],
-        );
-      } else if (row.status === "pending") {
-        await q.query("UPDATE payments SET status = 'voided', card_number = NULL, updated_at = now() WHERE id = $1", [row.id]);
-      }
+    async cancel(id: string, orderId: string, reason: string): Promise<PaymentRow | undefined> {
+      const row = (await one(
+        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status, cancel_reason)
+         VALUES ($1, $2, '', 0, 'XXX', '', 'voided', $3)
+         ON CONFLICT (order_id) DO UPDATE SET cancel_reason = COALESCE(payments.cancel_reason, EXCLUDED.cancel_reason)
+         RETURNING *`,
+        [id, orderId, reason],
+      ))!;
+      if (row.status === "captured") return one("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 RETURNING *", [row.id]);
+      if (row.status === "pending") await q.query("UPDATE payments SET status = 'voided', card_number = NULL, updated_at = now() WHERE id = $1", [row.id]);
       return undefined;
     },
   };

@@ -31,3 +31,9 @@ export async function publishTwice(js: JetStreamClient, event: EncodedEvent): Pr
     await js.publish(event.subject, event.payload, { headers: h, msgID: `${event.id}-${copy}` });
   }
 }
+
+/** True when each [stream, durable] consumer has nothing left to deliver and nothing unacknowledged. */
+export async function consumersIdle(jsm: JetStreamManager, ...consumers: [stream: string, durable: string][]): Promise<boolean> {
+  const infos = await Promise.all(consumers.map(([stream, durable]) => jsm.consumers.info(stream, durable)));
+  return infos.every((info) => info.num_pending === 0 && info.num_ack_pending === 0);
+}

@@ -1,0 +1,174 @@
+// Payment's money guarantees under every interleaving of order.created, stock.reserved and
+// order.cancelled, with a real payment service on real NATS, on PGlite and on a real PostgreSQL
+// server (PGlite runs one statement at a time and can hide races that PostgreSQL lets happen):
+// - the processor is asked at most once per payment, even when the two events that make a
+//   payment ready arrive at the same moment;
+// - a cancelled order ends with nothing captured, or captured and refunded; never PENDING;
+// - no card number stays in payment's database once the payment is decided.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { JetStreamClient, JetStreamManager } from "nats";
+import { v7 as uuidv7 } from "uuid";
+import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
+import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { PaymentCapturedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
+import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
+import { publishEvent } from "../../mesh/events.js";
+import { payment } from "../../services/payment/payment.js";
+import { testCards, testProcessor } from "../../services/payment/processor.js";
+import { eventually } from "../support/eventually.js";
+import { startPostgres, type TestPostgres } from "../support/postgres.js";
+import { startTestService, startWithNats, type ServiceWithNats } from "../support/service.js";
+import { consumersIdle, storedEvents } from "../support/streams.js";
+
+const USER = "018f0000-0000-7000-8000-0000000000c1";
+
+interface PaymentRow extends Record<string, unknown> {
+  id: string;
+  order_id: string;
+  status: string;
+}
+
+describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => {
+  let pg: TestPostgres | undefined;
+  let dataDir: string | undefined;
+  let under: ServiceWithNats<typeof PaymentService>;
+  let js: JetStreamClient;
+  let jsm: JetStreamManager;
+
+  beforeAll(async () => {
+    const env: Record<string, string> = {};
+    if (kind === "postgres") {
+      pg = await startPostgres();
+      await pg.createDatabase("payment");
+      env.DATABASE_URL = pg.url("payment");
+    } else {
+      dataDir = mkdtempSync(join(tmpdir(), "shopmesh-payment-"));
+      env.DATA_DIR = dataDir; // on disk, so a restarted service finds its payments
+    }
+    env.CHARGE_LEASE_MS = "300"; // a crashed charge is taken over quickly
+    under = await startWithNats(payment, env);
+    ({ js, jsm } = under);
+    restart = async () => {
+      await under.svc.stop();
+      await publishWhileDown();
+      // The same object, now the new instance: the fixture's stop() stops this one.
+      Object.assign(under.svc, await startTestService(payment, under.nats.pki, { NATS_URL: under.nats.url, ...env }));
+      await under.svc.eventing.ready;
+    };
+  }, 60_000);
+  afterAll(async () => {
+    await under?.stop();
+    await pg?.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+  let restart: () => Promise<void>;
+  let publishWhileDown: () => Promise<unknown> = async () => {};
+
+  const created = (orderId: string, card: string = testCards.success) =>
+    publishEvent(js, OrderCreatedSchema, { orderId, userId: USER, total: { amountMinor: 1999n, currencyCode: "EUR" }, paymentMethod: { cardNumber: card } }, { source: "order" });
+  const reserved = (orderId: string) => publishEvent(js, StockReservedSchema, { orderId, lines: [] }, { source: "inventory" });
+  const cancelled = (orderId: string) => publishEvent(js, OrderCancelledSchema, { orderId, userId: USER, reason: "changed my mind" }, { source: "order" });
+
+  const paymentsOf = (orderIds: string[]) => under.svc.db.query<PaymentRow>("SELECT id, order_id, status FROM payments WHERE order_id = ANY($1)", [orderIds]);
+
+  /** Waits until payment has handled every event published so far, has no charge in flight and has published what it enqueued. */
+  const quiet = () =>
+    eventually(
+      async () =>
+        (await consumersIdle(jsm, ["SHOP_ORDER", "payment-record"], ["SHOP_ORDER", "payment-refund"], ["SHOP_INVENTORY", "payment-charge"])) &&
+        (await under.svc.db.query("SELECT 1 FROM payments WHERE status = 'charging'")).length === 0 &&
+        (await under.svc.db.query("SELECT 1 FROM outbox WHERE published_at IS NULL")).length === 0,
+      Boolean,
+      60_000,
+    );
+
+  /** Every order cancelled: nothing captured without its refund, nothing pending, no card kept. */
+  async function expectCancelledEverywhere(orderIds: string[], maxProcessorCalls = 1) {
+    await quiet();
+    const rows = await paymentsOf(orderIds);
+    const [captures, refunds] = await Promise.all([storedEvents(jsm, PaymentCapturedSchema), storedEvents(jsm, PaymentRefundedSchema)]);
+    const countFor = (events: { data: { orderId: string } }[], orderId: string) => events.filter((e) => e.data.orderId === orderId).length;
+    const wrong = orderIds.flatMap((orderId) => {
+      const row = rows.find((r) => r.order_id === orderId);
+      const problems = [
+        !row && "no payment row",
+        row && !["voided", "refunded", "failed"].includes(row.status) && `status ${row.status}`,
+        row && testProcessor.captures(row.id) !== (row.status === "refunded" ? 1 : 0) && `processor captured ${testProcessor.captures(row.id)} for a ${row.status} payment`,
+        row && testProcessor.calls(row.id) > maxProcessorCalls && `processor asked ${testProcessor.calls(row.id)} times`,
+        countFor(captures, orderId) !== countFor(refunds, orderId) && `${countFor(captures, orderId)} captured, ${countFor(refunds, orderId)} refunded`,
+      ].filter(Boolean);
+      return problems.length ? [`${orderId}: ${problems.join(", ")}`] : [];
+    });
+    expect(wrong).toEqual([]);
+    expect(await cardsKept(orderIds)).toBe(0);
+  }
+
+  const cardsKept = async (orderIds: string[]) =>
+    (await under.svc.db.query("SELECT 1 FROM payments WHERE order_id = ANY($1) AND card_number IS NOT NULL", [orderIds])).length;
+
+  // Each order's three events in one of the six possible orders, every order at once.
+  const orderings = [
+    [created, reserved, cancelled],
+    [created, cancelled, reserved],
+    [reserved, created, cancelled],
+    [reserved, cancelled, created],
+    [cancelled, created, reserved],
+    [cancelled, reserved, created],
+  ];
+  const publishInEveryOrder = (orderIds: string[]) =>
+    Promise.all(orderIds.map(async (orderId, i) => {
+      for (const publish of orderings[i % orderings.length]!) await publish(orderId);
+    }));
+  const newOrders = (n: number) => Array.from({ length: n }, () => uuidv7());
+
+  it("asks the processor at most once per payment when order.created and stock.reserved arrive together", async () => {
+    const orderIds = newOrders(80);
+    await Promise.all(orderIds.map((orderId, i) => Promise.all(i % 2 ? [created(orderId), reserved(orderId)] : [reserved(orderId), created(orderId)])));
+    const rows = await eventually(() => paymentsOf(orderIds), (r) => r.length === orderIds.length && r.every((p) => p.status === "captured"), 60_000);
+    expect(rows.filter((r) => testProcessor.calls(r.id) !== 1).map((r) => `${r.order_id}: ${testProcessor.calls(r.id)} calls`)).toEqual([]);
+    await quiet();
+    expect(await cardsKept(orderIds)).toBe(0);
+  }, 90_000);
+
+  it("loses no cancellation when the events of cancelled orders race each other in a running payment service", async () => {
+    const orderIds = newOrders(kind === "postgres" ? 240 : 120);
+    await publishInEveryOrder(orderIds);
+    await expectCancelledEverywhere(orderIds);
+  }, 120_000);
+
+  it("loses no cancellation when orders are created and cancelled while payment is down, then payment starts", async () => {
+    const orderIds = newOrders(kind === "postgres" ? 240 : 120);
+    publishWhileDown = () => publishInEveryOrder(orderIds);
+    await restart(); // every consumer now finds all three events of every order waiting
+    await expectCancelledEverywhere(orderIds);
+  }, 120_000);
+
+  /** Leaves the order's payment as a process that died right after the processor charged it would: charging, answer lost. */
+  async function crashAfterCharging(orderId: string) {
+    await created(orderId);
+    const [row] = await eventually(() => paymentsOf([orderId]), (r) => r[0]?.status === "pending");
+    await under.svc.db.query("UPDATE payments SET status = 'charging', stock_reserved = true, attempts = 1, lease_until = now() + interval '300 milliseconds' WHERE id = $1", [row!.id]);
+    await testProcessor.charge({ idempotencyKey: row!.id, card: testCards.success, amountMinor: 1999n, currency: "EUR" });
+    return row!.id;
+  }
+
+  it("finishes a charge whose process died after the processor charged: asked again with the same key, charged once", async () => {
+    const orderId = uuidv7();
+    const id = await crashAfterCharging(orderId);
+    await eventually(() => paymentsOf([orderId]), (r) => r[0]?.status === "captured", 10_000);
+    expect(testProcessor.captures(id)).toBe(1);
+    expect(testProcessor.calls(id)).toBe(2);
+    await quiet();
+    expect((await storedEvents(jsm, PaymentCapturedSchema)).filter((e) => e.data.orderId === orderId)).toHaveLength(1);
+  });
+
+  it("refunds a charge that was in flight when its order was cancelled, once its outcome is known", async () => {
+    const orderId = uuidv7();
+    await crashAfterCharging(orderId);
+    await cancelled(orderId);
+    await expectCancelledEverywhere([orderId], 2); // the lost answer is asked for again
+  });
+});
