@@ -9,7 +9,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
-import type { TlsFiles } from "./certs.js";
+import { serviceFromSan, type TlsFiles } from "./certs.js";
 import { CallContext } from "./call-context.js";
 import { runInCallScope, headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
@@ -44,6 +44,28 @@ export interface RunningServer {
   drain(): Promise<void>;
 }
 
+/**
+ * Refuses, before any handler runs, a call from a peer whose certificate names no ShopMesh
+ * service: the CA proves a certificate is ours, not that its holder is one of our services. It
+ * guards every service on the server, health and reflection included (they have no interceptor
+ * chain of their own); application calls then learn who is calling in peerAuthentication.
+ */
+function meshPeersOnly(logger: Logger): grpc.ServerInterceptor {
+  return (method, call) => {
+    if (serviceFromSan(call.getAuthContext()?.sslPeerCertificate?.subjectaltname)) return new grpc.ServerInterceptingCall(call);
+    return new grpc.ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata() {
+            logger.warn({ method: method.path, peer: call.getPeer() }, "refused a peer whose certificate names no ShopMesh service");
+            call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "peer certificate names no ShopMesh service" });
+          },
+        });
+      },
+    });
+  };
+}
+
 // Keepalive: detect dead peers on idle connections; allow clients' pings at our client's interval.
 const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.keepalive_time_ms": 30_000,
@@ -55,7 +77,7 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
 
 export async function serve<S extends DescService>(opts: ServeOptions<S>): Promise<RunningServer> {
   const { service, logger } = opts;
-  const server = new grpc.Server(SERVER_OPTIONS);
+  const server = new grpc.Server({ ...SERVER_OPTIONS, interceptors: [meshPeersOnly(logger)] });
   const calls = new InFlight();
   const chain = (handler: Next) =>
     compose(

@@ -11,6 +11,7 @@ import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { healthClient } from "../../mesh/health-client.js";
 import { initTracing, serveMetrics } from "../../mesh/telemetry.js";
+import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { clientFor, rejection, sleep, startServer } from "../support/servers.js";
 
@@ -128,11 +129,11 @@ describe("graceful drain", () => {
     const statuses: string[] = [];
     watch.on("data", (m) => statuses.push(m.status));
     watch.on("error", () => {});
-    await sleep(100);
+    await eventually(() => statuses.length, (n) => n === 1); // watching (polled: a loaded machine is slow to connect)
     const inFlight = client.getJwks({});
     await sleep(100);
     const drained = server.drain();
-    await sleep(50);
+    await eventually(() => statuses, (s) => s.length === 2);
     expect(statuses).toEqual(["SERVING", "NOT_SERVING"]);
     const late = await rejection(client.getJwks({}));
     expect(late.code).toBe(Code.Unavailable);
