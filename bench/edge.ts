@@ -32,6 +32,7 @@ const addresses = Object.fromEntries(Object.entries(mesh.services).map(([name, s
 const gateway = await startGateway({
   ...process.env,
   PORT: "0",
+  METRICS_PORT: "0",
   LOG_LEVEL: "warn",
   CERTS_DIR: await mesh.pki.dir(["gateway"]),
   REDIS_URL: mesh.redis.url,

@@ -48,7 +48,8 @@ export function errorBody(error: ConnectError): ErrorBody {
   };
 }
 
+/** Anything not a ConnectError is a bug at the edge: its text (stack, library internals) stays in the logs. */
 export const toHttpError = (err: unknown): { status: number; body: ErrorBody } => {
-  const error = ConnectError.from(err);
+  const error = err instanceof ConnectError ? err : new ConnectError("internal error at the edge", Code.Internal);
   return { status: httpStatus[error.code] ?? 500, body: errorBody(error) };
 };

@@ -6,7 +6,8 @@ import { loadTls } from "../mesh/certs.js";
 import { ConfigError, env, loadConfig } from "../mesh/config.js";
 import { healthClient } from "../mesh/health-client.js";
 import { projectRoot } from "../mesh/service.js";
-import { createLogger, createMetricsRegistry, initTracing, shutdownTracing } from "../mesh/telemetry.js";
+import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing } from "../mesh/telemetry.js";
+import type { Server } from "node:http";
 import { topology, type ServiceName } from "../mesh/topology.js";
 import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
 import type { MeshClient } from "../mesh/client.js";
@@ -19,6 +20,8 @@ import { connectUpstreams, publicServices } from "./upstreams.js";
 const spec = {
   HOST: env.string("127.0.0.1"),
   PORT: env.port(8080),
+  /** Prometheus /metrics, on its own port as the services have it: never on the public one. */
+  METRICS_PORT: env.port(9450),
   CERTS_DIR: env.string(join(projectRoot, "certs")),
   REDIS_URL: env.string("redis://127.0.0.1:6379"),
   JWT_ISSUER: env.string("shopmesh-identity"),
@@ -40,6 +43,7 @@ const spec = {
 
 export interface RunningGateway {
   port: number;
+  metricsPort: number;
   stop(): Promise<void>;
 }
 
@@ -75,7 +79,9 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
     ready: async () => (await Promise.all(health.map((h) => h.check("", 1_000).catch(() => "DOWN")))).every((s) => s === "SERVING"),
     openapi: openapiDocument(publicServices.map(([s]) => s)),
   });
+  let metricsServer: Server | undefined;
   const release = async () => {
+    if (metricsServer) await new Promise((resolve) => metricsServer!.close(resolve));
     for (const client of upstreams.values()) client.close();
     health.forEach((h) => h.close());
     redis.disconnect();
@@ -88,14 +94,18 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
         resolve();
       });
     });
+    metricsServer = await serveMetrics(metrics, c.METRICS_PORT, c.HOST);
   } catch (err) {
-    await release(); // e.g. the port is taken: close what was opened before failing
+    if (server.listening) server.close();
+    await release(); // e.g. a port is taken: close what was opened before failing
     throw err;
   }
   const port = (server.address() as { port: number }).port;
-  logger.info({ port }, "serving");
+  const metricsPort = (metricsServer!.address() as { port: number }).port;
+  logger.info({ port, metrics_port: metricsPort }, "serving");
   return {
     port,
+    metricsPort,
     async stop() {
       const closed = new Promise((resolve) => server.close(resolve));
       server.closeIdleConnections();

@@ -5,11 +5,13 @@
 // path variables `{field}`, `{field=*}`, `{field=**}` and nested `{a.b}`, a `:verb` suffix, `body`
 // "*" or one field, remaining fields from the query string (repeated keys, dotted names), and
 // additional_bindings.
-import { fromJson, getOption, hasOption, type DescField, type DescMessage, type DescMethod, type DescService, type JsonObject, type JsonValue, type Message } from "@bufbuild/protobuf";
+import { getOption, hasOption, type DescField, type DescMessage, type DescMethod, type DescService, type JsonObject, type JsonValue, type Message } from "@bufbuild/protobuf";
 import { ScalarType } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { http } from "../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../gen/google/api/http_pb.js";
+import { edgeMethods } from "./access.js";
+import { decodeJson } from "./json-input.js";
 
 export interface Route {
   method: DescMethod;
@@ -56,9 +58,9 @@ function routesOf(method: DescMethod, rule: HttpRule): Route[] {
   return routes;
 }
 
-/** Every REST route of the given services' annotated RPCs. */
+/** Every REST route of the given services' annotated RPCs that the edge serves. */
 export function deriveRoutes(services: readonly DescService[]): Route[] {
-  return services.flatMap((s) => s.methods.filter((m) => hasOption(m, http)).flatMap((m) => routesOf(m, getOption(m, http))));
+  return edgeMethods(services).filter((m) => hasOption(m, http)).flatMap((m) => routesOf(m, getOption(m, http)));
 }
 
 export interface Match {
@@ -96,13 +98,10 @@ function decodePathValue(raw: string): string {
 const fieldOf = (message: DescMessage, name: string): DescField | undefined =>
   message.fields.find((f) => f.name === name || f.jsonName === name);
 
-/** A query-string value as the JSON the field's type expects. */
+/** A query-string value as the JSON the field's type expects (a misfit is named when decoding). */
 function queryValue(field: DescField, raw: string): JsonValue {
   const scalar = field.fieldKind === "scalar" || field.fieldKind === "list" ? field.scalar : undefined;
-  if (scalar === ScalarType.BOOL) {
-    if (raw === "true" || raw === "false") return raw === "true";
-    throw invalid(`${field.name}: expected true or false, got "${raw}"`);
-  }
+  if (scalar === ScalarType.BOOL && (raw === "true" || raw === "false")) return raw === "true";
   return raw; // protobuf JSON accepts numbers, 64-bit integers and enums as strings
 }
 
@@ -149,9 +148,5 @@ export function buildRequest(match: Match, body: JsonValue | undefined, query: U
     }
   }
   for (const [path, value] of match.params) setPath(json, input, path, value, "set");
-  try {
-    return fromJson(input, json);
-  } catch (err) {
-    throw invalid(`invalid ${input.name}: ${(err as Error).message}`);
-  }
+  return decodeJson(input, json);
 }

@@ -1,9 +1,11 @@
 // An OpenAPI 3.1 document generated from the same contracts and routes the gateway serves:
 // paths and parameters from google.api.http, schemas from the messages in the protobuf JSON
-// mapping, bearer security on every RPC that needs a token. Nothing is written by hand.
+// mapping, bearer security on every RPC that needs a token (from the contracts' edge access).
+// Nothing is written by hand.
 import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { deriveRoutes, type Route } from "./http-rules.js";
-import { anonymousMethods } from "./upstreams.js";
+import { EdgeAccess } from "../gen/shop/common/v1/edge_pb.js";
+import { edgeAccess } from "./access.js";
 
 type Schema = Record<string, unknown>;
 
@@ -127,7 +129,9 @@ function operation(route: Route, schemas: Schemas): Schema {
     const field = method.input.fields.find((f) => f.name === route.body)!;
     op.requestBody = { required: false, content: { "application/json": { schema: schemas.field(field) } } };
   }
-  if (!anonymousMethods.has(method)) op.security = [{ bearerAuth: [] }];
+  const access = edgeAccess(method);
+  if (access !== EdgeAccess.PUBLIC) op.security = [{ bearerAuth: [] }];
+  if (access === EdgeAccess.ADMIN) op.description = "Admins only: other callers get 403.";
   return op;
 }
 

@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { toJson, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { buildRequest, matchRoute, type Route } from "./http-rules.js";
+import { authorize } from "./access.js";
 import { toHttpError } from "./errors.js";
 import { proxyStream, proxyUnary, type EdgeCall } from "./proxy.js";
 import type { Upstreams } from "./upstreams.js";
@@ -57,9 +58,10 @@ export async function handleRest(opts: RestOptions, req: IncomingMessage, res: S
     sendJson(res, 405, { code: "unimplemented", message: `${req.method} is not allowed on ${url.pathname}`, details: [] }, { allow: match.allowed.join(", ") });
     return true;
   }
+  const { method } = match.route;
+  authorize(method, call.user); // before reading a body the caller may not send here
   const body = await readJson(req, opts.maxBodyBytes);
   const request = buildRequest(match, body, url.searchParams);
-  const { method } = match.route;
   if (method.methodKind === "server_streaming") {
     const stream = proxyStream(opts.upstreams, method, request, call)[Symbol.asyncIterator]();
     const first = await stream.next(); // errors before the first message still get a JSON error

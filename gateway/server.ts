@@ -1,19 +1,25 @@
 // The public edge. One HTTP/1.1 port serves:
 //   REST/JSON from the contracts' google.api.http routes (Server-Sent Events for streams),
-//   the Connect protocol (JSON and binary) and gRPC-Web, for the public services,
-//   /healthz, /readyz, /metrics and /openapi.json.
+//   the Connect protocol (JSON and binary) and gRPC-Web,
+//   for the RPCs the contracts expose at the edge (see access.ts), and nothing else;
+//   /healthz, /readyz and /openapi.json. (Metrics have a port of their own: see gateway.ts.)
 // Every request gets a request id, CORS for configured origins, a body size limit, bearer-token
 // verification and a rate limit before it reaches a service over mTLS, and one access log line.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+// Whatever is refused, from a request Node's HTTP parser cannot read to a failed upstream, is
+// answered with the same JSON error body.
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
-import type { DescService, Message } from "@bufbuild/protobuf";
-import { createContextKey, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { DescMethod, Message } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextKey, createContextValues, type HandlerContext, type MethodImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { context, propagation, SpanKind, trace } from "@opentelemetry/api";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../mesh/telemetry.js";
+import { authorize, edgeMethods } from "./access.js";
 import type { Authenticator } from "./auth.js";
 import { deriveRoutes } from "./http-rules.js";
+import { decodeJson } from "./json-input.js";
 import { proxyStream, proxyUnary, type EdgeCall } from "./proxy.js";
 import type { RateLimiter } from "./rate-limit.js";
 import { handleRest, PayloadTooLarge, sendError, sendJson } from "./rest.js";
@@ -37,24 +43,89 @@ export interface EdgeOptions {
 const edgeCallKey = createContextKey<EdgeCall | undefined>(undefined, { description: "edge call" });
 const edgeCallOf = (ctx: HandlerContext): EdgeCall => ({ ...ctx.values.get(edgeCallKey)!, signal: ctx.signal });
 
-/** The Connect and gRPC-Web handlers: each public RPC forwards to its service. */
+/**
+ * JSON options for one RPC whose text decoder also checks the request's JSON shape, so a misfit
+ * is refused naming the field (json-input.ts) rather than the protobuf type. Connect decodes the
+ * body itself and offers no other hook before it does; its JSON serialization (connect 2.1.2)
+ * passes every request body, unary or streamed, Connect or gRPC-Web, through `textDecoder`.
+ */
+function fieldNamingJson(method: DescMethod) {
+  const utf8 = new TextDecoder();
+  const textDecoder = {
+    decode(bytes: Uint8Array): string {
+      const text = utf8.decode(bytes);
+      let json;
+      try {
+        json = JSON.parse(text);
+      } catch (err) {
+        throw new ConnectError(`the body is not valid JSON: ${(err as Error).message}`, Code.InvalidArgument);
+      }
+      decodeJson(method.input, json, { ignoreUnknownFields: true }); // as Connect reads JSON
+      return text;
+    },
+  };
+  return { ignoreUnknownFields: true, textDecoder } as object;
+}
+
+/** The Connect and gRPC-Web handlers: each RPC the edge serves forwards to its service. */
 function connectHandler(upstreams: Upstreams, calls: WeakMap<IncomingMessage, EdgeCall>, maxBodyBytes: number) {
   return connectNodeAdapter({
     readMaxBytes: maxBodyBytes,
     contextValues: (req) => createContextValues().set(edgeCallKey, calls.get(req as IncomingMessage)),
     routes(router) {
-      for (const [service] of publicServices) {
-        const impl: Record<string, unknown> = {};
-        for (const method of service.methods) {
-          impl[method.localName] =
-            method.methodKind === "server_streaming"
-              ? (req: Message, ctx: HandlerContext) => proxyStream(upstreams, method, req, edgeCallOf(ctx))
-              : (req: Message, ctx: HandlerContext) => proxyUnary(upstreams, method, req, edgeCallOf(ctx));
-        }
-        router.service(service, impl as ServiceImpl<DescService>);
+      for (const method of edgeMethods(publicServices.map(([s]) => s))) {
+        const impl =
+          method.methodKind === "server_streaming"
+            ? (req: Message, ctx: HandlerContext) => proxyStream(upstreams, method, req, edgeCallOf(ctx))
+            : (req: Message, ctx: HandlerContext) => proxyUnary(upstreams, method, req, edgeCallOf(ctx));
+        router.rpc(method, impl as MethodImpl<DescMethod>, { jsonOptions: fieldNamingJson(method) });
       }
     },
+    fallback: (req, res) => sendJson(res as ServerResponse, 404, { code: "unimplemented", message: `no RPC ${req.url?.split("?")[0]} is served here`, details: [] }),
   });
+}
+
+/** Why Node's HTTP parser refused a request (its error code), as status, code and message. */
+function parserRefusal(code: string | undefined): [number, string, string] {
+  switch (code) {
+    case "HPE_HEADER_OVERFLOW": return [431, "resource_exhausted", "the request headers are too large"];
+    case "ERR_HTTP_REQUEST_TIMEOUT": return [408, "deadline_exceeded", "the request did not arrive in time"];
+    case "HPE_INVALID_METHOD": return [400, "invalid_argument", "unknown HTTP method"];
+    case "HPE_INVALID_VERSION": return [400, "invalid_argument", "unsupported HTTP version"];
+    case "HPE_INVALID_HEADER_TOKEN": return [400, "invalid_argument", "a header contains a character that is not allowed"];
+    case "HPE_UNEXPECTED_CONTENT_LENGTH": case "HPE_INVALID_CONTENT_LENGTH": return [400, "invalid_argument", "invalid or conflicting Content-Length headers"];
+    case "HPE_INVALID_TRANSFER_ENCODING": case "HPE_INVALID_CHUNK_SIZE": return [400, "invalid_argument", "the chunked body is malformed"];
+    case "HPE_INVALID_URL": return [400, "invalid_argument", "the request target is not valid"];
+    default: return [400, "invalid_argument", "the request is not valid HTTP/1.1"];
+  }
+}
+
+/**
+ * Answers a request Node's HTTP parser refused with the edge's JSON error body (Node's own answer
+ * has none), then closes the connection: the parser cannot tell where the next request starts.
+ */
+function refuseUnparsable(err: NodeJS.ErrnoException, socket: Duplex): number | undefined {
+  const inProgress = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+  if (err.code === "ECONNRESET" || !socket.writable || inProgress?.headersSent) {
+    socket.destroy();
+    return undefined;
+  }
+  const [status, code, message] = parserRefusal(err.code);
+  const body = JSON.stringify({ code, message, details: [] });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  return status;
+}
+
+/** The request target as a URL: anything Node's parser let through that is no URL is the caller's error. */
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? "/", "http://edge");
+  } catch {
+    throw new ConnectError("the request target is not a valid URL", Code.InvalidArgument);
+  }
 }
 
 function httpMetrics(registry: Registry) {
@@ -86,6 +157,7 @@ function clientAddress(req: IncomingMessage, trustedProxyHops: number): string {
 
 export function createEdgeServer(opts: EdgeOptions): Server {
   const routes = deriveRoutes(publicServices.map(([s]) => s));
+  const connectMethods = new Map(edgeMethods(publicServices.map(([s]) => s)).map((m) => [`/${m.parent.typeName}/${m.name}`, m]));
   const calls = new WeakMap<IncomingMessage, EdgeCall>();
   const connect = connectHandler(opts.upstreams, calls, opts.maxBodyBytes);
   const record = httpMetrics(opts.metrics);
@@ -107,8 +179,8 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     res.setHeader("access-control-expose-headers", "x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, grpc-status, grpc-message, grpc-status-details-bin, connect-protocol-version");
   };
 
-  async function handle(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<string> {
-    const url = new URL(req.url ?? "/", "http://edge");
+  async function handle(req: IncomingMessage, res: ServerResponse, requestId: string, report: EdgeCall["report"]): Promise<string> {
+    const url = requestUrl(req.url);
     cors(req, res);
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
       if (res.hasHeader("access-control-allow-origin")) {
@@ -128,9 +200,6 @@ export function createEdgeServer(opts: EdgeOptions): Server {
         sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "upstreams not ready" });
         return "/readyz";
       }
-      case "/metrics":
-        res.writeHead(200, { "content-type": opts.metrics.contentType }).end(await opts.metrics.metrics());
-        return "/metrics";
       case "/openapi.json":
         res.writeHead(200, { "content-type": "application/json" }).end(openapiText);
         return "/openapi.json";
@@ -160,10 +229,12 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     const abort = new AbortController();
     res.once("close", () => abort.abort());
     const idempotencyKey = req.headers["idempotency-key"]?.toString();
-    const call: EdgeCall = { user, requestId, idempotencyKey, signal: abort.signal };
+    const call: EdgeCall = { user, requestId, idempotencyKey, signal: abort.signal, report };
     calls.set(req, call);
     const connectRoute = /^\/shop\.[a-z]+\.v1\.[A-Za-z]+Service\/[A-Za-z]+$/.test(url.pathname);
     if (connectRoute) {
+      const method = connectMethods.get(url.pathname);
+      if (method) authorize(method, user); // before Connect reads a body the caller may not send here
       await new Promise<void>((resolve) => {
         res.once("close", resolve);
         connect(req, res);
@@ -175,16 +246,23 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     return restRoute ? "rest" : "unmatched";
   }
 
-  return createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 60_000, headersTimeout: 10_000 }, (req, res) => {
+  const server = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 60_000, headersTimeout: 10_000 }, (req, res) => {
     const started = performance.now();
+    let upstreamError: string | undefined;
+    const report = (err: ConnectError) => void (upstreamError = err.rawMessage);
     const requestId = /^[\w.:-]{1,128}$/.test(String(req.headers["x-request-id"] ?? "")) ? String(req.headers["x-request-id"]) : randomUUID();
     req.headers["x-request-id"] = requestId;
     res.setHeader("x-request-id", requestId);
     const parent = propagation.extract(context.active(), req.headers);
     tracer.startActiveSpan(`${req.method} edge`, { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method ?? "", "url.path": req.url ?? "" } }, parent, (span) => {
-      handle(req, res, requestId)
+      handle(req, res, requestId, report)
         .catch((err) => {
-          if (err instanceof PayloadTooLarge) return sendJson(res, 413, { code: "resource_exhausted", message: `the request body exceeds ${opts.maxBodyBytes} bytes`, details: [] }), "too-large";
+          if (err instanceof PayloadTooLarge) {
+            // The rest of that body is still coming: close rather than read it or parse it as a request.
+            sendJson(res, 413, { code: "resource_exhausted", message: `the request body exceeds ${opts.maxBodyBytes} bytes`, details: [] }, { connection: "close" });
+            return "too-large";
+          }
+          if (!(err instanceof ConnectError)) opts.logger.error({ err, request_id: requestId }, "unhandled error at the edge");
           sendError(res, err, Boolean(req.headers.authorization));
           return "error";
         })
@@ -195,7 +273,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
             span.setAttribute("http.response.status_code", res.statusCode);
             span.end();
             opts.logger.info(
-              { request_id: requestId, method: req.method, path: req.url, status: res.statusCode, duration_ms: Math.round(seconds * 100_000) / 100, user: calls.get(req)?.user?.id },
+              { request_id: requestId, method: req.method, path: req.url, status: res.statusCode, duration_ms: Math.round(seconds * 100_000) / 100, user: calls.get(req)?.user?.id, upstream_error: upstreamError },
               "http",
             );
           };
@@ -204,4 +282,11 @@ export function createEdgeServer(opts: EdgeOptions): Server {
         });
     });
   });
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const status = refuseUnparsable(err, socket);
+    if (status === undefined) return;
+    record("unparsable", "", status, 0);
+    opts.logger.info({ status, reason: err.code }, "http refused before parsing");
+  });
+  return server;
 }

@@ -1,6 +1,7 @@
 // The public services behind the gateway, one mesh client each (deadline, retries for idempotent
-// calls, circuit breaker, round robin, mTLS as "gateway"), and which RPCs need no sign-in.
-import type { DescMethod, DescService } from "@bufbuild/protobuf";
+// calls, circuit breaker, round robin, mTLS as "gateway"). Which of their RPCs the edge serves,
+// and to whom, the contracts say (see access.ts).
+import type { DescService } from "@bufbuild/protobuf";
 import { CatalogService } from "../gen/shop/catalog/v1/catalog_pb.js";
 import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
 import { InventoryService } from "../gen/shop/inventory/v1/inventory_pb.js";
@@ -21,16 +22,8 @@ export const publicServices: readonly [DescService, ServiceName][] = [
   [NotificationService, "notification"],
 ];
 
-/** RPCs anyone may call without a token: sign up, sign in, browse. */
-export const anonymousMethods: ReadonlySet<DescMethod> = new Set([
-  IdentityService.method.register,
-  IdentityService.method.login,
-  IdentityService.method.getJwks,
-  CatalogService.method.listProducts,
-  CatalogService.method.getProduct,
-  CatalogService.method.batchGetProducts,
-  InventoryService.method.getStock,
-]);
+/** The mesh name of a public service ("catalog"), for messages that say which service failed. */
+export const serviceName = (service: DescService): ServiceName => publicServices.find(([s]) => s === service)![1];
 
 export type Upstreams = Map<DescService, MeshClient<DescService>>;
 

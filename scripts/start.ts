@@ -148,9 +148,10 @@ async function waitServing(name: ServiceName, timeoutMs = 60_000) {
 
 present.forEach((name) => startService(name));
 const gatewayPort = Number(process.env.GATEWAY_PORT ?? 8080);
+const gatewayMetricsPort = Number(process.env.GATEWAY_METRICS_PORT ?? 9450);
 try {
   await Promise.all(present.map((name) => waitServing(name)));
-  startService("gateway", { PORT: String(gatewayPort) });
+  startService("gateway", { PORT: String(gatewayPort), METRICS_PORT: String(gatewayMetricsPort) });
   await waitHttp(`http://127.0.0.1:${gatewayPort}/readyz`);
 } catch (err) {
   if (!stopping) console.error((err as Error).message);
@@ -166,7 +167,7 @@ const rows = present.map((name) => {
 console.log(`
 ShopMesh is up (${present.length} service${present.length === 1 ? "" : "s"}, mTLS with certificates in ${certsDir}):
 ${rows.join("\n")}
-  gateway       http://127.0.0.1:${gatewayPort}   (REST/JSON, Connect, gRPC-Web; /openapi.json, /readyz, /metrics)
+  gateway       http://127.0.0.1:${gatewayPort}   (REST/JSON, Connect, gRPC-Web; /openapi.json, /readyz)   metrics http://127.0.0.1:${gatewayMetricsPort}/metrics
   events        ${natsUrl} (JetStream)   dead letters: npm run dlq -- list
   cache         ${redisUrl}
 

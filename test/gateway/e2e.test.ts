@@ -18,7 +18,7 @@ let base: string;
 
 async function gatewayEnv(extra: Record<string, string> = {}) {
   const addresses = Object.fromEntries(Object.entries(mesh.services).map(([name, s]) => [`${name.toUpperCase()}_ADDRESSES`, s.address]));
-  return { PORT: "0", LOG_LEVEL: "silent", CERTS_DIR: await mesh.pki.dir(["gateway"]), REDIS_URL: mesh.redis.url, ...addresses, ...extra };
+  return { PORT: "0", METRICS_PORT: "0", LOG_LEVEL: "silent", CERTS_DIR: await mesh.pki.dir(["gateway"]), REDIS_URL: mesh.redis.url, ...addresses, ...extra };
 }
 
 beforeAll(async () => {
@@ -308,10 +308,10 @@ describe("gateway: edge policies", () => {
     }
   });
 
-  it("serves /healthz, /readyz, /metrics and /openapi.json", async () => {
+  it("serves /healthz, /readyz and /openapi.json, and /metrics on the metrics port", async () => {
     expect((await json("/healthz")).body).toEqual({ status: "ok" });
     expect((await json("/readyz")).status).toBe(200);
-    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const metrics = await (await fetch(`http://127.0.0.1:${gateway.metricsPort}/metrics`)).text();
     expect(metrics).toMatch(/http_requests_total\{[^}]*route="rest"/);
     expect(metrics).toMatch(/grpc_client_handled_total/);
     const openapi = await json("/openapi.json");
