@@ -4,7 +4,7 @@
 // the same number of messages at the same rate.
 //   npm run bench:saga            (BENCH_RATE=40 orders/s, BENCH_SECONDS=10 by default)
 import { fromBinary } from "@bufbuild/protobuf";
-import { AckPolicy, connect, nanos } from "nats";
+import { AckPolicy, nanos } from "nats";
 import { v7 as uuidv7 } from "uuid";
 import { CatalogService } from "../gen/shop/catalog/v1/catalog_pb.js";
 import { InventoryService } from "../gen/shop/inventory/v1/inventory_pb.js";
@@ -54,7 +54,7 @@ console.log(`order saga: ${rate} orders/s offered for ${seconds} s (${total} ord
 const mesh = await startMesh();
 try {
   // ---- baseline: raw JetStream, same message count and rate ----
-  const nc = await connect({ servers: mesh.nats.url });
+  const nc = await mesh.nats.connect();
   const jsm = await nc.jetstreamManager();
   const js = nc.jetstream();
   await ensureStreams(jsm, "benchmark", ["bench.>"]);

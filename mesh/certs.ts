@@ -3,6 +3,8 @@
 // One CA, and one certificate per service whose SAN carries the service's identity as a SPIFFE-style
 // URI (spiffe://shopmesh/<service>) plus the DNS names and loopback addresses it is reached at.
 // Every certificate is both a server and a client certificate: each service serves and calls.
+// The exception is infrastructure that only serves (nats-server): its certificate is server-only
+// and carries no SPIFFE URI, so it can never pass for a mesh identity as a caller.
 // Keys are generated on the machine that runs the mesh and never committed (certs/ is git-ignored).
 import { webcrypto } from "node:crypto";
 import { mkdir, readFile, writeFile, access } from "node:fs/promises";
@@ -41,7 +43,8 @@ async function newKeys(): Promise<CryptoKeyPair> {
 }
 
 export interface CertificateAuthority extends Pem {
-  issue(service: string, extraHosts?: string[]): Promise<Pem>;
+  /** A mesh certificate for `service`, or with `serverOnly` a server certificate for the host names `service` and `extraHosts`. */
+  issue(service: string, extraHosts?: string[], opts?: { serverOnly?: boolean }): Promise<Pem>;
 }
 
 /** Creates a new certificate authority that can issue service certificates. */
@@ -76,7 +79,7 @@ const exists = (path: string) => access(path).then(() => true, () => false);
  * Makes sure `dir` holds a CA and a certificate for each of `services`, creating what is missing.
  * The CA key stays in `dir` so later runs can issue certificates for new services.
  */
-export async function ensureCerts(dir: string, services: readonly string[]): Promise<void> {
+export async function ensureCerts(dir: string, services: readonly string[], opts: { serverOnly?: readonly string[] } = {}): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const caCertPath = join(dir, "ca.crt");
   const caKeyPath = join(dir, "ca.key");
@@ -91,7 +94,7 @@ export async function ensureCerts(dir: string, services: readonly string[]): Pro
     // Certificates from an earlier CA are useless against a new one: reissue them all.
     if (!ca && (await exists(join(dir, `${service}.crt`)))) continue;
     issuer ??= await loadCa(caCertPath, caKeyPath);
-    const pem = await issuer.issue(service);
+    const pem = await issuer.issue(service, [], { serverOnly: opts.serverOnly?.includes(service) });
     await writeFile(join(dir, `${service}.crt`), pem.cert);
     await writeFile(join(dir, `${service}.key`), pem.key, { mode: 0o600 });
   }
@@ -110,7 +113,7 @@ function issuerFrom(caCert: x509.X509Certificate, keys: CryptoKeyPair, keyPem: s
   return {
     cert: caCert.toString("pem"),
     key: keyPem,
-    issue: async (service, extraHosts = []) => {
+    issue: async (service, extraHosts = [], { serverOnly = false } = {}) => {
       const leafKeys = await newKeys();
       const hosts = ["localhost", service, ...extraHosts];
       const cert = await x509.X509CertificateGenerator.create({
@@ -124,9 +127,9 @@ function issuerFrom(caCert: x509.X509Certificate, keys: CryptoKeyPair, keyPem: s
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+          new x509.ExtendedKeyUsageExtension(serverOnly ? [x509.ExtendedKeyUsage.serverAuth] : [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
           new x509.SubjectAlternativeNameExtension([
-            { type: "url", value: spiffeId(service) },
+            ...(serverOnly ? [] : [{ type: "url" as const, value: spiffeId(service) }]),
             ...hosts.map((value) => ({ type: "dns" as const, value })),
             { type: "ip", value: "127.0.0.1" },
             { type: "ip", value: "::1" },

@@ -2,10 +2,17 @@
 // its consumers. The connection is made in the background and kept up for the process's life: a
 // service serves gRPC while NATS is away, its events wait in the outbox, and consumers resume
 // where their durable consumer left off when NATS returns.
+//
+// The connection is always TLS with the service's own certificate (nats-server maps it to the
+// service's NATS user, mesh/nats-config.ts); NATS_URL may say nats:// or tls://, both mean TLS here.
+// Each service creates and updates only its own stream (and the shared dead-letter stream if it
+// consumes); a consumer of another service's stream waits until that stream's owner has made it.
 import type { DescMessage } from "@bufbuild/protobuf";
 import { connect, type NatsConnection } from "nats";
+import type { TlsFiles } from "./certs.js";
 import type { Db } from "./db.js";
-import { consume, ensureStreams, streamName, type Delivered, type RunningConsumer } from "./events.js";
+import { consume, ensureStreams, eventSubject, streamName, type Delivered, type RunningConsumer, type StreamLimits } from "./events.js";
+import { durableName, natsConnectOptions } from "./nats-config.js";
 import { startRelay, type Relay } from "./outbox.js";
 import type { Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
@@ -35,16 +42,35 @@ export interface Eventing {
 }
 
 export interface EventingOptions {
-  service: string;
+  service: ServiceName;
   url: string;
+  /** The service's certificate: its identity on NATS. */
+  tls: TlsFiles;
   db: Db;
   logger: Logger;
   /** The subjects this service owns (topology.eventSubjects). */
   subjects: readonly string[];
   handlers: readonly EventHandlerSpec[];
+  /** Limits of the streams this service creates (its own, and the dead-letter stream). */
+  streamLimits?: StreamLimits;
 }
 
+/** Every handler must be a consumer the topology lists: NATS permits exactly those. */
+function checkAgainstTopology(service: ServiceName, handlers: readonly EventHandlerSpec[]): void {
+  const listed = topology[service].consumes as Readonly<Record<string, string>>;
+  for (const spec of handlers) {
+    const subject = eventSubject(spec.event);
+    if (listed[spec.name] !== subject) {
+      throw new Error(`${service} consumes ${subject} as "${spec.name}", which mesh/topology.ts does not list (${service}.consumes): add it there, so NATS permits it`);
+    }
+  }
+}
+
+const RETRY_MS = [250, 500, 1_000, 2_000];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 export function startEventing(opts: EventingOptions): Eventing {
+  checkAgainstTopology(opts.service, opts.handlers);
   let nc: NatsConnection | undefined;
   let relay: Relay | undefined;
   const consumers: RunningConsumer[] = [];
@@ -61,7 +87,7 @@ export function startEventing(opts: EventingOptions): Eventing {
   };
 
   const ready = (async () => {
-    nc = await connect({ servers: opts.url, name: opts.service, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    nc = await connect({ servers: opts.url, ...natsConnectOptions(opts.service, opts.tls), waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
     // stop() may have run while we waited for NATS: then this connection is not wanted.
     if (stopping) return teardown();
     void (async () => {
@@ -72,25 +98,33 @@ export function startEventing(opts: EventingOptions): Eventing {
     })();
     const jsm = await nc.jetstreamManager();
     const js = nc.jetstream();
-    await ensureStreams(jsm, opts.service, opts.subjects);
-    // Streams of the services we consume from may not exist yet if their owner never started.
-    for (const owner of new Set(opts.handlers.map((h) => ownerOf(h.event)))) {
-      await ensureStreams(jsm, owner, topology[owner as ServiceName]?.eventSubjects ?? []);
-    }
+    await ensureStreams(jsm, opts.service, opts.subjects, { deadLetters: opts.handlers.length > 0, limits: opts.streamLimits });
     relay = startRelay({ db: opts.db, js, logger: opts.logger });
-    for (const spec of opts.handlers) {
-      consumers.push(
-        await consume(js, jsm, {
-          durable: `${opts.service}-${spec.name}`,
-          stream: streamName(ownerOf(spec.event)),
-          event: spec.event,
-          handler: spec.handler,
-          logger: opts.logger,
-          maxDeliver: spec.maxDeliver,
-          backoffMs: spec.backoffMs,
-        }),
-      );
-    }
+    /** Starts one consumer, waiting while its stream's owner has not created the stream yet. */
+    const start = async (spec: EventHandlerSpec) => {
+      const stream = streamName(ownerOf(spec.event));
+      for (let attempt = 0; !stopping; attempt++) {
+        try {
+          const consumer = await consume(js, jsm, {
+            durable: durableName(opts.service, spec.name),
+            stream,
+            event: spec.event,
+            handler: spec.handler,
+            logger: opts.logger,
+            maxDeliver: spec.maxDeliver,
+            backoffMs: spec.backoffMs,
+          });
+          if (stopping) await consumer.stop(); // stop() ran while it was being made
+          else consumers.push(consumer);
+          return;
+        } catch (err) {
+          if (!/stream not found/i.test((err as Error).message)) throw err;
+          if (attempt === 0) opts.logger.info({ stream, consumer: spec.name }, "waiting for the stream's owner to create it");
+          await sleep(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!);
+        }
+      }
+    };
+    await Promise.all(opts.handlers.map(start));
     if (stopping) return teardown(); // stopped during setup: undo what setup made after stop() ran
     opts.logger.info({ nats: opts.url, consumers: opts.handlers.map((h) => h.name) }, "events connected");
   })();

@@ -8,6 +8,7 @@
 // Subjects: shop.<entity>.<event>, from the message name: OrderCreated → shop.order.created,
 // StockReserved → shop.stock.reserved. Each owning service has a stream SHOP_<SERVICE> over its
 // subjects (topology.eventSubjects); dead letters go to SHOP_DLQ under dlq.<consumer>.<subject>.
+// Streams keep events for a bounded time and size (StreamLimits): nothing sits there forever.
 //
 // Consumers are durable pull consumers with explicit ack. A failed handler is retried with growing
 // delays; after its last delivery the message goes to the dead-letter stream with its original
@@ -15,7 +16,7 @@
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import {
-  AckPolicy, DeliverPolicy, headers as natsHeaders, nanos, StorageType,
+  AckPolicy, DeliverPolicy, DiscardPolicy, headers as natsHeaders, nanos, StorageType,
   type JetStreamClient, type JetStreamManager, type JsMsg, type MsgHdrs, type PubAck,
 } from "nats";
 import { v7 as uuidv7 } from "uuid";
@@ -33,12 +34,46 @@ export function eventSubject(schema: DescMessage): string {
 
 export const streamName = (service: string) => `SHOP_${service.toUpperCase()}`;
 
-/** Creates or updates a service's event stream (file storage, duplicate window) and the dead-letter stream. */
-export async function ensureStreams(jsm: JetStreamManager, service: string, subjects: readonly string[]): Promise<void> {
-  const streams: { name: string; subjects: string[] }[] = [{ name: DLQ_STREAM, subjects: ["dlq.>"] }];
-  if (subjects.length) streams.push({ name: streamName(service), subjects: [...subjects] });
-  for (const { name, subjects } of streams) {
-    const config = { name, subjects, storage: StorageType.File, duplicate_window: nanos(DUPLICATE_WINDOW_MS) };
+/** How long, and how much, a stream keeps. */
+export interface StreamLimit {
+  maxAgeMs: number;
+  maxBytes: number;
+}
+
+export interface StreamLimits {
+  /** A service's event stream: long enough for any consumer outage worth waiting out. */
+  events: StreamLimit;
+  /** The dead-letter stream: long enough for someone to look, fix and replay. */
+  deadLetters: StreamLimit;
+}
+
+const HOUR_MS = 3_600_000;
+export const defaultStreamLimits: StreamLimits = {
+  events: { maxAgeMs: 7 * 24 * HOUR_MS, maxBytes: 1024 ** 3 },
+  deadLetters: { maxAgeMs: 30 * 24 * HOUR_MS, maxBytes: 1024 ** 3 },
+};
+
+export interface EnsureStreamsOptions {
+  /** Also the shared dead-letter stream (default true; services that consume need it). */
+  deadLetters?: boolean;
+  limits?: StreamLimits;
+}
+
+/**
+ * Creates or updates a service's event stream (file storage, duplicate window, limits) and the
+ * dead-letter stream. A full stream refuses new messages rather than dropping unconsumed ones:
+ * events then wait in their outbox, dead letters come back to their consumer.
+ */
+export async function ensureStreams(jsm: JetStreamManager, service: string, subjects: readonly string[], opts: EnsureStreamsOptions = {}): Promise<void> {
+  const { deadLetters = true, limits = defaultStreamLimits } = opts;
+  const streams: { name: string; subjects: string[]; limit: StreamLimit }[] = [];
+  if (deadLetters) streams.push({ name: DLQ_STREAM, subjects: ["dlq.>"], limit: limits.deadLetters });
+  if (subjects.length) streams.push({ name: streamName(service), subjects: [...subjects], limit: limits.events });
+  for (const { name, subjects, limit } of streams) {
+    const config = {
+      name, subjects, storage: StorageType.File, duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+      max_age: nanos(limit.maxAgeMs), max_bytes: limit.maxBytes, discard: DiscardPolicy.New,
+    };
     try {
       await jsm.streams.info(name);
       await jsm.streams.update(name, config);

@@ -68,7 +68,12 @@ function commonConfig(name: ServiceName) {
     DATA_DIR: env.string(join(projectRoot, ".data", name)),
     CERTS_DIR: env.string(join(projectRoot, "certs")),
     DRAIN_TIMEOUT_MS: env.int(10_000),
+    // nats:// and tls:// mean the same here: a service always connects with TLS and its certificate.
     NATS_URL: env.url(["nats:", "tls:"]),
+    // How long (hours) and how much (MiB) streams keep events and dead letters.
+    EVENTS_MAX_AGE_HOURS: env.int(7 * 24, 1),
+    EVENTS_MAX_MB: env.int(1024, 1),
+    DEAD_LETTERS_MAX_AGE_HOURS: env.int(30 * 24, 1),
   };
 }
 
@@ -114,11 +119,16 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   });
   eventing = startEventing({
     service: def.name,
-    url: common.NATS_URL ?? "nats://127.0.0.1:4222",
+    url: common.NATS_URL ?? "tls://127.0.0.1:4222",
+    tls,
     db,
     logger,
     subjects: topology[def.name].eventSubjects,
     handlers: def.consumers?.(deps) ?? [],
+    streamLimits: {
+      events: { maxAgeMs: common.EVENTS_MAX_AGE_HOURS * 3_600_000, maxBytes: common.EVENTS_MAX_MB * 1024 ** 2 },
+      deadLetters: { maxAgeMs: common.DEAD_LETTERS_MAX_AGE_HOURS * 3_600_000, maxBytes: common.EVENTS_MAX_MB * 1024 ** 2 },
+    },
   });
   const metricsServer: Server = await serveMetrics(metrics, common.METRICS_PORT, common.HOST);
   const metricsPort = (metricsServer.address() as { port: number }).port;

@@ -1,6 +1,7 @@
-// One typed description of the mesh: every service, where it listens by default, and whom it
-// calls. The launcher (scripts/start.ts) starts from it; later the deploy files are generated
-// from it, so ports and upstreams are written down once.
+// One typed description of the mesh: every service, where it listens by default, whom it calls,
+// which events it owns and which it consumes. The launcher (scripts/start.ts) starts from it, the
+// nats-server configuration and each service's NATS permissions are generated from it
+// (mesh/nats-config.ts), so ports, upstreams and event flows are written down once.
 export interface ServiceSpec {
   /** Also the certificate identity: spiffe://shopmesh/<name>. */
   name: string;
@@ -10,19 +11,59 @@ export interface ServiceSpec {
   upstreams: readonly string[];
   /** Subjects of the events it owns (its JetStream stream, SHOP_<NAME>, holds them). */
   eventSubjects: readonly string[];
+  /**
+   * The events it consumes: consumer name → event subject. Its durable consumer is
+   * `<service>-<name>` on the stream of the subject's owner. Its NATS permissions allow exactly
+   * these, and a service refuses to start a consumer that is not listed here.
+   */
+  consumes: Readonly<Record<string, string>>;
 }
 
 export const topology = {
-  identity: { name: "identity", grpcPort: 50051, metricsPort: 9451, upstreams: [], eventSubjects: ["shop.user.>"] },
-  catalog: { name: "catalog", grpcPort: 50052, metricsPort: 9452, upstreams: [], eventSubjects: ["shop.product.>"] },
-  inventory: { name: "inventory", grpcPort: 50053, metricsPort: 9453, upstreams: [], eventSubjects: ["shop.stock.>"] },
-  order: { name: "order", grpcPort: 50054, metricsPort: 9454, upstreams: ["catalog"], eventSubjects: ["shop.order.>"] },
-  payment: { name: "payment", grpcPort: 50055, metricsPort: 9455, upstreams: [], eventSubjects: ["shop.payment.>"] },
-  notification: { name: "notification", grpcPort: 50056, metricsPort: 9456, upstreams: [], eventSubjects: [] },
+  identity: { name: "identity", grpcPort: 50051, metricsPort: 9451, upstreams: [], eventSubjects: ["shop.user.>"], consumes: {} },
+  catalog: { name: "catalog", grpcPort: 50052, metricsPort: 9452, upstreams: [], eventSubjects: ["shop.product.>"], consumes: {} },
+  inventory: {
+    name: "inventory", grpcPort: 50053, metricsPort: 9453, upstreams: [], eventSubjects: ["shop.stock.>"],
+    consumes: {
+      reserve: "shop.order.created",
+      "release-on-payment-failed": "shop.payment.failed",
+      "release-on-order-cancelled": "shop.order.cancelled",
+      commit: "shop.order.confirmed",
+    },
+  },
+  order: {
+    name: "order", grpcPort: 50054, metricsPort: 9454, upstreams: ["catalog"], eventSubjects: ["shop.order.>"],
+    consumes: {
+      "stock-reserved": "shop.stock.reserved",
+      "stock-rejected": "shop.stock.rejected",
+      "payment-failed": "shop.payment.failed",
+      "payment-captured": "shop.payment.captured",
+    },
+  },
+  payment: {
+    name: "payment", grpcPort: 50055, metricsPort: 9455, upstreams: [], eventSubjects: ["shop.payment.>"],
+    consumes: { record: "shop.order.created", charge: "shop.stock.reserved", refund: "shop.order.cancelled" },
+  },
+  notification: {
+    name: "notification", grpcPort: 50056, metricsPort: 9456, upstreams: [], eventSubjects: [],
+    consumes: { welcome: "shop.user.registered", "order-confirmed": "shop.order.confirmed", "order-cancelled": "shop.order.cancelled" },
+  },
 } as const satisfies Record<string, ServiceSpec>;
 
 export type ServiceName = keyof typeof topology;
 export const serviceNames = Object.keys(topology) as ServiceName[];
 
-/** Every identity that holds a certificate: the services, the gateway, and the CLI/test caller. */
-export const certificateHolders = [...serviceNames, "gateway", "client"] as const;
+/** The service whose stream holds `subject` (whose eventSubjects match it). */
+export function ownerOfSubject(subject: string): ServiceName | undefined {
+  const matches = (pattern: string) => pattern.endsWith(".>") ? subject.startsWith(pattern.slice(0, -1)) : subject === pattern;
+  return serviceNames.find((name) => topology[name].eventSubjects.some(matches));
+}
+
+/** The identity of nats-server's own (server-only) certificate. */
+export const natsServerIdentity = "nats";
+
+/**
+ * Every identity that holds a certificate: the services, the gateway, the CLI/test caller
+ * ("client", also NATS's operator), and nats-server.
+ */
+export const certificateHolders = [...serviceNames, "gateway", "client", natsServerIdentity] as const;

@@ -1,10 +1,16 @@
 // `npm run dlq -- list` shows the dead letters; `npm run dlq -- replay <seq>… | --all` publishes
 // them again on their original subjects (after the bug that sent them there is fixed).
+// It connects as the operator: the "client" certificate in CERTS_DIR, which NATS gives every right.
+import { join } from "node:path";
 import { connect } from "nats";
+import { loadTls } from "../mesh/certs.js";
 import { listDeadLetters, replayDeadLetters } from "../mesh/dead-letters.js";
+import { natsConnectOptions, natsOperator } from "../mesh/nats-config.js";
+import { projectRoot } from "../mesh/service.js";
 
 const [command, ...args] = process.argv.slice(2);
-const nc = await connect({ servers: process.env.NATS_URL ?? "nats://127.0.0.1:4222", timeout: 5_000 });
+const tls = await loadTls(process.env.CERTS_DIR ?? join(projectRoot, "certs"), natsOperator);
+const nc = await connect({ servers: process.env.NATS_URL ?? "tls://127.0.0.1:4222", timeout: 5_000, ...natsConnectOptions(natsOperator, tls) });
 const jsm = await nc.jetstreamManager();
 try {
   if (command === "list") {

@@ -4,14 +4,16 @@
 // everything listens, and on Ctrl-C drains every service and exits.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { prettyFactory } from "pino-pretty";
 import { ensureCerts, loadTls } from "../mesh/certs.js";
 import { healthClient } from "../mesh/health-client.js";
+import { natsServerConfig } from "../mesh/nats-config.js";
 import { projectRoot } from "../mesh/service.js";
-import { certificateHolders, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
+import { certificateHolders, natsServerIdentity, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
 
 const certsDir = process.env.CERTS_DIR ?? join(projectRoot, "certs");
 const pretty = prettyFactory({ colorize: process.stdout.isTTY, translateTime: "SYS:HH:MM:ss", ignore: "pid,hostname,service", messageFormat: "{service} {msg}" });
@@ -46,6 +48,8 @@ interface Infra {
   scheme: string;
   install: string;
   args: (dataDir: string) => string[];
+  /** Writes what it needs in its data folder (its configuration) before it starts. */
+  prepare?: (dataDir: string) => Promise<void>;
   /** What keeps working without it. */
   without: string;
 }
@@ -61,6 +65,7 @@ async function ensureInfra(infra: Infra): Promise<string> {
   }
   const dataDir = join(projectRoot, ".data", infra.name);
   mkdirSync(dataDir, { recursive: true });
+  await infra.prepare?.(dataDir);
   // Its own process group: Ctrl-C in the terminal must not stop it before the services have drained.
   const child = spawn(bin, infra.args(dataDir), { stdio: ["ignore", "pipe", "pipe"], detached: true });
   infrastructure.push(child);
@@ -70,11 +75,18 @@ async function ensureInfra(infra: Infra): Promise<string> {
   return url;
 }
 
-await ensureCerts(certsDir, certificateHolders);
+await ensureCerts(certsDir, certificateHolders, { serverOnly: [natsServerIdentity] });
 const [natsUrl, redisUrl] = await Promise.all([
   ensureInfra({
-    name: "nats-server", envVar: "NATS_URL", port: 4222, scheme: "nats", install: "nats-server",
-    args: (dir) => ["-js", "-a", "127.0.0.1", "-p", "4222", "-sd", dir],
+    // Locked: TLS only, each service's certificate mapped to a NATS user with the permissions the
+    // topology gives it (mesh/nats-config.ts); certs/client.crt is the operator's.
+    name: "nats-server", envVar: "NATS_URL", port: 4222, scheme: "tls", install: "nats-server",
+    args: (dir) => ["-c", join(dir, "nats-server.conf")],
+    prepare: (dir) =>
+      writeFile(join(dir, "nats-server.conf"), natsServerConfig({
+        host: "127.0.0.1", port: 4222, storeDir: dir,
+        tlsFiles: { ca: join(certsDir, "ca.crt"), cert: join(certsDir, `${natsServerIdentity}.crt`), key: join(certsDir, `${natsServerIdentity}.key`) },
+      })),
     without: "services run, and their events wait in their outboxes until NATS is reachable.",
   }),
   ensureInfra({
@@ -168,7 +180,7 @@ console.log(`
 ShopMesh is up (${present.length} service${present.length === 1 ? "" : "s"}, mTLS with certificates in ${certsDir}):
 ${rows.join("\n")}
   gateway       http://127.0.0.1:${gatewayPort}   (REST/JSON, Connect, gRPC-Web; /openapi.json, /readyz)   metrics http://127.0.0.1:${gatewayMetricsPort}/metrics
-  events        ${natsUrl} (JetStream)   dead letters: npm run dlq -- list
+  events        ${natsUrl} (JetStream, TLS with client certificates; certs/client.* is the operator)   dead letters: npm run dlq -- list
   cache         ${redisUrl}
 
 Try it (buf curl over mTLS, as the "client" identity):

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { CatalogService, ProductSchema } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { ProductUpdatedSchema } from "../../gen/shop/catalog/v1/events_pb.js";
 import { createMessageCache } from "../../mesh/cache.js";
@@ -15,12 +15,12 @@ import { catalog } from "../../services/catalog/catalog.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
-import { startNats, startRedis, type TestServer } from "../support/processes.js";
+import { startNats, startRedis, type NatsTestServer, type TestServer } from "../support/processes.js";
 import { rejection, silentLogger, sleep } from "../support/servers.js";
 import { startTestService, type ServiceUnderTest } from "../support/service.js";
 
 let pki: TestPki;
-let nats: TestServer;
+let nats: NatsTestServer;
 let redisServer: TestServer;
 let redis: Redis;
 let nc: NatsConnection;
@@ -34,9 +34,9 @@ const eur = (amountMinor: number) => ({ amountMinor: BigInt(amountMinor), curren
 
 beforeAll(async () => {
   pki = await createTestPki();
-  [nats, redisServer] = await Promise.all([startNats(), startRedis()]);
+  [nats, redisServer] = await Promise.all([startNats(pki), startRedis()]);
   redis = new Redis(redisServer.url);
-  nc = await connect({ servers: nats.url });
+  nc = await nats.connect();
   svc = await startTestService(catalog, pki, { NATS_URL: nats.url, REDIS_URL: redisServer.url });
   client = await svc.client();
   gateway = await svc.client("gateway");

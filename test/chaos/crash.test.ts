@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
@@ -15,15 +15,15 @@ import { handleOnce } from "../../mesh/inbox.js";
 import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { freePort } from "../support/ports.js";
-import { startNats, type TestServer } from "../support/processes.js";
+import { startNats, type NatsTestServer } from "../support/processes.js";
 import { clientFor, silentLogger, sleep } from "../support/servers.js";
 import { storedEvents } from "../support/streams.js";
 
-let nats: TestServer;
+let nats: NatsTestServer;
 let pki: TestPki;
 beforeAll(async () => {
   pki = await createTestPki();
-  nats = await startNats();
+  nats = await startNats(pki);
 });
 afterAll(() => nats?.stop());
 
@@ -60,7 +60,7 @@ describe("a service killed between commit and publish", () => {
 
     await nats.restart();
     const second = await startIdentityProcess(env);
-    const nc = await connect({ servers: nats.url });
+    const nc = await nats.connect();
     const jsm = await nc.jetstreamManager();
     const published = await eventually(
       async () => (await storedEvents(jsm, UserRegisteredSchema)).filter((e) => e.data.userId === user!.id),
@@ -79,7 +79,7 @@ describe("a consumer that dies before its ack", () => {
   let nc: NatsConnection;
   let db: Db;
   beforeAll(async () => {
-    nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    nc = await nats.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     await ensureStreams(await nc.jetstreamManager(), "order", ["shop.order.>"]);
     db = await openDb({ dataDir: "memory://" });
     await migrate(db, meshMigrations, "mesh/");

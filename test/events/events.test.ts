@@ -1,22 +1,22 @@
 // Typed events over a real nats-server with JetStream: headers, dedupe, retries, dead letters.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { DiscardPolicy, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { listDeadLetters, replayDeadLetters } from "../../mesh/dead-letters.js";
 import { consume, DLQ_STREAM, ensureStreams, eventSubject, publishEvent, streamName, type Delivered } from "../../mesh/events.js";
-import { startNats, type TestServer } from "../support/processes.js";
+import { startNats, type NatsTestServer } from "../support/processes.js";
 import { eventually } from "../support/eventually.js";
 import { silentLogger, sleep } from "../support/servers.js";
 
-let nats: TestServer;
+let nats: NatsTestServer;
 let nc: NatsConnection;
 let js: JetStreamClient;
 let jsm: JetStreamManager;
 
 beforeAll(async () => {
   nats = await startNats();
-  nc = await connect({ servers: nats.url });
+  nc = await nats.connect();
   js = nc.jetstream();
   jsm = await nc.jetstreamManager();
   await ensureStreams(jsm, "identity", ["shop.user.>"]);
@@ -110,6 +110,23 @@ describe("events", () => {
     await sleep(300);
     expect(attempts).toBe(3); // not delivered again
     await consumer.stop();
+  });
+
+  it("keeps events for a bounded time and size: 7 days in a service's stream, 30 in the dead letters, or as configured", async () => {
+    const hours = (ns: number) => ns / 3_600e9;
+    const [events, deadLetters] = await Promise.all([jsm.streams.info(streamName("order")), jsm.streams.info(DLQ_STREAM)]);
+    expect(hours(events.config.max_age)).toBe(7 * 24);
+    expect(hours(deadLetters.config.max_age)).toBe(30 * 24);
+    for (const { config } of [events, deadLetters]) {
+      expect(config.max_bytes).toBe(1024 ** 3);
+      expect(config.discard).toBe(DiscardPolicy.New); // a full stream refuses new events (they wait in the outbox) rather than dropping unread ones
+    }
+    const limits = { events: { maxAgeMs: 48 * 3_600_000, maxBytes: 64 * 1024 ** 2 }, deadLetters: { maxAgeMs: 96 * 3_600_000, maxBytes: 32 * 1024 ** 2 } };
+    await ensureStreams(jsm, "order", ["shop.order.>"], { limits });
+    const [updated, updatedDlq] = await Promise.all([jsm.streams.info(streamName("order")), jsm.streams.info(DLQ_STREAM)]);
+    expect([hours(updated.config.max_age), updated.config.max_bytes]).toEqual([48, 64 * 1024 ** 2]);
+    expect([hours(updatedDlq.config.max_age), updatedDlq.config.max_bytes]).toEqual([96, 32 * 1024 ** 2]);
+    await ensureStreams(jsm, "order", ["shop.order.>"]); // back to the defaults for the other tests
   });
 
   it("lists dead letters and replays a chosen one once the handler is fixed", async () => {

@@ -1,24 +1,24 @@
 // The outbox and inbox against a real nats-server and both databases: events exist only for
 // committed changes, survive NATS being down, and a redelivered event has one effect.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type JetStreamManager, type NatsConnection } from "nats";
+import type { JetStreamManager, NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { meshMigrations, migrate, openDb, type Db } from "../../mesh/db.js";
 import { ensureStreams, streamName } from "../../mesh/events.js";
 import { handleOnce } from "../../mesh/inbox.js";
 import { enqueue, startRelay } from "../../mesh/outbox.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
-import { startNats, type TestServer } from "../support/processes.js";
+import { startNats, type NatsTestServer } from "../support/processes.js";
 import { silentLogger, sleep } from "../support/servers.js";
 
-let nats: TestServer;
+let nats: NatsTestServer;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
 let pg: TestPostgres;
 
 beforeAll(async () => {
   [nats, pg] = await Promise.all([startNats(), startPostgres()]);
-  nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  nc = await nats.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   jsm = await nc.jetstreamManager();
   await ensureStreams(jsm, "identity", ["shop.user.>"]);
 });

@@ -10,8 +10,8 @@ import { createTestPki, type TestPki } from "../support/pki.js";
 import { startIdentity, type IdentityUnderTest } from "../support/identity.js";
 import { rejection } from "../support/servers.js";
 import { eventually } from "../support/eventually.js";
-import { startNats, type TestServer } from "../support/processes.js";
-import { connect, type NatsConnection } from "nats";
+import { startNats, type NatsTestServer } from "../support/processes.js";
+import type { NatsConnection } from "nats";
 import { fromBinary } from "@bufbuild/protobuf";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { streamName } from "../../mesh/events.js";
@@ -33,13 +33,13 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
     let client: MeshClient<typeof IdentityService>;
     let gateway: MeshClient<typeof IdentityService>;
 
-    let nats: TestServer;
+    let nats: NatsTestServer;
     let nc: NatsConnection;
 
     beforeAll(async () => {
       pki = await createTestPki();
-      nats = await startNats();
-      nc = await connect({ servers: nats.url });
+      nats = await startNats(pki);
+      nc = await nats.connect();
       env = { ...(await database.env()), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, NATS_URL: nats.url };
       svc = await startIdentity(pki, env);
       client = await svc.client();

@@ -11,7 +11,6 @@ import { PaymentService, PaymentStatus } from "../../gen/shop/payment/v1/payment
 import type { MeshClient } from "../../mesh/client.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { testCards } from "../../services/payment/processor.js";
-import { connect } from "nats";
 import { PaymentCapturedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { eventually } from "../support/eventually.js";
 import { storedEvents } from "../support/streams.js";
@@ -139,7 +138,7 @@ describe("order saga", () => {
     const payment = await (await mesh.as(PaymentService, "payment", ADA)).getPayment({ orderId: order!.id }).catch(() => undefined);
     // Voided, refunded, or never recorded (cancellation seen first): never left charged.
     expect([PaymentStatus.VOIDED, PaymentStatus.REFUNDED, undefined]).toContain(payment?.payment?.status);
-    const nc = await connect({ servers: mesh.nats.url });
+    const nc = await mesh.nats.connect();
     const jsm = await nc.jetstreamManager();
     const mine = (events: { data: { orderId: string } }[]) => events.filter((e) => e.data.orderId === order!.id).length;
     expect(mine(await storedEvents(jsm, PaymentCapturedSchema))).toBe(mine(await storedEvents(jsm, PaymentRefundedSchema)));

@@ -10,13 +10,14 @@ import { notification } from "../../services/notification/notification.js";
 import { order } from "../../services/order/order.js";
 import { payment } from "../../services/payment/payment.js";
 import { createTestPki, type TestPki } from "./pki.js";
-import { startNats, startRedis, type TestServer } from "./processes.js";
+import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
 import { clientFor } from "./servers.js";
 import { startTestService, type ServiceUnderTest } from "./service.js";
 
 export interface TestMesh {
   pki: TestPki;
-  nats: TestServer;
+  /** Its connect() is the operator's connection, for tests to publish and read events. */
+  nats: NatsTestServer;
   redis: TestServer;
   services: Record<"identity" | "catalog" | "inventory" | "order" | "payment" | "notification", ServiceUnderTest<DescService>>;
   /** A client calling `service` as the gateway would, for the end user `userId` (and roles). */
@@ -26,7 +27,7 @@ export interface TestMesh {
 
 export async function startMesh(): Promise<TestMesh> {
   const pki = await createTestPki();
-  const [nats, redis] = await Promise.all([startNats(), startRedis()]);
+  const [nats, redis] = await Promise.all([startNats(pki), startRedis()]);
   const common = { NATS_URL: nats.url, REDIS_URL: redis.url, SCRYPT_LOG2_N: "12" };
   const [identitySvc, catalogSvc, inventorySvc, paymentSvc, notificationSvc] = await Promise.all([
     startTestService(identity, pki, common),

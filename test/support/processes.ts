@@ -2,8 +2,13 @@
 // stopped (and the folder removed) by stop(). Found on PATH or in the Debian locations.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect, type ConnectionOptions, type NatsConnection } from "nats";
+import { natsConnectOptions, natsOperator, natsServerConfig } from "../../mesh/nats-config.js";
+import { natsServerIdentity } from "../../mesh/topology.js";
+import { createTestPki, type TestPki } from "./pki.js";
 import { freePort } from "./ports.js";
 
 export interface TestServer {
@@ -23,9 +28,14 @@ function findBinary(name: string, extra: string[]): string {
   return found;
 }
 
-async function startProcess(name: string, bin: string, args: (port: number, dir: string) => string[], ready: RegExp, scheme: string): Promise<TestServer> {
+async function startProcess(
+  name: string, bin: string, args: (port: number, dir: string) => string[], ready: RegExp, scheme: string,
+  /** Writes what the server needs in its folder (configuration, certificates) before its first start. */
+  prepare?: (port: number, dir: string) => Promise<void>,
+): Promise<TestServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `shopmesh-${name}-`));
+  await prepare?.(port, dir);
   let child: ChildProcess;
   const launch = async () => {
     child = spawn(bin, args(port, dir), { stdio: ["ignore", "pipe", "pipe"] });
@@ -55,9 +65,34 @@ async function startProcess(name: string, bin: string, args: (port: number, dir:
   };
 }
 
-/** nats-server with JetStream, storing its streams under a temporary folder. */
-export const startNats = () =>
-  startProcess("nats", findBinary("nats-server", ["/usr/sbin"]), (port, dir) => ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", dir], /Server is ready/, "nats");
+export interface NatsTestServer extends TestServer {
+  /** The CA whose certificates it accepts. */
+  pki: TestPki;
+  /** A connection as a mesh identity, as a service connects: by default the operator ("client", every right). */
+  connect(opts?: Partial<ConnectionOptions> & { as?: string }): Promise<NatsConnection>;
+}
+
+/**
+ * nats-server with JetStream, locked as `npm start` runs it: the configuration generated from the
+ * topology (TLS only, client certificates of the test CA mapped to users with their permissions),
+ * streams stored under a temporary folder.
+ */
+export async function startNats(pki?: TestPki): Promise<NatsTestServer> {
+  const ca = pki ?? (await createTestPki());
+  const server = await startProcess("nats", findBinary("nats-server", ["/usr/sbin"]), (_, dir) => ["-c", join(dir, "nats.conf")], /Server is ready/, "tls", async (port, dir) => {
+    const own = await ca.ca.issue(natsServerIdentity, [], { serverOnly: true });
+    const tlsFiles = { ca: join(dir, "ca.crt"), cert: join(dir, "nats.crt"), key: join(dir, "nats.key") };
+    await Promise.all([writeFile(tlsFiles.ca, ca.ca.cert), writeFile(tlsFiles.cert, own.cert), writeFile(tlsFiles.key, own.key, { mode: 0o600 })]);
+    await writeFile(join(dir, "nats.conf"), natsServerConfig({ host: "127.0.0.1", port, storeDir: dir, tlsFiles }));
+  });
+  return {
+    ...server,
+    pki: ca,
+    async connect({ as = natsOperator, ...opts } = {}) {
+      return connect({ servers: server.url, timeout: 5_000, ...natsConnectOptions(as, await ca.tls(as)), ...opts });
+    },
+  };
+}
 
 /** redis-server without persistence. */
 export const startRedis = () =>

@@ -1,11 +1,13 @@
 // A service started in this process exactly as its main() starts it (startService), on free
 // ports, with the database, NATS and Redis the test chooses.
 import type { DescService } from "@bufbuild/protobuf";
-import { connect, type JetStreamClient, type JetStreamManager } from "nats";
+import type { JetStreamClient, JetStreamManager } from "nats";
 import type { MeshClient } from "../../mesh/client.js";
+import { ensureStreams } from "../../mesh/events.js";
 import { startService, type ConfigSpec, type RunningService, type ServiceDefinition } from "../../mesh/service.js";
+import { ownerOfSubject, topology } from "../../mesh/topology.js";
 import { createTestPki, type TestPki } from "./pki.js";
-import { startNats, type TestServer } from "./processes.js";
+import { startNats, type NatsTestServer } from "./processes.js";
 import { clientFor } from "./servers.js";
 
 export interface ServiceUnderTest<S extends DescService> extends RunningService {
@@ -32,7 +34,7 @@ export async function startTestService<S extends DescService, C extends ConfigSp
 
 /** One service against its own real nats-server, with a NATS connection for the test to publish and read events. */
 export interface ServiceWithNats<S extends DescService> {
-  nats: TestServer;
+  nats: NatsTestServer;
   js: JetStreamClient;
   jsm: JetStreamManager;
   svc: ServiceUnderTest<S>;
@@ -43,15 +45,22 @@ export interface ServiceWithNats<S extends DescService> {
 }
 
 export async function startWithNats<S extends DescService, C extends ConfigSpec>(def: ServiceDefinition<S, C>, env: Record<string, string> = {}): Promise<ServiceWithNats<S>> {
-  const nats = await startNats();
-  const svc = await startTestService(def, await createTestPki(), { NATS_URL: nats.url, ...env });
-  await svc.eventing.ready; // its streams, and those of the events it consumes, now exist
-  const nc = await connect({ servers: nats.url });
+  const pki = await createTestPki();
+  const nats = await startNats(pki);
+  // The test's own connection is the operator's. It creates the streams the service consumes, as
+  // their owners would if they ran: a consumer waits for its stream's owner.
+  const nc = await nats.connect();
+  const jsm = await nc.jetstreamManager();
+  for (const owner of new Set(Object.values(topology[def.name].consumes).map(ownerOfSubject))) {
+    if (owner) await ensureStreams(jsm, owner, topology[owner].eventSubjects, { deadLetters: false });
+  }
+  const svc = await startTestService(def, pki, { NATS_URL: nats.url, ...env });
+  await svc.eventing.ready; // its stream, and its consumers on the streams it consumes, now exist
   const [client, gateway] = [await svc.client(), await svc.client("gateway")];
   return {
     nats,
     js: nc.jetstream(),
-    jsm: await nc.jetstreamManager(),
+    jsm,
     svc,
     client,
     gateway,
