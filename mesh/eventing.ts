@@ -93,7 +93,10 @@ export function startEventing(opts: EventingOptions): Eventing {
     void (async () => {
       for await (const status of nc.status()) {
         if (status.type === "disconnect" && !stopping) opts.logger.warn({ nats: opts.url }, "NATS disconnected; events wait in the outbox");
-        if (status.type === "reconnect") opts.logger.info({ nats: opts.url }, "NATS reconnected");
+        if (status.type === "reconnect") {
+          opts.logger.info({ nats: opts.url }, "NATS reconnected");
+          relay?.notify(); // publish what waited in the outbox now, not at the end of the relay's backoff
+        }
       }
     })();
     const jsm = await nc.jetstreamManager();

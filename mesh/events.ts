@@ -13,6 +13,8 @@
 // Consumers are durable pull consumers with explicit ack. A failed handler is retried with growing
 // delays; after its last delivery the message goes to the dead-letter stream with its original
 // headers and the reason, and is terminated on the source stream.
+// A message held by a process that died comes back after the ack wait (5 s); a handler that is
+// still running sends heartbeats, so a slow handler is not redelivered under its own feet.
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import {
@@ -151,7 +153,11 @@ export interface ConsumerOptions<S extends DescMessage> {
   logger: Logger;
   /** Deliveries before a message is dead-lettered. */
   maxDeliver?: number;
-  /** How long a delivery may stay unacknowledged before JetStream sends it again. */
+  /**
+   * How long a delivery may go without an ack or a heartbeat before JetStream sends it again: the
+   * delay before a message held by a process that died is redelivered. A running handler sends
+   * heartbeats (msg.working()), so it may take longer than this.
+   */
   ackWaitMs?: number;
   /** Delay before the n-th retry (the last one repeats). */
   backoffMs?: readonly number[];
@@ -163,11 +169,24 @@ export interface RunningConsumer {
 
 const header = (h: MsgHdrs | undefined, key: string) => h?.get(key) || undefined;
 
+export const DEFAULT_ACK_WAIT_MS = 5_000;
+/**
+ * Messages pulled ahead of the handler. Each waits in our buffer without heartbeats, so the buffer
+ * must drain well within the ack wait (8 messages × up to 600 ms each) or JetStream redelivers.
+ */
+const PULL_BATCH = 8;
+/**
+ * Lifetime of one pull request; idle heartbeats come every half of it. It also paces how soon the
+ * client notices a lost pull and, after NATS restarts, retries finding its consumer (nats.js waits
+ * 0.5–1.5 × this between tries; the default 30 s made consumers resume 15–45 s late).
+ */
+const PULL_EXPIRES_MS = 2_000;
+
 /** Starts a durable pull consumer and runs `handler` for each event, at least once. */
 export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: JetStreamManager, opts: ConsumerOptions<S>): Promise<RunningConsumer> {
   const maxDeliver = opts.maxDeliver ?? 5;
   const backoff = opts.backoffMs ?? [100, 500, 2_000, 5_000];
-  const ackWait = opts.ackWaitMs ?? 30_000;
+  const ackWait = opts.ackWaitMs ?? DEFAULT_ACK_WAIT_MS;
   const schema = opts.event;
   const subject = eventSubject(schema);
   const config = {
@@ -189,7 +208,7 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
     await jsm.consumers.add(opts.stream, config);
   }
   const consumer = await js.consumers.get(opts.stream, opts.durable);
-  const messages = await consumer.consume({ max_messages: 64 });
+  const messages = await consumer.consume({ max_messages: PULL_BATCH, expires: PULL_EXPIRES_MS });
   const tracer = trace.getTracer("shopmesh");
 
   const deadLetter = async (msg: JsMsg, reason: string) => {
@@ -211,8 +230,23 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
     opts.logger.error({ consumer: opts.durable, subject: msg.subject, event_id: header(msg.headers, "ce-id"), reason }, "event dead-lettered");
   };
 
+  /** Keeps JetStream from redelivering `msg` while this process works on it; stops when `done` resolves. */
+  const heartbeat = async (msg: JsMsg, done: Promise<unknown>) => {
+    const beat = () => {
+      try {
+        msg.working();
+      } catch {} // the connection is closing: JetStream redelivers after the ack wait, as it should
+    };
+    beat(); // time spent waiting in our buffer is not the handler's
+    const timer = setInterval(beat, ackWait / 3);
+    try {
+      return await done;
+    } finally {
+      clearInterval(timer);
+    }
+  };
+
   const handle = async (msg: JsMsg) => {
-    msg.working(); // restarts the ack timer: time spent waiting in our buffer is not the handler's
     const count = msg.info.deliveryCount;
     if (count > maxDeliver) return deadLetter(msg, `not acknowledged after ${maxDeliver} deliveries (handler crashed or timed out)`);
     const type = header(msg.headers, "ce-type");
@@ -258,7 +292,7 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
 
   const loop = (async () => {
     for await (const msg of messages) {
-      await handle(msg).catch((err) => opts.logger.error({ err, consumer: opts.durable }, "event not handled; JetStream will redeliver"));
+      await heartbeat(msg, handle(msg)).catch((err) => opts.logger.error({ err, consumer: opts.durable }, "event not handled; JetStream will redeliver"));
     }
   })();
 

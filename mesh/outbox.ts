@@ -91,7 +91,8 @@ export function startRelay({ db, js, logger, intervalMs = 250, batchSize = 100, 
         if (failures++ === 0) logger.warn({ err }, "outbox relay cannot publish; events stay in the outbox and will be retried");
       }
       if (published === batchSize || (notified && !failures)) continue; // more waiting: keep going
-      const pause = failures ? Math.min(intervalMs * 2 ** failures, 5_000) : intervalMs;
+      // Backs off while NATS is away, but never long: events are waiting (a reconnect also wakes it).
+      const pause = failures ? Math.min(intervalMs * 2 ** failures, 2_000) : intervalMs;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, pause);
         wake = () => (clearTimeout(timer), resolve());

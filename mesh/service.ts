@@ -13,6 +13,7 @@ import { createClient, type MeshClient } from "./client.js";
 import { ConfigError, env, loadConfig } from "./config.js";
 import { meshMigrations, migrate, openDb, type Db } from "./db.js";
 import { startEventing, type Eventing, type EventHandlerSpec } from "./eventing.js";
+import { startPeriodic } from "./periodic.js";
 import { serve } from "./serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
@@ -43,6 +44,11 @@ export interface ServiceDeps<C extends ConfigSpec> {
   publishOutbox(): void;
   /** Registers cleanup to run when the service stops (after its calls and consumers have drained). */
   onStop(cleanup: () => Promise<void> | void): void;
+  /**
+   * Runs `job` every `intervalMs` (never overlapping itself) until the service stops. Every replica
+   * runs it: see mesh/periodic.ts for what that asks of a job.
+   */
+  every(name: string, intervalMs: number, job: () => Promise<unknown>): void;
   /**
    * A typed client for an upstream listed in the topology, at <UPSTREAM>_ADDRESSES (comma-separated
    * host:port; default: its local port), over mTLS as this service. Closed when the service stops.
@@ -104,7 +110,11 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     onStop(() => client.close());
     return client;
   };
-  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify(), onStop, upstream };
+  const every = (name: string, intervalMs: number, job: () => Promise<unknown>) => {
+    const periodic = startPeriodic(name, intervalMs, job, logger);
+    onStop(() => periodic.stop());
+  };
+  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify(), onStop, every, upstream };
   const impl = await def.handlers(deps);
   const server = await serve({
     service: def.service,

@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { v7 as uuidv7 } from "uuid";
 import type { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { StockRejectedSchema, StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
@@ -25,7 +26,18 @@ export interface OrderDeps {
   catalog: MeshClient<typeof CatalogService>;
   watchers: OrderWatchers;
   publishOutbox(): void;
+  /** How long an order may stay PENDING before it is cancelled (ORDER_TIMEOUT_SECONDS). */
+  timeoutSeconds: number;
 }
+
+/** What order's saga steps need: the consumers and the timeout sweeper. */
+type SagaDeps = Pick<OrderDeps, "db" | "watchers" | "publishOutbox">;
+
+/**
+ * How long past its timeout a still-PENDING order's WatchOrder stays open: enough for the sweeper
+ * (which runs at most 5 s apart) to cancel it. After that the stream ends with DEADLINE_EXCEEDED.
+ */
+const WATCH_GRACE_MS = 10_000;
 
 /** Same body, same hash: the request without its idempotency key, in protobuf's binary form. */
 const requestHash = (req: CreateOrderRequest) =>
@@ -49,7 +61,7 @@ async function cancel(q: Queryable, orderId: string, reason: string): Promise<St
   return stored;
 }
 
-export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDeps): ServiceImpl<typeof OrderService> {
+export function orderHandlers({ db, catalog, watchers, publishOutbox, timeoutSeconds }: OrderDeps): ServiceImpl<typeof OrderService> {
   const store = createStore(db);
   const visible = async (ctx: Parameters<typeof mayAccess>[0], id: string) => {
     const stored = await store.byId(id);
@@ -89,7 +101,8 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDep
             id: uuidv7(), userId: user.id, currency: [...currencies][0]!, lines, shipping: req.shippingAddress!, idempotencyKey: key, requestHash: hash,
           });
           await enqueue(q, OrderCreatedSchema, {
-            orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, paymentMethod: req.paymentMethod, createTime: created.createTime,
+            orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, createTime: created.createTime,
+            paymentMethod: { token: req.paymentMethod?.token }, // only the token: card numbers stay in payment
           }, source);
           return created;
         });
@@ -132,11 +145,16 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDep
       return { order };
     },
 
+    // Ends when the order is terminal, at the caller's deadline, or at the latest WATCH_GRACE_MS after
+    // the order's own timeout (by then the sweeper has cancelled it, unless it cannot reach the database).
     async *watchOrder(req, ctx) {
       let order: Order = await visible(ctx, req.id);
       yield { order };
+      const giveUpAt = timestampMs(order.createTime!) + timeoutSeconds * 1_000 + WATCH_GRACE_MS;
       while (!isTerminal(order) && !ctx.signal.aborted) {
-        await watchers.next(req.id, 1_000, ctx.signal);
+        const left = giveUpAt - Date.now();
+        if (left <= 0) throw new ConnectError(`order ${req.id} is still pending past its ${timeoutSeconds} s timeout; follow it with GetOrder`, Code.DeadlineExceeded);
+        await watchers.next(req.id, Math.min(1_000, left), ctx.signal);
         const now = (await store.byId(req.id))!.order;
         if (now.status !== order.status || now.updateTime?.seconds !== order.updateTime?.seconds || now.updateTime?.nanos !== order.updateTime?.nanos) {
           order = now;
@@ -148,7 +166,7 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox }: OrderDep
 }
 
 /** Order's part of the saga: confirm on payment.captured, cancel on stock.rejected or payment.failed. */
-export function orderConsumers({ db, watchers, publishOutbox }: Omit<OrderDeps, "catalog">): EventHandlerSpec[] {
+export function orderConsumers({ db, watchers, publishOutbox }: SagaDeps): EventHandlerSpec[] {
   /** Applies `effect` once per event, then wakes the relay and the order's watchers. */
   const settle = <D extends { orderId: string }>(consumer: string, effect: (q: Queryable, data: D) => Promise<unknown>) =>
     async ({ id, data }: { id: string; data: D }) => {
@@ -174,4 +192,27 @@ export function orderConsumers({ db, watchers, publishOutbox }: Omit<OrderDeps, 
       }),
     }),
   ];
+}
+
+/**
+ * The saga's deadline: cancels orders still PENDING `timeoutSeconds` after they were placed (an
+ * event dead-lettered, a service down too long), with the usual compensation: order.cancelled
+ * makes inventory release the stock and payment void or refund. Each cancellation is one short
+ * transaction behind the same guarded UPDATE as every other transition, so a capture racing it
+ * either confirms first (the order stays CONFIRMED) or finds it cancelled (payment refunds), and
+ * replicas sweeping at once cancel each order once. Resolves to how many it cancelled.
+ */
+export async function cancelOverdue({ db, watchers, publishOutbox }: SagaDeps, timeoutSeconds: number, batch = 100): Promise<number> {
+  let cancelled = 0;
+  for (;;) {
+    const ids = await createStore(db).overdue(timeoutSeconds, batch);
+    for (const id of ids) {
+      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment"))) {
+        cancelled++;
+        watchers.changed(id);
+      }
+    }
+    if (cancelled) publishOutbox();
+    if (ids.length < batch) return cancelled;
+  }
 }

@@ -122,6 +122,13 @@ export function createStore(q: Queryable) {
         [id, to, reason],
       ),
 
+    /** Ids of orders still PENDING `seconds` after they were placed, oldest first (by the database's clock). */
+    overdue: async (seconds: number, limit: number) =>
+      (await q.query<{ id: string }>(
+        "SELECT id FROM orders WHERE status = 'pending' AND created_at < now() - $1 * interval '1 second' ORDER BY created_at LIMIT $2",
+        [seconds, limit],
+      )).map((r) => r.id),
+
     /** Records saga progress, used as hints in order.cancelled. */
     mark: (id: string, flag: "stock_reserved" | "payment_captured") =>
       q.query(`UPDATE orders SET ${flag} = true WHERE id = $1`, [id]),

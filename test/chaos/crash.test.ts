@@ -90,35 +90,43 @@ describe("a consumer that dies before its ack", () => {
     await nc?.close();
   });
 
-  it("gets the event again, and the inbox keeps the effect single", async () => {
+  it("gets the event again within seconds (the ack wait), and the inbox keeps the effect single", async () => {
     const js = nc.jetstream();
     const jsm = await nc.jetstreamManager();
     let deliveries = 0;
+    let firstDelivery = 0;
+    let redelivery = 0;
     const effect = (orderId: string, id: string) => handleOnce(db, "count", id, (q) => q.query("INSERT INTO effects VALUES ($1)", [orderId]).then(() => {}));
-    // The first consumer commits its effect, then "dies": it never acknowledges.
-    const dying = await consume(js, jsm, {
-      durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, ackWaitMs: 500,
+    // The first consumer commits its effect, then "dies": it never acknowledges. It has its own
+    // connection, as its own process would; closing it is the death (no ack, no more heartbeats).
+    const doomed = await nats.connect();
+    const dying = await consume(doomed.jetstream(), await doomed.jetstreamManager(), {
+      durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger,
       handler: async ({ id, data }) => {
         deliveries++;
+        firstDelivery = Date.now();
         await effect(data.orderId, id);
         await new Promise(() => {}); // no ack, ever
       },
     });
     await publishEvent(js, OrderCreatedSchema, { orderId: "o-crash" }, { source: "order" });
     await eventually(() => deliveries, (n) => n === 1);
-    void dying.stop(); // its process is gone; the message stays unacknowledged
+    await doomed.close(); // its process is gone; the message stays unacknowledged
+    void dying.stop();
 
     const survivor = await consume(js, jsm, {
-      durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, ackWaitMs: 500,
+      durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger,
       handler: async ({ id, data }) => {
         deliveries++;
+        redelivery ||= Date.now();
         await effect(data.orderId, id);
       },
     });
-    await eventually(() => deliveries, (n) => n >= 2, 10_000);
+    await eventually(() => deliveries, (n) => n >= 2, 45_000); // generous: long enough for the old 30 s ack wait too
+    expect(redelivery - firstDelivery).toBeLessThan(10_000); // the default ack wait is 5 s (it was 30 s)
     await sleep(300);
     expect(await db.query("SELECT count(*)::int AS n FROM effects WHERE order_id = 'o-crash'")).toEqual([{ n: 1 }]);
     expect((await jsm.consumers.info(streamName("order"), "crash-consumer")).num_ack_pending).toBe(0);
     await survivor.stop();
-  });
+  }, 60_000);
 });

@@ -160,4 +160,25 @@ describe("events", () => {
     expect((await listDeadLetters(jsm)).some((l) => l.eventId === "evt-replay")).toBe(false);
     await consumer.stop();
   });
+
+  it("does not redeliver a message while its handler is still working past the ack wait (heartbeats)", async () => {
+    let deliveries = 0;
+    let finished = false;
+    const consumer = await consume(js, jsm, {
+      durable: "test-slow-handler", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, ackWaitMs: 1_000,
+      handler: async ({ data }) => {
+        if (data.orderId !== "o-slow") return; // the stream also holds other tests' events
+        deliveries++;
+        await sleep(3_500); // three and a half ack waits
+        finished = true;
+      },
+    });
+    await publishEvent(js, OrderCreatedSchema, { orderId: "o-slow" }, { source: "order" });
+    await eventually(() => finished, Boolean, 15_000);
+    await eventually(async () => (await jsm.consumers.info(streamName("order"), "test-slow-handler")).num_ack_pending, (n) => n === 0);
+    await sleep(1_500); // past another ack wait: a redelivery would show now
+    expect(deliveries).toBe(1);
+    expect((await jsm.consumers.info(streamName("order"), "test-slow-handler")).num_redelivered).toBe(0);
+    await consumer.stop();
+  });
 });

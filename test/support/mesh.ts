@@ -14,32 +14,50 @@ import { startNats, startRedis, type NatsTestServer, type TestServer } from "./p
 import { clientFor } from "./servers.js";
 import { startTestService, type ServiceUnderTest } from "./service.js";
 
+type MeshServiceName = "identity" | "catalog" | "inventory" | "order" | "payment" | "notification";
+
 export interface TestMesh {
   pki: TestPki;
   /** Its connect() is the operator's connection, for tests to publish and read events. */
   nats: NatsTestServer;
   redis: TestServer;
-  services: Record<"identity" | "catalog" | "inventory" | "order" | "payment" | "notification", ServiceUnderTest<DescService>>;
+  services: Record<MeshServiceName, ServiceUnderTest<DescService>>;
   /** A client calling `service` as the gateway would, for the end user `userId` (and roles). */
   as<S extends DescService>(service: S, name: keyof TestMesh["services"], userId?: string, roles?: string): Promise<MeshClient<S> & { close(): void }>;
+  /** Stops one service as if it were down: its events wait in NATS until startService(name). */
+  stopService(name: MeshServiceName): Promise<void>;
+  /**
+   * Starts a new instance of a stopped service, with a fresh in-memory database, on a new port (make
+   * clients with as() afterwards); it resumes its durable consumers where the old one left off.
+   */
+  startService(name: MeshServiceName): Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startMesh(): Promise<TestMesh> {
+export interface MeshOptions {
+  /** Extra environment per service, e.g. { order: { ORDER_TIMEOUT_SECONDS: "2" } }. */
+  env?: Partial<Record<MeshServiceName, Record<string, string>>>;
+}
+
+export async function startMesh(opts: MeshOptions = {}): Promise<TestMesh> {
   const pki = await createTestPki();
   const [nats, redis] = await Promise.all([startNats(pki), startRedis()]);
   const common = { NATS_URL: nats.url, REDIS_URL: redis.url, SCRYPT_LOG2_N: "12" };
+  const envOf = (name: MeshServiceName) => ({ ...common, ...opts.env?.[name] });
   const [identitySvc, catalogSvc, inventorySvc, paymentSvc, notificationSvc] = await Promise.all([
-    startTestService(identity, pki, common),
-    startTestService(catalog, pki, common),
-    startTestService(inventory, pki, common),
-    startTestService(payment, pki, common),
-    startTestService(notification, pki, common),
+    startTestService(identity, pki, envOf("identity")),
+    startTestService(catalog, pki, envOf("catalog")),
+    startTestService(inventory, pki, envOf("inventory")),
+    startTestService(payment, pki, envOf("payment")),
+    startTestService(notification, pki, envOf("notification")),
   ]);
-  const orderSvc = await startTestService(order, pki, { ...common, CATALOG_ADDRESSES: catalogSvc.address });
+  const orderEnv = (catalogAddress: string) => ({ ...envOf("order"), CATALOG_ADDRESSES: catalogAddress });
+  const orderSvc = await startTestService(order, pki, orderEnv(catalogSvc.address));
   const services = { identity: identitySvc, catalog: catalogSvc, inventory: inventorySvc, order: orderSvc, payment: paymentSvc, notification: notificationSvc } as TestMesh["services"];
   await Promise.all(Object.values(services).map((s) => s.eventing.ready));
   const opened: { close(): void }[] = [];
+  const definitions = { identity, catalog, inventory, order, payment, notification } as const;
+  const stopped = new Set<MeshServiceName>();
   return {
     pki,
     nats,
@@ -59,9 +77,19 @@ export async function startMesh(): Promise<TestMesh> {
         },
       });
     },
+    async stopService(name) {
+      stopped.add(name);
+      await services[name].stop();
+    },
+    async startService(name) {
+      const svc = await startTestService(definitions[name] as never, pki, name === "order" ? orderEnv(services.catalog.address) : envOf(name));
+      await svc.eventing.ready;
+      services[name] = svc as ServiceUnderTest<DescService>;
+      stopped.delete(name);
+    },
     async stop() {
       opened.forEach((c) => c.close());
-      await Promise.all(Object.values(services).map((s) => s.stop()));
+      await Promise.all((Object.keys(services) as MeshServiceName[]).filter((n) => !stopped.has(n)).map((n) => services[n].stop()));
       await Promise.all([nats.stop(), redis.stop()]);
     },
   };
