@@ -5,7 +5,6 @@
 // the invariants are checked with SQL, and every database, stream and log line is searched for
 // card numbers. Prints one line of figures; exits 1 on any violation.
 //   CHAOS_ORDERS (1000), CHAOS_CONCURRENCY (12), CHAOS_SEED (random; printed) repeat or resize a run.
-import { connect } from "nats";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
 import { testCards } from "../../services/payment/processor.js";
 import { hasCardNumber, scanDatabase, scanStreams, type CardFinding } from "../support/card-scan.js";
@@ -238,7 +237,7 @@ try {
   const cardFindings: CardFinding[] = [];
   // Payment keeps the card only while the charge is pending.
   for (const name of serviceNames) cardFindings.push(...(await scanDatabase(url(name), name, name === "payment" ? { payments: "status = 'pending'" } : {})));
-  const nc = await connect({ servers: m.nats.url });
+  const nc = await m.nats.connect();
   const streams = await scanStreams(nc);
   await nc.close();
   cardFindings.push(...streams.findings);

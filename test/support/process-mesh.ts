@@ -11,7 +11,7 @@ import { serviceNames, type ServiceName } from "../../mesh/topology.js";
 import { createTestPki, type TestPki } from "./pki.js";
 import { freePort } from "./ports.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
-import { startNats, startRedis, type TestServer } from "./processes.js";
+import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
 
 export type ProcessName = ServiceName | "gateway";
 
@@ -30,7 +30,8 @@ export interface MeshProcess {
 
 export interface ProcessMesh {
   pki: TestPki;
-  nats: TestServer;
+  /** Its connect() is the operator's connection (NATS is locked: TLS and a certificate of the test CA). */
+  nats: NatsTestServer;
   redis: TestServer;
   postgres: TestPostgres;
   processes: Record<ProcessName, MeshProcess>;
