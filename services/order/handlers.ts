@@ -101,7 +101,8 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox, timeoutSec
             id: uuidv7(), userId: user.id, currency: [...currencies][0]!, lines, shipping: req.shippingAddress!, idempotencyKey: key, requestHash: hash,
           });
           await enqueue(q, OrderCreatedSchema, {
-            orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, paymentMethod: req.paymentMethod, createTime: created.createTime,
+            orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, createTime: created.createTime,
+            paymentMethod: { token: req.paymentMethod?.token }, // only the token: card numbers stay in payment
           }, source);
           return created;
         });

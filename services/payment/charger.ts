@@ -10,6 +10,7 @@ import type { Db, Queryable } from "../../mesh/db.js";
 import { enqueue } from "../../mesh/outbox.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import type { CardProcessor, ChargeResult } from "./processor.js";
+import { createMethods } from "./methods.js";
 import { createStore, money, type PaymentRow } from "./store.js";
 
 export const source = { source: "payment" };
@@ -24,7 +25,7 @@ export interface ChargerDeps {
 }
 
 /** Enqueues the events for a payment that has just been decided (captured, refunded at once, or failed). */
-async function announce(q: Queryable, row: PaymentRow) {
+export async function announce(q: Queryable, row: PaymentRow) {
   const base = { paymentId: row.id, orderId: row.order_id, amount: money(row) };
   const at = timestampFromDate(row.updated_at);
   if (row.status === "failed") {
@@ -45,7 +46,8 @@ export function createCharger({ db, logger, processor, publishOutbox, leaseMs }:
     if (!claimed) return;
     let result: ChargeResult;
     try {
-      result = await processor.charge({ idempotencyKey: claimed.id, card: claimed.card_number ?? "", amountMinor: BigInt(claimed.amount_minor), currency: claimed.currency });
+      const card = (await createMethods(db).cardFor(orderId)) ?? ""; // kept until this charge is decided
+      result = await processor.charge({ idempotencyKey: claimed.id, card, amountMinor: BigInt(claimed.amount_minor), currency: claimed.currency });
     } catch (err) {
       await createStore(db).retrySoon(claimed.id, claimed.attempts);
       throw err;
@@ -61,17 +63,10 @@ export function createCharger({ db, logger, processor, publishOutbox, leaseMs }:
     }
   }
 
-  let sweeping = false;
   /** Finishes charges nobody is carrying any more (crashed while charging, or ready and left behind). */
   async function sweep(): Promise<void> {
-    if (sweeping) return;
-    sweeping = true;
-    try {
-      for (const { order_id } of await createStore(db).stranded(leaseMs)) {
-        await chargeIfReady(order_id).catch((err) => logger.warn({ err, order_id }, "charge failed; will retry"));
-      }
-    } finally {
-      sweeping = false;
+    for (const { order_id } of await createStore(db).stranded(leaseMs)) {
+      await chargeIfReady(order_id).catch((err) => logger.warn({ err, order_id }, "charge failed; will retry"));
     }
   }
 

@@ -8,16 +8,22 @@ import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
-import { mayAccess } from "../../mesh/call-scope.js";
+import { mayAccess, requireUser } from "../../mesh/call-scope.js";
 import type { Db } from "../../mesh/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
 import { handleOnce } from "../../mesh/inbox.js";
 import { enqueue } from "../../mesh/outbox.js";
-import { source, type createCharger } from "./charger.js";
+import { announce, source, type createCharger } from "./charger.js";
+import { createMethods, toPaymentMethod } from "./methods.js";
 import { createStore, money, toPayment } from "./store.js";
 
-export function paymentHandlers(db: Db): ServiceImpl<typeof PaymentService> {
+export function paymentHandlers(db: Db, methodTtlMs: number): ServiceImpl<typeof PaymentService> {
   return {
+    async createPaymentMethod(req, ctx) {
+      const user = requireUser(ctx);
+      return { paymentMethod: toPaymentMethod(await createMethods(db).create(user.id, req.cardNumber, methodTtlMs)) };
+    },
+
     async getPayment(req, ctx) {
       const row = await createStore(db).byOrder(req.orderId);
       // A placeholder for an order cancelled before payment saw it (no owner) is no payment.
@@ -33,16 +39,23 @@ export function paymentConsumers(db: Db, charger: ReturnType<typeof createCharge
       event: OrderCreatedSchema,
       name: "record",
       async handler({ id, data }) {
-        await handleOnce(db, "record", id, (q) =>
-          createStore(q).record({
-            id: uuidv7(),
-            orderId: data.orderId,
-            userId: data.userId,
-            amountMinor: data.total?.amountMinor ?? 0n,
-            currency: data.total?.currencyCode ?? "XXX",
-            card: data.paymentMethod?.cardNumber ?? "",
-          }).then(() => {}),
-        );
+        await handleOnce(db, "record", id, async (q) => {
+          const { orderId, userId } = data;
+          const store = createStore(q);
+          const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: data.total?.amountMinor ?? 0n, currency: data.total?.currencyCode ?? "XXX" });
+          if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
+          const methods = createMethods(q);
+          const legacyCard = data.paymentMethod?.cardNumber; // an event from before tokens (deprecated field)
+          if (legacyCard && !data.paymentMethod?.token) await methods.adoptLegacyCard(userId, legacyCard, orderId);
+          const method = await methods.use(data.paymentMethod?.token || `pm_legacy_${orderId}`, userId, orderId);
+          if ("cardLast4" in method) {
+            await store.setCardLast4(row.id, method.cardLast4);
+            return;
+          }
+          const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
+          if (failed) await announce(q, failed);
+        });
+        publishOutbox();
         await charger.chargeIfReady(data.orderId);
       },
     }),

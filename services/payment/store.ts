@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentSchema, PaymentStatus, type Payment } from "../../gen/shop/payment/v1/payment_pb.js";
 import type { Queryable } from "../../mesh/db.js";
+import { createMethods } from "./methods.js";
 
 export interface PaymentRow extends Record<string, unknown> {
   id: string;
@@ -14,7 +15,6 @@ export interface PaymentRow extends Record<string, unknown> {
   user_id: string;
   amount_minor: string | number;
   currency: string;
-  card_number: string | null;
   card_last4: string;
   status: "pending" | "charging" | "captured" | "failed" | "refunded" | "voided";
   stock_reserved: boolean;
@@ -59,18 +59,23 @@ export function createStore(q: Queryable) {
   return {
     byOrder: (orderId: string) => one("SELECT * FROM payments WHERE order_id = $1", [orderId]),
 
-    /** The order's charge (amount, card, owner). Fills a placeholder; never revives a voided row. */
-    record: (p: { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string; card: string }) =>
+    /**
+     * The order's charge (amount, owner). Fills a placeholder; never revives a voided row. Returns
+     * the row unless the order was already recorded.
+     */
+    record: (p: { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string }) =>
       one(
-        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_number, card_last4, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
+        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status)
+         VALUES ($1, $2, $3, $4, $5, '', 'pending')
          ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, amount_minor = EXCLUDED.amount_minor,
-           currency = EXCLUDED.currency, card_last4 = EXCLUDED.card_last4,
-           card_number = CASE WHEN payments.status = 'pending' THEN EXCLUDED.card_number END, updated_at = now()
+           currency = EXCLUDED.currency, updated_at = now()
          WHERE payments.user_id = ''
          RETURNING *`,
-        [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency, p.card, p.card.slice(-4)],
+        [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency],
       ),
+
+    /** The card's last four digits, once the order's payment method is known. */
+    setCardLast4: (id: string, last4: string) => q.query("UPDATE payments SET card_last4 = $2 WHERE id = $1", [id, last4]),
 
     /** Notes that the order's stock is reserved, creating a placeholder if the order is not known yet. */
     stockReserved: (id: string, orderId: string) =>
@@ -100,16 +105,20 @@ export function createStore(q: Queryable) {
       q.query("UPDATE payments SET lease_until = now() WHERE id = $1 AND status = 'charging' AND attempts = $2", [id, attempts]),
 
     /**
-     * Records the processor's answer and erases the card. A capture for an order cancelled
+     * Records the answer for a payment being charged (or, with from "pending", one that cannot be:
+     * its payment method is unusable) and erases its card. A capture for an order cancelled
      * meanwhile is recorded as refunded at once. Undefined if another caller recorded it first.
      */
-    decide: (id: string, outcome: Decision) =>
-      one(
+    async decide(id: string, outcome: Decision, from: "charging" | "pending" = "charging"): Promise<PaymentRow | undefined> {
+      const row = await one(
         `UPDATE payments SET status = CASE WHEN $2::text = 'captured' AND cancel_reason IS NOT NULL THEN 'refunded' ELSE $2::text END,
-           failure_reason = $3, decline_code = $4, card_number = NULL, lease_until = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'charging' RETURNING *`,
-        [id, outcome.status, outcome.status === "failed" ? outcome.reason : "", outcome.status === "failed" ? outcome.code : ""],
-      ),
+           failure_reason = $3, decline_code = $4, lease_until = NULL, updated_at = now()
+         WHERE id = $1 AND status = $5 RETURNING *`,
+        [id, outcome.status, outcome.status === "failed" ? outcome.reason : "", outcome.status === "failed" ? outcome.code : "", from],
+      );
+      if (row) await createMethods(q).erase(row.order_id);
+      return row;
+    },
 
     /** Ready payments nobody is charging: a crashed charge whose lease ran out, or a ready one left behind. */
     stranded: (olderThanMs: number) =>
@@ -137,7 +146,10 @@ export function createStore(q: Queryable) {
         [id, orderId, reason],
       ))!;
       if (row.status === "captured") return one("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 RETURNING *", [row.id]);
-      if (row.status === "pending") await q.query("UPDATE payments SET status = 'voided', card_number = NULL, updated_at = now() WHERE id = $1", [row.id]);
+      if (row.status === "pending") {
+        await q.query("UPDATE payments SET status = 'voided', updated_at = now() WHERE id = $1", [row.id]);
+        await createMethods(q).erase(orderId);
+      }
       return undefined;
     },
   };

@@ -15,10 +15,12 @@ import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { PaymentCapturedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
+import type { MeshClient } from "../../mesh/client.js";
 import { publishEvent } from "../../mesh/events.js";
 import { payment } from "../../services/payment/payment.js";
 import { testCards, testProcessor } from "../../services/payment/processor.js";
 import { eventually } from "../support/eventually.js";
+import { asUser, cardToken } from "../support/payments.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
 import { startTestService, startWithNats, type ServiceWithNats } from "../support/service.js";
 import { consumersIdle, storedEvents } from "../support/streams.js";
@@ -37,6 +39,7 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
   let under: ServiceWithNats<typeof PaymentService>;
   let js: JetStreamClient;
   let jsm: JetStreamManager;
+  let payments: MeshClient<typeof PaymentService>;
 
   beforeAll(async () => {
     const env: Record<string, string> = {};
@@ -50,16 +53,18 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
     }
     env.CHARGE_LEASE_MS = "300"; // a crashed charge is taken over quickly
     under = await startWithNats(payment, env);
-    ({ js, jsm } = under);
+    ({ js, jsm, gateway: payments } = under);
     restart = async () => {
       await under.svc.stop();
       await publishWhileDown();
       // The same object, now the new instance: the fixture's stop() stops this one.
       Object.assign(under.svc, await startTestService(payment, under.nats.pki, { NATS_URL: under.nats.url, ...env }));
       await under.svc.eventing.ready;
+      payments = await under.svc.client("gateway"); // on the new port
     };
   }, 60_000);
   afterAll(async () => {
+    if (payments !== under?.gateway) payments?.close();
     await under?.stop();
     await pg?.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -67,8 +72,15 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
   let restart: () => Promise<void>;
   let publishWhileDown: () => Promise<unknown> = async () => {};
 
-  const created = (orderId: string, card: string = testCards.success) =>
-    publishEvent(js, OrderCreatedSchema, { orderId, userId: USER, total: { amountMinor: 1999n, currencyCode: "EUR" }, paymentMethod: { cardNumber: card } }, { source: "order" });
+  // Each order is paid with its own payment method, made beforehand (while payment is up).
+  const tokens = new Map<string, string>();
+  const newOrders = async (n: number) => {
+    const orderIds = Array.from({ length: n }, () => uuidv7());
+    await Promise.all(orderIds.map(async (orderId) => tokens.set(orderId, await cardToken(payments, testCards.success, asUser(USER)))));
+    return orderIds;
+  };
+  const created = (orderId: string) =>
+    publishEvent(js, OrderCreatedSchema, { orderId, userId: USER, total: { amountMinor: 1999n, currencyCode: "EUR" }, paymentMethod: { token: tokens.get(orderId) } }, { source: "order" });
   const reserved = (orderId: string) => publishEvent(js, StockReservedSchema, { orderId, lines: [] }, { source: "inventory" });
   const cancelled = (orderId: string) => publishEvent(js, OrderCancelledSchema, { orderId, userId: USER, reason: "changed my mind" }, { source: "order" });
 
@@ -107,7 +119,7 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
   }
 
   const cardsKept = async (orderIds: string[]) =>
-    (await under.svc.db.query("SELECT 1 FROM payments WHERE order_id = ANY($1) AND card_number IS NOT NULL", [orderIds])).length;
+    (await under.svc.db.query("SELECT 1 FROM payment_methods WHERE order_id = ANY($1) AND card_number IS NOT NULL", [orderIds])).length;
 
   // Each order's three events in one of the six possible orders, every order at once.
   const orderings = [
@@ -122,10 +134,9 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
     Promise.all(orderIds.map(async (orderId, i) => {
       for (const publish of orderings[i % orderings.length]!) await publish(orderId);
     }));
-  const newOrders = (n: number) => Array.from({ length: n }, () => uuidv7());
 
   it("asks the processor at most once per payment when order.created and stock.reserved arrive together", async () => {
-    const orderIds = newOrders(80);
+    const orderIds = await newOrders(40);
     await Promise.all(orderIds.map((orderId, i) => Promise.all(i % 2 ? [created(orderId), reserved(orderId)] : [reserved(orderId), created(orderId)])));
     const rows = await eventually(() => paymentsOf(orderIds), (r) => r.length === orderIds.length && r.every((p) => p.status === "captured"), 60_000);
     expect(rows.filter((r) => testProcessor.calls(r.id) !== 1).map((r) => `${r.order_id}: ${testProcessor.calls(r.id)} calls`)).toEqual([]);
@@ -134,30 +145,30 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
   }, 90_000);
 
   it("loses no cancellation when the events of cancelled orders race each other in a running payment service", async () => {
-    const orderIds = newOrders(kind === "postgres" ? 240 : 120);
+    const orderIds = await newOrders(kind === "postgres" ? 150 : 72);
     await publishInEveryOrder(orderIds);
     await expectCancelledEverywhere(orderIds);
   }, 120_000);
 
   it("loses no cancellation when orders are created and cancelled while payment is down, then payment starts", async () => {
-    const orderIds = newOrders(kind === "postgres" ? 240 : 120);
+    const orderIds = await newOrders(kind === "postgres" ? 150 : 72);
     publishWhileDown = () => publishInEveryOrder(orderIds);
     await restart(); // every consumer now finds all three events of every order waiting
     await expectCancelledEverywhere(orderIds);
   }, 120_000);
 
   /** Leaves the order's payment as a process that died right after the processor charged it would: charging, answer lost. */
-  async function crashAfterCharging(orderId: string) {
+  async function crashAfterCharging() {
+    const orderId = (await newOrders(1))[0]!;
     await created(orderId);
     const [row] = await eventually(() => paymentsOf([orderId]), (r) => r[0]?.status === "pending");
     await under.svc.db.query("UPDATE payments SET status = 'charging', stock_reserved = true, attempts = 1, lease_until = now() + interval '300 milliseconds' WHERE id = $1", [row!.id]);
     await testProcessor.charge({ idempotencyKey: row!.id, card: testCards.success, amountMinor: 1999n, currency: "EUR" });
-    return row!.id;
+    return { orderId, id: row!.id };
   }
 
   it("finishes a charge whose process died after the processor charged: asked again with the same key, charged once", async () => {
-    const orderId = uuidv7();
-    const id = await crashAfterCharging(orderId);
+    const { orderId, id } = await crashAfterCharging();
     await eventually(() => paymentsOf([orderId]), (r) => r[0]?.status === "captured", 10_000);
     expect(testProcessor.captures(id)).toBe(1);
     expect(testProcessor.calls(id)).toBe(2);
@@ -166,8 +177,7 @@ describe.each(["pglite", "postgres"] as const)("payment money on %s", (kind) => 
   });
 
   it("refunds a charge that was in flight when its order was cancelled, once its outcome is known", async () => {
-    const orderId = uuidv7();
-    await crashAfterCharging(orderId);
+    const { orderId } = await crashAfterCharging();
     await cancelled(orderId);
     await expectCancelledEverywhere([orderId], 2); // the lost answer is asked for again
   });

@@ -54,7 +54,8 @@ export type OrderCreated = Message<"shop.order.v1.OrderCreated"> & {
   total?: Money | undefined;
 
   /**
-   * How to pay. It holds the card number, which only the payment service may keep.
+   * How to pay: the token of the customer's payment method, never a card number (card_number is
+   * empty; consumers other than payment must ignore this field).
    *
    * @generated from field: shop.order.v1.PaymentMethod payment_method = 5;
    */

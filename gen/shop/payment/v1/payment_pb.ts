@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/payment/v1/payment.proto.
  */
 export const file_shop_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxIqICCgdQYXltZW50EgoKAmlkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEiUKBmFtb3VudBgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5Ei4KBnN0YXR1cxgEIAEoDjIeLnNob3AucGF5bWVudC52MS5QYXltZW50U3RhdHVzEhYKDmZhaWx1cmVfcmVhc29uGAUgASgJEhQKDGRlY2xpbmVfY29kZRgGIAEoCRISCgpjYXJkX2xhc3Q0GAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLwoRR2V0UGF5bWVudFJlcXVlc3QSGgoIb3JkZXJfaWQYASABKAlCCLpIBXIDsAEBIj8KEkdldFBheW1lbnRSZXNwb25zZRIpCgdwYXltZW50GAEgASgLMhguc2hvcC5wYXltZW50LnYxLlBheW1lbnQquwEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdQQVlNRU5UX1NUQVRVU19DQVBUVVJFRBABEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBACEhsKF1BBWU1FTlRfU1RBVFVTX1JFRlVOREVEEAMSGgoWUEFZTUVOVF9TVEFUVVNfUEVORElORxAEEhkKFVBBWU1FTlRfU1RBVFVTX1ZPSURFRBAFMpgBCg5QYXltZW50U2VydmljZRKFAQoKR2V0UGF5bWVudBIiLnNob3AucGF5bWVudC52MS5HZXRQYXltZW50UmVxdWVzdBojLnNob3AucGF5bWVudC52MS5HZXRQYXltZW50UmVzcG9uc2UiLpACAaK7GAIIAoLT5JMCHxIdL3YxL29yZGVycy97b3JkZXJfaWR9L3BheW1lbnRiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp, file_shop_common_v1_edge, file_shop_common_v1_money]);
+  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxIqICCgdQYXltZW50EgoKAmlkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEiUKBmFtb3VudBgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5Ei4KBnN0YXR1cxgEIAEoDjIeLnNob3AucGF5bWVudC52MS5QYXltZW50U3RhdHVzEhYKDmZhaWx1cmVfcmVhc29uGAUgASgJEhQKDGRlY2xpbmVfY29kZRgGIAEoCRISCgpjYXJkX2xhc3Q0GAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLwoRR2V0UGF5bWVudFJlcXVlc3QSGgoIb3JkZXJfaWQYASABKAlCCLpIBXIDsAEBIj8KEkdldFBheW1lbnRSZXNwb25zZRIpCgdwYXltZW50GAEgASgLMhguc2hvcC5wYXltZW50LnYxLlBheW1lbnQiYwoNUGF5bWVudE1ldGhvZBINCgV0b2tlbhgBIAEoCRISCgpjYXJkX2xhc3Q0GAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJIChpDcmVhdGVQYXltZW50TWV0aG9kUmVxdWVzdBIqCgtjYXJkX251bWJlchgBIAEoCUIVukgSchAyDl5bMC05XXsxMiwxOX0kIlUKG0NyZWF0ZVBheW1lbnRNZXRob2RSZXNwb25zZRI2Cg5wYXltZW50X21ldGhvZBgBIAEoCzIeLnNob3AucGF5bWVudC52MS5QYXltZW50TWV0aG9kKrsBCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXUEFZTUVOVF9TVEFUVVNfQ0FQVFVSRUQQARIZChVQQVlNRU5UX1NUQVRVU19GQUlMRUQQAhIbChdQQVlNRU5UX1NUQVRVU19SRUZVTkRFRBADEhoKFlBBWU1FTlRfU1RBVFVTX1BFTkRJTkcQBBIZChVQQVlNRU5UX1NUQVRVU19WT0lERUQQBTKxAgoOUGF5bWVudFNlcnZpY2USlgEKE0NyZWF0ZVBheW1lbnRNZXRob2QSKy5zaG9wLnBheW1lbnQudjEuQ3JlYXRlUGF5bWVudE1ldGhvZFJlcXVlc3QaLC5zaG9wLnBheW1lbnQudjEuQ3JlYXRlUGF5bWVudE1ldGhvZFJlc3BvbnNlIiSiuxgCCAKC0+STAhg6ASoiEy92MS9wYXltZW50LW1ldGhvZHMShQEKCkdldFBheW1lbnQSIi5zaG9wLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaIy5zaG9wLnBheW1lbnQudjEuR2V0UGF5bWVudFJlc3BvbnNlIi6QAgGiuxgCCAKC0+STAh8SHS92MS9vcmRlcnMve29yZGVyX2lkfS9wYXltZW50YgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp, file_shop_common_v1_edge, file_shop_common_v1_money]);
 
 /**
  * The payment of one order.
@@ -139,6 +139,84 @@ export const GetPaymentResponseSchema: GenMessage<GetPaymentResponse> = /*@__PUR
   messageDesc(file_shop_payment_v1_payment, 2);
 
 /**
+ * A card, stored by the payment service, that can pay for one order.
+ *
+ * @generated from message shop.payment.v1.PaymentMethod
+ */
+export type PaymentMethod = Message<"shop.payment.v1.PaymentMethod"> & {
+  /**
+   * Pass it as CreateOrderRequest.payment_method.token. Opaque, "pm_" and 32 URL-safe characters.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * Last four digits of the card.
+   *
+   * @generated from field: string card_last4 = 2;
+   */
+  cardLast4: string;
+
+  /**
+   * When the token stops working if no order has used it.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shop.payment.v1.PaymentMethod.
+ * Use `create(PaymentMethodSchema)` to create a new message.
+ */
+export const PaymentMethodSchema: GenMessage<PaymentMethod> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 3);
+
+/**
+ * Request for PaymentService.CreatePaymentMethod.
+ *
+ * @generated from message shop.payment.v1.CreatePaymentMethodRequest
+ */
+export type CreatePaymentMethodRequest = Message<"shop.payment.v1.CreatePaymentMethodRequest"> & {
+  /**
+   * Card number, 12 to 19 digits with no spaces. This reference shop takes only test card
+   * numbers, which it accepts or declines the way processors' test cards do.
+   *
+   * @generated from field: string card_number = 1;
+   */
+  cardNumber: string;
+};
+
+/**
+ * Describes the message shop.payment.v1.CreatePaymentMethodRequest.
+ * Use `create(CreatePaymentMethodRequestSchema)` to create a new message.
+ */
+export const CreatePaymentMethodRequestSchema: GenMessage<CreatePaymentMethodRequest> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 4);
+
+/**
+ * Response for PaymentService.CreatePaymentMethod.
+ *
+ * @generated from message shop.payment.v1.CreatePaymentMethodResponse
+ */
+export type CreatePaymentMethodResponse = Message<"shop.payment.v1.CreatePaymentMethodResponse"> & {
+  /**
+   * The new payment method.
+   *
+   * @generated from field: shop.payment.v1.PaymentMethod payment_method = 1;
+   */
+  paymentMethod?: PaymentMethod | undefined;
+};
+
+/**
+ * Describes the message shop.payment.v1.CreatePaymentMethodResponse.
+ * Use `create(CreatePaymentMethodResponseSchema)` to create a new message.
+ */
+export const CreatePaymentMethodResponseSchema: GenMessage<CreatePaymentMethodResponse> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 5);
+
+/**
  * Where a payment is in its life.
  *
  * @generated from enum shop.payment.v1.PaymentStatus
@@ -173,7 +251,7 @@ export enum PaymentStatus {
   REFUNDED = 3,
 
   /**
-   * The order is known and the charge waits for its stock to be reserved.
+   * The order is known and the charge waits for its stock to be reserved, or is being made.
    *
    * @generated from enum value: PAYMENT_STATUS_PENDING = 4;
    */
@@ -194,13 +272,29 @@ export const PaymentStatusSchema: GenEnum<PaymentStatus> = /*@__PURE__*/
   enumDesc(file_shop_payment_v1_payment, 0);
 
 /**
- * PaymentService owns payments: it charges an order once its stock is reserved and refunds the
- * charge if the order is cancelled afterwards. Charges and refunds are driven by events; this API
- * only reads. An order is captured at most once, and a refund only ever follows a capture.
+ * PaymentService owns payments and the only copy of card numbers: it charges an order once its
+ * stock is reserved and refunds the charge if the order is cancelled afterwards. Charges and
+ * refunds are driven by events. An order is captured at most once, and a refund only ever follows
+ * a capture. A card number enters through CreatePaymentMethod and is erased once the order's
+ * charge is decided; orders and events carry only the token.
  *
  * @generated from service shop.payment.v1.PaymentService
  */
 export const PaymentService: GenService<{
+  /**
+   * CreatePaymentMethod takes the signed-in customer's card number and returns a payment method
+   * whose token pays for one order of that customer (CreateOrderRequest.payment_method.token)
+   * within 15 minutes. The token is single-use; an order whose token is unknown, expired, already
+   * used or another customer's is cancelled with decline code "payment_method_unusable". The card
+   * number is never returned, logged or published.
+   *
+   * @generated from rpc shop.payment.v1.PaymentService.CreatePaymentMethod
+   */
+  createPaymentMethod: {
+    methodKind: "unary";
+    input: typeof CreatePaymentMethodRequestSchema;
+    output: typeof CreatePaymentMethodResponseSchema;
+  },
   /**
    * GetPayment returns the payment of an order, or NOT_FOUND if the order has none yet.
    * Customers may read only the payments of their own orders; admins and services any.

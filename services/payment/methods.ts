@@ -1,0 +1,72 @@
+// Payment methods: the only place card numbers are kept. A token pays for one order of the
+// customer who created it, before it expires; the card number is erased once that order's charge
+// is decided, and expired tokens are purged.
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { PaymentMethodSchema, type PaymentMethod } from "../../gen/shop/payment/v1/payment_pb.js";
+import type { Queryable } from "../../mesh/db.js";
+
+interface MethodRow extends Record<string, unknown> {
+  token: string;
+  user_id: string;
+  card_number: string | null;
+  card_last4: string;
+  expires_at: Date;
+  order_id: string | null;
+}
+
+/** Why a token cannot pay for an order; "payment_method_unusable" is its decline code. */
+export type Unusable = { code: "payment_method_unusable"; reason: string };
+
+export const toPaymentMethod = (row: MethodRow): PaymentMethod =>
+  create(PaymentMethodSchema, { token: row.token, cardLast4: row.card_last4, expireTime: timestampFromDate(row.expires_at) });
+
+export function createMethods(q: Queryable) {
+  const one = async (sql: string, params: unknown[]) => (await q.query<MethodRow>(sql, params))[0];
+  return {
+    create: (userId: string, card: string, ttlMs: number) =>
+      one(
+        `INSERT INTO payment_methods (token, user_id, card_number, card_last4, expires_at)
+         VALUES ($1, $2, $3, $4, now() + $5 * interval '1 millisecond') RETURNING *`,
+        [`pm_${randomBytes(24).toString("base64url")}`, userId, card, card.slice(-4), ttlMs],
+      ) as Promise<MethodRow>,
+
+    /**
+     * Binds the token to the order, once: it must be the customer's, unexpired and unused (by
+     * another order; the same order again is a redelivery). Returns the card's last four digits.
+     */
+    async use(token: string, userId: string, orderId: string): Promise<{ cardLast4: string } | Unusable> {
+      const used = await one(
+        `UPDATE payment_methods SET order_id = $3
+         WHERE token = $1 AND user_id = $2 AND expires_at > now() AND card_number IS NOT NULL AND (order_id IS NULL OR order_id = $3)
+         RETURNING *`,
+        [token, userId, orderId],
+      );
+      if (used) return { cardLast4: used.card_last4 };
+      const found = await one("SELECT * FROM payment_methods WHERE token = $1 AND user_id = $2", [token, userId]);
+      const reason = !found
+        ? "the payment details are unknown; please enter your card again"
+        : found.order_id && found.order_id !== orderId
+          ? "the payment details were already used for another order; please enter your card again"
+          : "the payment details have expired; please enter your card again";
+      return { code: "payment_method_unusable", reason };
+    },
+
+    /** Keeps a card that came in an order.created from before tokens, for that order only. */
+    adoptLegacyCard: (userId: string, card: string, orderId: string) =>
+      q.query(
+        `INSERT INTO payment_methods (token, user_id, card_number, card_last4, expires_at, order_id)
+         VALUES ($1, $2, $3, $4, now(), $5) ON CONFLICT (order_id) DO NOTHING`,
+        [`pm_legacy_${orderId}`, userId, card, card.slice(-4), orderId],
+      ),
+
+    cardFor: async (orderId: string) => (await one("SELECT card_number FROM payment_methods WHERE order_id = $1", [orderId]))?.card_number ?? undefined,
+
+    /** Erases the card of the order's payment method: its charge is decided or voided. */
+    erase: (orderId: string) => q.query("UPDATE payment_methods SET card_number = NULL WHERE order_id = $1", [orderId]),
+
+    /** Deletes expired tokens that never paid for anything, and those whose card is already erased. */
+    purgeExpired: () => q.query("DELETE FROM payment_methods WHERE expires_at <= now() AND (order_id IS NULL OR card_number IS NULL)"),
+  };
+}
