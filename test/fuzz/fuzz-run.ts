@@ -11,6 +11,7 @@ import { publicServices } from "../../gateway/upstreams.js";
 import { serviceNames } from "../../mesh/topology.js";
 import { createRng, seedFrom } from "../support/prng.js";
 import { startProcessMesh, type ProcessMesh } from "../support/process-mesh.js";
+import { shopHttp } from "../support/shop-http.js";
 import { RawConnection, type RawOutcome, type RawResponse } from "../support/raw-http.js";
 
 const seed = seedFrom("FUZZ_SEED");
@@ -93,16 +94,6 @@ let requests = 0;
 let mesh: ProcessMesh | undefined;
 let exitCode = 1;
 
-async function json(method: string, path: string, body?: unknown, token?: string) {
-  const res = await fetch(`${mesh!.gatewayUrl}${path}`, {
-    method,
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(20_000),
-  });
-  return { status: res.status, body: (await res.json().catch(() => undefined)) as any };
-}
-
 /** Sends a case's requests on `conn` (a fresh one when the server has closed it), judging each answer. */
 async function runCase(index: number, c: FuzzCase, port: number, conn: { current: RawConnection }): Promise<void> {
   for (const [n, step] of c.steps.entries()) {
@@ -115,7 +106,7 @@ async function runCase(index: number, c: FuzzCase, port: number, conn: { current
     const statusClass = outcome.kind === "response" ? `${String(outcome.response.status)[0]}xx` : outcome.kind;
     byClass.set(statusClass, (byClass.get(statusClass) ?? 0) + 1);
     const problem = judge(outcome, followUp);
-    if (problem) failures.push({ index, kind: c.kind, step: n, request: step.describe, problem });
+    if (problem) failures.push({ index, kind: c.kind, step: n, request: step.describe(), problem });
     const closing = outcome.kind !== "response" || /close/i.test(outcome.response.headers.connection ?? "");
     if (closing) {
       conn.current.close();
@@ -135,6 +126,8 @@ try {
     },
   });
   const m = mesh;
+  const shop = shopHttp(m.gatewayUrl);
+  const json = shop.call;
   internalPorts = serviceNames.map((n) => m.processes[n].port);
   const port = m.processes.gateway.port;
   const email = `fuzz-${seed}@shop.test`;
@@ -143,11 +136,8 @@ try {
   const login = await json("POST", "/v1/auth/login", { email, password });
   const admin = await json("POST", "/v1/auth/login", { email: "admin@shop.test", password: "fuzz admin password" });
   const products = (await json("GET", "/v1/products?pageSize=50")).body.products as { id: string }[];
-  const order = await json("POST", "/v1/orders", {
-    lines: [{ productId: products[0]!.id, quantity: 1 }],
-    shippingAddress: { recipientName: "Fuzz", addressLines: ["1 Edge St"], city: "Town", countryCode: "DE" },
-    paymentMethod: { cardNumber: "4242424242424242" },
-  }, login.body.accessToken);
+  const shippingAddress = { recipientName: "Fuzz", addressLines: ["1 Edge St"], city: "Town", countryCode: "DE" };
+  const order = await shop.placeOrder(login.body.accessToken, { lines: [{ productId: products[0]!.id, quantity: 1 }], shippingAddress }, "4242424242424242", `fuzz-${seed}`);
   if (login.status !== 200 || admin.status !== 200 || order.status !== 200) throw new Error(`setup failed: login ${login.status}, admin ${admin.status}, order ${order.status} ${JSON.stringify(order.body)}`);
   const services = publicServices.map(([s]) => s);
   const ctx: FuzzContext = {

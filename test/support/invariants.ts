@@ -85,7 +85,7 @@ export async function checkShop(url: (service: "order" | "inventory" | "payment"
     const payment = paymentOf.get(id);
     if (status === "confirmed" && payment?.status !== "captured") add(`confirmed order with payment ${payment?.status ?? "missing"}`, id);
     if (status === "cancelled" && payment?.status === "captured") add("cancelled order left captured (no refund)", id);
-    if (status !== "pending" && payment?.status === "pending") add("payment pending for a terminal order", id);
+    if (status !== "pending" && (payment?.status === "pending" || payment?.status === "charging")) add(`payment ${payment.status} for a terminal order`, id);
   }
   for (const p of payments) if (p.attempts > 1 && p.card_last4 !== "0119") figures.chargedAgain++;
   return { figures, violations };

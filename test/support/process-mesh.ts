@@ -3,13 +3,13 @@
 // them), and the gateway as its own process. Each process keeps its ports across restarts, so a
 // killed service comes back where its callers look for it. Used by the chaos and fuzz runs.
 import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { healthClient } from "../../mesh/health-client.js";
 import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
 import { createTestPki, type TestPki } from "./pki.js";
-import { freePort } from "./ports.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
 
@@ -56,6 +56,23 @@ export interface ProcessMeshOptions {
 
 const TAIL = 40;
 
+/**
+ * A free port below Linux's ephemeral range (32768+): a process keeps its port across restarts for
+ * the whole run, and a port in the ephemeral range can meanwhile become some outgoing connection's.
+ */
+const allocated = new Set<number>();
+async function stablePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (allocated.has(port)) continue;
+    allocated.add(port);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer().once("error", () => resolve(false)).listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
 function managedProcess(name: ProcessName, port: number, env: Record<string, string>, onLine: ProcessMeshOptions["onLine"]): MeshProcess {
   const entry = name === "gateway" ? join("gateway", "main.ts") : join("services", name, "main.ts");
   let child: ChildProcess | undefined;
@@ -101,12 +118,12 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
   live.add(stop);
   try {
     const pki = await createTestPki();
-    const [nats, redis, postgres] = await Promise.all([startNats(), startRedis(), startPostgres({ maxConnections: 200 })]);
+    const [nats, redis, postgres] = await Promise.all([startNats(pki), startRedis(), startPostgres({ maxConnections: 200 })]);
     started.push(nats, redis, postgres);
     const database = (name: ServiceName) => `shop_${name}`; // "order" is an SQL keyword
     for (const name of serviceNames) await postgres.createDatabase(database(name));
     const certsDir = await pki.dir([...serviceNames, "gateway", "client"]);
-    const ports = Object.fromEntries(await Promise.all([...serviceNames, "gateway"].map(async (n) => [n, { port: await freePort(), metrics: await freePort() }])));
+    const ports = Object.fromEntries(await Promise.all([...serviceNames, "gateway"].map(async (n) => [n, { port: await stablePort(), metrics: await stablePort() }])));
     const addresses = Object.fromEntries(serviceNames.map((n) => [`${n.toUpperCase()}_ADDRESSES`, `127.0.0.1:${ports[n].port}`]));
     const common = { NATS_URL: nats.url, REDIS_URL: redis.url, CERTS_DIR: certsDir, LOG_LEVEL: "info", ...addresses, ...opts.env };
     for (const name of serviceNames) {
@@ -131,7 +148,7 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
       for (;;) {
         const ok = name === "gateway" ? await fetch(`${gatewayUrl}/healthz`).then((r) => r.ok, () => false) : (await check(name)) === "SERVING";
         if (ok) return;
-        if (Date.now() > deadline) throw new Error(`${name} not ready after ${timeoutMs / 1000} s; its last output:\n${processes[name].tail().join("\n")}`);
+        if (Date.now() > deadline || !processes[name].running()) throw new Error(`${name} ${processes[name].running() ? `not ready after ${timeoutMs / 1000} s` : "exited"}; its last output:\n${processes[name].tail().join("\n")}`);
         await new Promise((r) => setTimeout(r, 250));
       }
     };
