@@ -1,8 +1,9 @@
 // IdentityService handlers: Register, Login, GetUser, UpdateProfile, GetJwks.
 import { randomBytes } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { IdentityService, JwkSchema, Role, UserSchema, type User } from "../../gen/shop/identity/v1/identity_pb.js";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
@@ -10,6 +11,7 @@ import { requireSelfOrAdmin } from "../../mesh/call-scope.js";
 import { enqueue } from "../../mesh/outbox.js";
 import { isUniqueViolation, type Db } from "../../mesh/db.js";
 import type { Logger } from "../../mesh/telemetry.js";
+import { HashingQueue, type QueueLimits } from "./hashing-queue.js";
 import { hashPassword, verifyPassword } from "./passwords.js";
 import type { Signer } from "./signing-keys.js";
 import { createStore, normalizeEmail, type UserRow } from "./store.js";
@@ -30,6 +32,17 @@ function toUser(row: UserRow): User {
 // One answer for every failed login, so the API never tells which emails have accounts.
 const badCredentials = () => new ConnectError("email or password is incorrect", Code.Unauthenticated);
 
+/** The caller's deadline and cancellation, as the hashing queue takes them. */
+function callerLimits(ctx: HandlerContext): QueueLimits {
+  const left = ctx.timeoutMs();
+  return { signal: ctx.signal, deadline: left === undefined ? undefined : Date.now() + left };
+}
+
+/** Stops work (and above all, issuing a token) for a caller who has given up. */
+function stopIfGivenUp(ctx: HandlerContext): void {
+  if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason);
+}
+
 export interface IdentityDeps {
   db: Db;
   logger: Logger;
@@ -43,12 +56,16 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N, publis
   const store = createStore(db);
   // Unknown emails are checked against this hash so they cost as much time as a wrong password.
   const decoyHash = await hashPassword(randomBytes(16).toString("hex"), scryptLog2N);
+  // One hash per core at a time: a burst of sign-ins queues instead of slowing every one down.
+  const hashing = new HashingQueue(availableParallelism());
 
   const notFound = (id: string) => new ConnectError(`user ${id} not found`, Code.NotFound);
 
   return {
-    async register(req) {
-      const passwordHash = await hashPassword(req.password, scryptLog2N); // before the transaction: it takes a while
+    async register(req, ctx) {
+      // Before the transaction: it takes a while.
+      const passwordHash = await hashing.run(() => hashPassword(req.password, scryptLog2N), callerLimits(ctx));
+      stopIfGivenUp(ctx);
       try {
         // The account and its user.registered event commit together (outbox).
         const row = await db.tx(async (q) => {
@@ -76,11 +93,13 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N, publis
       }
     },
 
-    async login(req) {
+    async login(req, ctx) {
       const row = await store.byEmail(normalizeEmail(req.email));
-      const ok = await verifyPassword(req.password, row?.password_hash ?? decoyHash);
+      const ok = await hashing.run(() => verifyPassword(req.password, row?.password_hash ?? decoyHash), callerLimits(ctx));
       if (!row || !ok) throw badCredentials();
+      stopIfGivenUp(ctx); // no token for a caller who has stopped waiting for it
       const { token, expiresAt } = await signer.sign(row.id, row.roles);
+      logger.info({ user_id: row.id }, "token issued");
       return { accessToken: token, tokenType: "Bearer", expireTime: timestampFromDate(expiresAt), user: toUser(row) };
     },
 
