@@ -12,6 +12,7 @@ import { pathFromViolationProto } from "@bufbuild/protovalidate";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
+import { freePort } from "../support/ports.js";
 import { clientFor, rejection, sleep, startServer, type StubServer } from "../support/servers.js";
 
 const NUL = "a\u0000b";
@@ -118,7 +119,7 @@ describe("NUL bytes", () => {
       client.createOrder({
         lines: [{ productId: "018f0000-0000-7000-8000-000000000002", quantity: 1 }],
         shippingAddress: { recipientName: "A", addressLines: ["1 Main St", "c/o \u0000"], city: "Town", postalCode: "12345", countryCode: "DE" },
-        paymentMethod: { cardNumber: "4242424242424242" },
+        paymentMethod: { token: "pm_abcdefghijklmnopqrstuvwxyz012345" },
       }),
     );
     expect(err.code).toBe(Code.InvalidArgument);
@@ -179,5 +180,28 @@ describe("an error of any size from a handler", () => {
     expect(encodeURIComponent(err.rawMessage).length).toBeLessThanOrEqual(2_048);
     expect((await client.getProduct({ id: good })).product?.id).toBe(good);
     client.close();
+  });
+});
+
+describe("a database error", () => {
+  it("reaches the caller as INTERNAL with a request id, never its text", async () => {
+    // A real pg pool whose server is not there: its error names the internal address.
+    const { openDb } = await import("../../mesh/db.js");
+    const db = await openDb({ url: `postgres://shop@127.0.0.1:${await freePort()}/shop`, statementTimeoutMs: 2_000 });
+    const server = await startServer(pki, "catalog", CatalogService, {
+      async getProduct(req) {
+        await db.query("SELECT secret_column FROM no_such_table WHERE id = $1", [req.id]);
+        return {};
+      },
+    });
+    servers.push(server);
+    const client = await clientFor(pki, CatalogService, "catalog", [server.address]);
+    const err = await rejection(client.getProduct({ id: "018f0000-0000-7000-8000-000000000001" }, { headers: { "x-request-id": "req-42" } }));
+    expect(err.code).toBe(Code.Internal);
+    expect(err.rawMessage).toBe("internal error (request id req-42)");
+    expect(err.details).toEqual([]);
+    expect(err.rawMessage).not.toMatch(/127\.0\.0\.1|ECONNREFUSED|SELECT/);
+    client.close();
+    await db.close();
   });
 });
