@@ -102,7 +102,7 @@ async function runCase(index: number, c: FuzzCase, port: number, conn: { current
     requests++;
     await conn.current.write(step.bytes);
     const followUp = n > 0;
-    const outcome = await conn.current.next(followUp ? FOLLOW_UP_TIMEOUT_MS : ANSWER_TIMEOUT_MS);
+    const outcome = await conn.current.next(followUp ? FOLLOW_UP_TIMEOUT_MS : ANSWER_TIMEOUT_MS, step.bytes.subarray(0, 5).toString("latin1") === "HEAD ");
     const statusClass = outcome.kind === "response" ? `${String(outcome.response.status)[0]}xx` : outcome.kind;
     byClass.set(statusClass, (byClass.get(statusClass) ?? 0) + 1);
     const problem = judge(outcome, followUp);

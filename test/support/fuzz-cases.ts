@@ -228,7 +228,7 @@ function queryString(rng: Rng, route: Route, ctx: FuzzContext): string {
     for (const v of Array.isArray(value) ? value : [value]) if (typeof v !== "object") pairs.push(`${name}=${encode(String(v))}`);
   }
   const r = rng.next();
-  if (r < 0.35) pairs.push(`${rng.pick([...input.fields.map((f) => f.jsonName), "unknown", "a.b.c", "lines.quantity", ""])}=${encode(String(hostileValue(rng)).slice(0, 3_000))}`);
+  if (r < 0.35) pairs.push(`${rng.pick([...input.fields.map((f) => f.jsonName), "unknown", "a.b.c", "lines.quantity", ""])}=${encode(String(hostileValue(rng)).replaceAll(RAW, "").slice(0, 3_000))}`);
   else if (r < 0.5) pairs.push(`${rng.pick(input.fields.map((f) => f.jsonName).concat("x"))}=${rng.pick(["%", "%ZZ", "%00", "%C0%80", "%FF", "a%2", "&&", "=="])}`);
   else if (r < 0.6) for (let i = 0; i < 500; i++) pairs.push(`${rng.pick(input.fields.map((f) => f.name).concat("ids"))}=${i}`);
   else if (r < 0.65) pairs.push("%");

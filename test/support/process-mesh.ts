@@ -153,7 +153,7 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
       }
     };
     for (const name of serviceNames) processes[name].start();
-    await Promise.all(serviceNames.map((n) => waitReady(n, 120_000)));
+    await Promise.all(serviceNames.map((n) => waitReady(n, 240_000))); // generous: a busy 2-core machine starts seven node processes slowly
     processes.gateway.start();
     await waitReady("gateway");
     return { pki, nats, redis, postgres, processes, gatewayUrl, databaseUrl: (n) => postgres.url(database(n)), waitReady, health: check, stop };

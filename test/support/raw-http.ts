@@ -13,7 +13,7 @@ export interface RawResponse {
 export type RawOutcome = { kind: "response"; response: RawResponse } | { kind: "closed"; partial: string } | { kind: "timeout"; partial: string };
 
 /** Parses one complete response at the start of `buf`; undefined while it is incomplete. */
-function parseResponse(buf: Buffer, closed: boolean): { response: RawResponse; rest: Buffer } | undefined {
+function parseResponse(buf: Buffer, closed: boolean, head: boolean): { response: RawResponse; rest: Buffer } | undefined {
   const end = buf.indexOf("\r\n\r\n");
   if (end === -1) return undefined;
   const [statusLine, ...lines] = buf.subarray(0, end).toString("latin1").split("\r\n");
@@ -24,6 +24,7 @@ function parseResponse(buf: Buffer, closed: boolean): { response: RawResponse; r
     if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
   }
   let at = end + 4;
+  if (head) return { response: { status, headers, body: Buffer.alloc(0) }, rest: buf.subarray(at) }; // a HEAD answer has no body
   if (headers["content-length"] !== undefined) {
     const length = Number(headers["content-length"]);
     if (buf.length < at + length) return undefined;
@@ -78,10 +79,11 @@ export class RawConnection {
     return new Promise((resolve) => this.#socket.write(data, () => resolve()));
   }
 
-  async next(timeoutMs: number): Promise<RawOutcome> {
+  /** The next response; `head`: it answers a HEAD request (headers only). */
+  async next(timeoutMs: number, head = false): Promise<RawOutcome> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const parsed = parseResponse(this.#buf, this.#closed);
+      const parsed = parseResponse(this.#buf, this.#closed, head);
       if (parsed) {
         this.#buf = parsed.rest;
         return { kind: "response", response: parsed.response };
