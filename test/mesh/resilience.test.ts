@@ -69,7 +69,7 @@ describe("retries", () => {
     const order = {
       lines: [{ productId: "018f0000-0000-7000-8000-000000000002", quantity: 1 }],
       shippingAddress: { recipientName: "A", addressLines: ["1 Main St"], city: "Town", postalCode: "12345", countryCode: "DE" },
-      paymentMethod: { cardNumber: "4242424242424242" },
+      paymentMethod: { token: "pm_abcdefghijklmnopqrstuvwxyz012345" },
     };
     const withKey = await client.createOrder({ ...order, idempotencyKey: "key-1" });
     expect(withKey.order?.id).toBe("o1");

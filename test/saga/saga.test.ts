@@ -13,6 +13,7 @@ import { demoProducts } from "../../services/catalog/demo.js";
 import { testCards } from "../../services/payment/processor.js";
 import { PaymentCapturedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { eventually } from "../support/eventually.js";
+import { cardToken } from "../support/payments.js";
 import { storedEvents } from "../support/streams.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
 import { rejection } from "../support/servers.js";
@@ -28,8 +29,10 @@ beforeAll(async () => {
 afterAll(() => mesh?.stop());
 
 const address = { recipientName: "Ada Lovelace", addressLines: ["12 St James's Square"], city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" };
-const place = (lines: [string, number][], card: string = testCards.success, client = orders, idempotencyKey = "") =>
-  client.createOrder({ lines: lines.map(([productId, quantity]) => ({ productId, quantity })), shippingAddress: address, paymentMethod: { cardNumber: card }, idempotencyKey });
+/** Pays as a customer does: the card goes to payment, the order gets its token. */
+const token = async (card: string) => cardToken(await mesh.as(PaymentService, "payment", ADA), card);
+const place = async (lines: [string, number][], card: string = testCards.success, client = orders, idempotencyKey = "", paymentToken?: string) =>
+  client.createOrder({ lines: lines.map(([productId, quantity]) => ({ productId, quantity })), shippingAddress: address, paymentMethod: { token: paymentToken ?? (await token(card)) }, idempotencyKey });
 
 /** Follows WatchOrder until the order is terminal; returns every status seen. */
 async function watch(id: string, client = orders): Promise<Order[]> {
@@ -91,10 +94,11 @@ describe("order saga", () => {
   it("answers a retried CreateOrder with the same order, and refuses the key for another body", async () => {
     const lamp = demoProducts[6]!.id;
     const key = `checkout-${uuidv7()}`;
-    const first = await place([[lamp, 1]], testCards.success, orders, key);
-    const again = await place([[lamp, 1]], testCards.success, orders, key);
+    const paymentToken = await token(testCards.success);
+    const first = await place([[lamp, 1]], testCards.success, orders, key, paymentToken);
+    const again = await place([[lamp, 1]], testCards.success, orders, key, paymentToken); // a retry sends the same request
     expect(again.order?.id).toBe(first.order?.id);
-    const other = await rejection(place([[lamp, 2]], testCards.success, orders, key));
+    const other = await rejection(place([[lamp, 2]], testCards.success, orders, key, paymentToken));
     expect(other.code).toBe(Code.FailedPrecondition);
     await watch(first.order!.id);
   });
