@@ -99,33 +99,43 @@ export function startEventing(opts: EventingOptions): Eventing {
         }
       }
     })();
-    const jsm = await nc.jetstreamManager();
-    const js = nc.jetstream();
-    await ensureStreams(jsm, opts.service, opts.subjects, { deadLetters: opts.handlers.length > 0, limits: opts.streamLimits });
-    relay = startRelay({ db: opts.db, js, logger: opts.logger });
-    /** Starts one consumer, waiting while its stream's owner has not created the stream yet. */
-    const start = async (spec: EventHandlerSpec) => {
-      const stream = streamName(ownerOf(spec.event));
+    /**
+     * Runs a setup step until it succeeds or the service stops: JetStream may answer slowly (a
+     * busy or restarting server) and a consumed stream exists only once its owner has started.
+     */
+    const retrying = async <T>(what: Record<string, string>, step: () => Promise<T>): Promise<T | undefined> => {
       for (let attempt = 0; !stopping; attempt++) {
         try {
-          const consumer = await consume(js, jsm, {
-            durable: durableName(opts.service, spec.name),
-            stream,
-            event: spec.event,
-            handler: spec.handler,
-            logger: opts.logger,
-            maxDeliver: spec.maxDeliver,
-            backoffMs: spec.backoffMs,
-          });
-          if (stopping) await consumer.stop(); // stop() ran while it was being made
-          else consumers.push(consumer);
-          return;
+          return await step();
         } catch (err) {
-          if (!/stream not found/i.test((err as Error).message)) throw err;
-          if (attempt === 0) opts.logger.info({ stream, consumer: spec.name }, "waiting for the stream's owner to create it");
+          const waiting = /stream not found/i.test((err as Error).message);
+          if (waiting && attempt === 0) opts.logger.info(what, "waiting for the stream's owner to create it");
+          if (!waiting && attempt % 30 === 0) opts.logger.warn({ ...what, err }, "event setup failed; retrying");
           await sleep(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!);
         }
       }
+      return undefined;
+    };
+    const connection = nc;
+    const jsm = await retrying({ step: "jetstream" }, () => connection.jetstreamManager());
+    if (!jsm) return teardown();
+    const js = connection.jetstream();
+    await retrying({ stream: streamName(opts.service) }, () =>
+      ensureStreams(jsm, opts.service, opts.subjects, { deadLetters: opts.handlers.length > 0, limits: opts.streamLimits }));
+    relay = startRelay({ db: opts.db, js, logger: opts.logger });
+    const start = async (spec: EventHandlerSpec) => {
+      const stream = streamName(ownerOf(spec.event));
+      const consumer = await retrying({ stream, consumer: spec.name }, () => consume(js, jsm, {
+        durable: durableName(opts.service, spec.name),
+        stream,
+        event: spec.event,
+        handler: spec.handler,
+        logger: opts.logger,
+        maxDeliver: spec.maxDeliver,
+        backoffMs: spec.backoffMs,
+      }));
+      if (stopping) await consumer?.stop(); // stop() ran while it was being made
+      else if (consumer) consumers.push(consumer);
     };
     await Promise.all(opts.handlers.map(start));
     if (stopping) return teardown(); // stopped during setup: undo what setup made after stop() ran
