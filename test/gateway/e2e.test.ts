@@ -49,10 +49,11 @@ async function signUp(): Promise<{ token: string; userId: string; email: string 
   return { token: login.body.accessToken, userId: login.body.user.id, email };
 }
 
-const orderBody = (productId: string, card = "4242424242424242") => ({
+/** A CreateOrder body paying with a payment method token (from POST /v1/payment-methods). */
+const orderBody = (productId: string, paymentToken = "pm_abcdefghijklmnopqrstuvwxyz012345") => ({
   lines: [{ productId, quantity: 1 }],
   shippingAddress: { recipientName: "Ada", addressLines: ["1 Main St"], city: "Town", countryCode: "DE" },
-  paymentMethod: { cardNumber: card },
+  paymentMethod: { token: paymentToken },
 });
 
 describe("gateway: the order flow over plain HTTP", () => {
@@ -64,10 +65,15 @@ describe("gateway: the order flow over plain HTTP", () => {
     const product = await json(`/v1/products/${demoProducts[0]!.id}`);
     expect(product.body.product.price).toEqual({ amountMinor: "1450", currencyCode: "EUR" });
 
-    const created = await json("/v1/orders", { method: "POST", body: JSON.stringify(orderBody(demoProducts[0]!.id)), token, headers: { "idempotency-key": "e2e-1" } });
+    // The card goes to payment once; the order carries only the token.
+    const method = await post("/v1/payment-methods", { cardNumber: "4242424242424242" }, token);
+    expect([method.status, method.body.paymentMethod.cardLast4]).toEqual([200, "4242"]);
+    expect(JSON.stringify(method.body)).not.toContain("4242424242424242");
+    const body = JSON.stringify(orderBody(demoProducts[0]!.id, method.body.paymentMethod.token));
+    const created = await json("/v1/orders", { method: "POST", body, token, headers: { "idempotency-key": "e2e-1" } });
     expect(created.status).toBe(200);
     const id = created.body.order.id;
-    const again = await json("/v1/orders", { method: "POST", body: JSON.stringify(orderBody(demoProducts[0]!.id)), token, headers: { "idempotency-key": "e2e-1" } });
+    const again = await json("/v1/orders", { method: "POST", body, token, headers: { "idempotency-key": "e2e-1" } });
     expect(again.body.order.id).toBe(id); // Idempotency-Key carried to CreateOrder
 
     const sse = await fetch(`${base}/v1/orders/${id}:watch`, { headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } });
@@ -98,8 +104,11 @@ describe("gateway: Connect and gRPC-Web clients", () => {
   it("stream WatchOrder with a token", async () => {
     const { token } = await signUp();
     const { OrderService } = await import("../../gen/shop/order/v1/order_pb.js");
-    const orders = createClient(OrderService, createConnectTransport({ baseUrl: base, httpVersion: "1.1", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] }));
-    const { order } = await orders.createOrder(orderBody(demoProducts[3]!.id));
+    const { PaymentService } = await import("../../gen/shop/payment/v1/payment_pb.js");
+    const signedIn = createConnectTransport({ baseUrl: base, httpVersion: "1.1", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] });
+    const [orders, payments] = [createClient(OrderService, signedIn), createClient(PaymentService, signedIn)];
+    const { paymentMethod } = await payments.createPaymentMethod({ cardNumber: "4242424242424242" });
+    const { order } = await orders.createOrder(orderBody(demoProducts[3]!.id, paymentMethod!.token));
     const statuses: OrderStatus[] = [];
     for await (const update of orders.watchOrder({ id: order!.id })) statuses.push(update.order!.status);
     expect(statuses.at(-1)).toBe(OrderStatus.CONFIRMED);
@@ -120,6 +129,10 @@ describe("gateway: errors say what was wrong", () => {
     expect([missing.status, missing.body.code]).toEqual([404, "not_found"]);
     const forbidden = await post("/v1/products", { sku: "X-1", name: "X", category: "home", price: { amountMinor: "100", currencyCode: "EUR" } }, token);
     expect([forbidden.status, forbidden.body.code]).toEqual([403, "permission_denied"]);
+    const card = await post("/v1/orders", { ...orderBody(demoProducts[0]!.id), paymentMethod: { cardNumber: "4242424242424242" } }, token);
+    expect([card.status, card.body.code]).toEqual([400, "invalid_argument"]);
+    expect(card.body.message).toMatch(/payment_method\.card_number: card numbers are not accepted here: create a payment method first \(POST \/v1\/payment-methods\)/);
+    expect(JSON.stringify(card.body)).not.toContain("4242424242424242");
     const anonymous = await post("/v1/orders", orderBody(demoProducts[0]!.id));
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toMatch(/^Bearer/);

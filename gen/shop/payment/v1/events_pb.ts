@@ -103,7 +103,9 @@ export type PaymentFailed = Message<"shop.payment.v1.PaymentFailed"> & {
 
   /**
    * Machine-readable decline code, e.g. "card_declined", "insufficient_funds", "expired_card",
-   * "incorrect_number" or "processing_error"; consumers must accept codes they do not know.
+   * "incorrect_number", "processing_error" or "payment_method_unusable" (the order's payment
+   * method token was unknown, expired, already used or another customer's); consumers must accept
+   * codes they do not know.
    *
    * @generated from field: string decline_code = 5;
    */
