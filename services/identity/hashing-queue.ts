@@ -33,7 +33,9 @@ export class HashingQueue {
   async run<T>(job: () => Promise<T>, { signal, deadline }: QueueLimits = {}): Promise<T> {
     if (signal?.aborted) throw ConnectError.from(signal.reason);
     if (deadline !== undefined && Date.now() + this.#expectedWaitMs() + this.#averageMs > deadline) {
-      throw new ConnectError("too many sign-ins at once: try again in a moment", Code.Unavailable);
+      // RESOURCE_EXHAUSTED (429 at the edge), not UNAVAILABLE: identity is healthy, just busy, and
+      // callers' circuit breakers must not open on it and cut off everyone else's identity calls.
+      throw new ConnectError("too many sign-ins at once: try again in a moment", Code.ResourceExhausted);
     }
     if (this.#running >= this.concurrency) await this.#turn(signal);
     else this.#running++;
