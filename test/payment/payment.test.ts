@@ -37,7 +37,11 @@ const created = async (orderId: string, card: string, token?: string) =>
   }, { source: "order" });
 const reserved = (orderId: string) => publishEvent(js, StockReservedSchema, { orderId, lines: [] }, { source: "inventory" });
 const status = async (orderId: string) => (await client.getPayment({ orderId }).catch(() => undefined))?.payment?.status;
-const settled = (orderId: string, want: PaymentStatus) => eventually(() => status(orderId), (s) => s === want);
+/** Waits for the payment's status, and for the events of that change to be on the bus. */
+const settled = async (orderId: string, want: PaymentStatus) => {
+  await eventually(() => status(orderId), (s) => s === want);
+  await eventually(() => under.svc.db.query("SELECT 1 FROM outbox WHERE published_at IS NULL"), (rows) => rows.length === 0);
+};
 const count = async (schema: typeof PaymentCapturedSchema | typeof PaymentFailedSchema | typeof PaymentRefundedSchema, orderId: string) =>
   (await storedEvents(jsm, schema)).filter((e) => e.data.orderId === orderId).length;
 
