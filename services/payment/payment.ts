@@ -4,7 +4,6 @@
 import { fileURLToPath } from "node:url";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
 import { env } from "../../mesh/config.js";
-import { startPeriodic } from "../../mesh/periodic.js";
 import type { ServiceDefinition } from "../../mesh/service.js";
 import { createCharger } from "./charger.js";
 import { paymentConsumers, paymentHandlers } from "./handlers.js";
@@ -26,13 +25,10 @@ export const payment: ServiceDefinition<typeof PaymentService, typeof config> = 
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config,
   handlers: ({ db, config }) => paymentHandlers(db, config.PAYMENT_METHOD_TTL_SECONDS * 1_000),
-  consumers: ({ db, logger, publishOutbox, config, onStop }) => {
+  consumers: ({ db, logger, publishOutbox, config, every }) => {
     const charger = createCharger({ db, logger, processor: testProcessor, publishOutbox, leaseMs: config.CHARGE_LEASE_MS });
-    const sweep = startPeriodic("payment-sweep", config.SWEEP_INTERVAL_MS, async () => {
-      await charger.sweep();
-      await createMethods(db).purgeExpired();
-    }, logger);
-    onStop(() => sweep.stop());
+    every("finish-stranded-charges", config.SWEEP_INTERVAL_MS, charger.sweep);
+    every("purge-expired-payment-methods", config.SWEEP_INTERVAL_MS, () => createMethods(db).purgeExpired());
     return paymentConsumers(db, charger, publishOutbox);
   },
 };
