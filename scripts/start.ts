@@ -69,7 +69,9 @@ async function ensureInfra(infra: Infra): Promise<string> {
   // Its own process group: Ctrl-C in the terminal must not stop it before the services have drained.
   const child = spawn(bin, infra.args(dataDir), { stdio: ["ignore", "pipe", "pipe"], detached: true });
   infrastructure.push(child);
-  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => /\b(ERR|FTL|WRN|# WARNING)\b/.test(line) && show(infra.name, line));
+  // Problems only; "TLS handshake error: EOF" is our own reachability probe closing on nats-server.
+  const problem = (line: string) => /\b(ERR|FTL|WRN|# WARNING)\b/.test(line) && !/TLS handshake error: EOF$/.test(line);
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => problem(line) && show(infra.name, line));
   for (let i = 0; i < 100 && !(await reachable("127.0.0.1", infra.port)); i++) await new Promise((r) => setTimeout(r, 100));
   console.log(`${infra.name} started on :${infra.port}, data in ${dataDir}`);
   return url;
