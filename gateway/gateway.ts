@@ -35,6 +35,8 @@ const spec = {
   /** Comma-separated browser origins allowed to call the API (CORS). */
   CORS_ORIGINS: env.optional(),
   MAX_BODY_BYTES: env.int(1_048_576, 1_024),
+  /** A request body that has not ended and brings no byte for this long is refused (408). */
+  BODY_IDLE_TIMEOUT_MS: env.int(10_000, 100),
   /** Proxies in front of the gateway that append X-Forwarded-For (0: clients connect directly). */
   TRUSTED_PROXY_HOPS: env.int(0, 0),
   UPSTREAM_TIMEOUT_MS: env.int(5_000, 100),
@@ -75,6 +77,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
     metrics,
     corsOrigins: (c.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
     maxBodyBytes: c.MAX_BODY_BYTES,
+    bodyIdleTimeoutMs: c.BODY_IDLE_TIMEOUT_MS,
     trustedProxyHops: c.TRUSTED_PROXY_HOPS,
     ready: async () => (await Promise.all(health.map((h) => h.check("", 1_000).catch(() => "DOWN")))).every((s) => s === "SERVING"),
     openapi: openapiDocument(publicServices.map(([s]) => s)),

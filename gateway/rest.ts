@@ -7,24 +7,17 @@ import { buildRequest, matchRoute, type Route } from "./http-rules.js";
 import { authorize } from "./access.js";
 import { toHttpError } from "./errors.js";
 import { proxyStream, proxyUnary, type EdgeCall } from "./proxy.js";
+import { readBody, type BodyLimits } from "./request-body.js";
 import type { Upstreams } from "./upstreams.js";
 
-export class PayloadTooLarge extends Error {}
-
-/** Reads the body up to `maxBytes` (413 beyond), and parses it as JSON when there is one. */
-export async function readJson(req: IncomingMessage, maxBytes: number): Promise<JsonValue | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) throw new PayloadTooLarge();
-    chunks.push(chunk);
-  }
-  if (size === 0) return undefined;
+/** Reads the body (see request-body.ts), and parses it as JSON when there is one. */
+async function readJson(req: IncomingMessage, limits: BodyLimits): Promise<JsonValue | undefined> {
+  const body = await readBody(req, limits);
+  if (body.length === 0) return undefined;
   const type = req.headers["content-type"] ?? "";
   if (!/^application\/json\b/i.test(type)) throw new ConnectError(`send the body as application/json (got ${type || "no content-type"})`, Code.InvalidArgument);
   try {
-    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as JsonValue;
+    return JSON.parse(body.toString("utf8")) as JsonValue;
   } catch (err) {
     throw new ConnectError(`the body is not valid JSON: ${(err as Error).message}`, Code.InvalidArgument);
   }
@@ -47,7 +40,7 @@ export function sendError(res: ServerResponse, err: unknown, tokenGiven = false)
 export interface RestOptions {
   routes: readonly Route[];
   upstreams: Upstreams;
-  maxBodyBytes: number;
+  body: BodyLimits;
 }
 
 /** Handles a REST request; false when no route's path matches (the caller answers 404). */
@@ -60,7 +53,7 @@ export async function handleRest(opts: RestOptions, req: IncomingMessage, res: S
   }
   const { method } = match.route;
   authorize(method, call.user); // before reading a body the caller may not send here
-  const body = await readJson(req, opts.maxBodyBytes);
+  const body = await readJson(req, opts.body);
   const request = buildRequest(match, body, url.searchParams);
   if (method.methodKind === "server_streaming") {
     const stream = proxyStream(opts.upstreams, method, request, call)[Symbol.asyncIterator]();

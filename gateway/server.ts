@@ -10,19 +10,17 @@
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
-import type { DescMethod, Message } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextKey, createContextValues, type HandlerContext, type MethodImpl } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { context, propagation, SpanKind, trace } from "@opentelemetry/api";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../mesh/telemetry.js";
-import { authorize, edgeMethods } from "./access.js";
 import type { Authenticator } from "./auth.js";
 import { deriveRoutes } from "./http-rules.js";
-import { decodeJson } from "./json-input.js";
-import { proxyStream, proxyUnary, type EdgeCall } from "./proxy.js";
+import type { EdgeCall } from "./proxy.js";
 import type { RateLimiter } from "./rate-limit.js";
-import { handleRest, PayloadTooLarge, sendError, sendJson } from "./rest.js";
+import { BodyRefused, tooLarge, type BodyLimits } from "./request-body.js";
+import { handleRest, sendError, sendJson } from "./rest.js";
+import { createRpcHandler } from "./rpc.js";
 import { publicServices, type Upstreams } from "./upstreams.js";
 
 export interface EdgeOptions {
@@ -33,56 +31,13 @@ export interface EdgeOptions {
   metrics: Registry;
   corsOrigins: readonly string[];
   maxBodyBytes: number;
+  /** The longest wait for more of a request body that has not ended (then 408). */
+  bodyIdleTimeoutMs: number;
   /** Proxies in front of the gateway that append to X-Forwarded-For (0: clients connect directly). */
   trustedProxyHops: number;
   /** True while every upstream answers SERVING (for /readyz). */
   ready(): Promise<boolean>;
   openapi: object;
-}
-
-const edgeCallKey = createContextKey<EdgeCall | undefined>(undefined, { description: "edge call" });
-const edgeCallOf = (ctx: HandlerContext): EdgeCall => ({ ...ctx.values.get(edgeCallKey)!, signal: ctx.signal });
-
-/**
- * JSON options for one RPC whose text decoder also checks the request's JSON shape, so a misfit
- * is refused naming the field (json-input.ts) rather than the protobuf type. Connect decodes the
- * body itself and offers no other hook before it does; its JSON serialization (connect 2.1.2)
- * passes every request body, unary or streamed, Connect or gRPC-Web, through `textDecoder`.
- */
-function fieldNamingJson(method: DescMethod) {
-  const utf8 = new TextDecoder();
-  const textDecoder = {
-    decode(bytes: Uint8Array): string {
-      const text = utf8.decode(bytes);
-      let json;
-      try {
-        json = JSON.parse(text);
-      } catch (err) {
-        throw new ConnectError(`the body is not valid JSON: ${(err as Error).message}`, Code.InvalidArgument);
-      }
-      decodeJson(method.input, json, { ignoreUnknownFields: true }); // as Connect reads JSON
-      return text;
-    },
-  };
-  return { ignoreUnknownFields: true, textDecoder } as object;
-}
-
-/** The Connect and gRPC-Web handlers: each RPC the edge serves forwards to its service. */
-function connectHandler(upstreams: Upstreams, calls: WeakMap<IncomingMessage, EdgeCall>, maxBodyBytes: number) {
-  return connectNodeAdapter({
-    readMaxBytes: maxBodyBytes,
-    contextValues: (req) => createContextValues().set(edgeCallKey, calls.get(req as IncomingMessage)),
-    routes(router) {
-      for (const method of edgeMethods(publicServices.map(([s]) => s))) {
-        const impl =
-          method.methodKind === "server_streaming"
-            ? (req: Message, ctx: HandlerContext) => proxyStream(upstreams, method, req, edgeCallOf(ctx))
-            : (req: Message, ctx: HandlerContext) => proxyUnary(upstreams, method, req, edgeCallOf(ctx));
-        router.rpc(method, impl as MethodImpl<DescMethod>, { jsonOptions: fieldNamingJson(method) });
-      }
-    },
-    fallback: (req, res) => sendJson(res as ServerResponse, 404, { code: "unimplemented", message: `no RPC ${req.url?.split("?")[0]} is served here`, details: [] }),
-  });
 }
 
 /** Why Node's HTTP parser refused a request (its error code), as status, code and message. */
@@ -111,12 +66,17 @@ function refuseUnparsable(err: NodeJS.ErrnoException, socket: Duplex): number | 
     return undefined;
   }
   const [status, code, message] = parserRefusal(err.code);
+  refuseOnSocket(socket, status, code, message);
+  return status;
+}
+
+/** Writes the edge's JSON error answer straight to a socket Node's server has given up, and closes it. */
+function refuseOnSocket(socket: Duplex, status: number, code: string, message: string, headers = ""): void {
   const body = JSON.stringify({ code, message, details: [] });
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n${headers}` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
-  return status;
 }
 
 /** The request target as a URL: anything Node's parser let through that is no URL is the caller's error. */
@@ -157,9 +117,9 @@ function clientAddress(req: IncomingMessage, trustedProxyHops: number): string {
 
 export function createEdgeServer(opts: EdgeOptions): Server {
   const routes = deriveRoutes(publicServices.map(([s]) => s));
-  const connectMethods = new Map(edgeMethods(publicServices.map(([s]) => s)).map((m) => [`/${m.parent.typeName}/${m.name}`, m]));
   const calls = new WeakMap<IncomingMessage, EdgeCall>();
-  const connect = connectHandler(opts.upstreams, calls, opts.maxBodyBytes);
+  const bodyLimits: BodyLimits = { maxBytes: opts.maxBodyBytes, idleTimeoutMs: opts.bodyIdleTimeoutMs };
+  const serveRpc = createRpcHandler({ upstreams: opts.upstreams, body: bodyLimits, logger: opts.logger });
   const record = httpMetrics(opts.metrics);
   const tracer = trace.getTracer("shopmesh-gateway");
   const openapiText = JSON.stringify(opts.openapi);
@@ -205,7 +165,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
         return "/openapi.json";
     }
     const length = Number(req.headers["content-length"] ?? 0);
-    if (length > opts.maxBodyBytes) throw new PayloadTooLarge();
+    if (length > opts.maxBodyBytes) throw tooLarge(bodyLimits);
 
     // Only the gateway speaks for users: whatever a client sends under our internal headers goes.
     for (const name of Object.keys(req.headers)) if (/^x-shop-/i.test(name)) delete req.headers[name];
@@ -233,15 +193,10 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     calls.set(req, call);
     const connectRoute = /^\/shop\.[a-z]+\.v1\.[A-Za-z]+Service\/[A-Za-z]+$/.test(url.pathname);
     if (connectRoute) {
-      const method = connectMethods.get(url.pathname);
-      if (method) authorize(method, user); // before Connect reads a body the caller may not send here
-      await new Promise<void>((resolve) => {
-        res.once("close", resolve);
-        connect(req, res);
-      });
+      await serveRpc(req, res, url.pathname, call);
       return "connect";
     }
-    const restRoute = await handleRest({ routes, upstreams: opts.upstreams, maxBodyBytes: opts.maxBodyBytes }, req, res, url, call);
+    const restRoute = await handleRest({ routes, upstreams: opts.upstreams, body: bodyLimits }, req, res, url, call);
     if (!restRoute) sendJson(res, 404, { code: "not_found", message: `no route for ${req.method} ${url.pathname}`, details: [] });
     return restRoute ? "rest" : "unmatched";
   }
@@ -257,10 +212,10 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     tracer.startActiveSpan(`${req.method} edge`, { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method ?? "", "url.path": req.url ?? "" } }, parent, (span) => {
       handle(req, res, requestId, report)
         .catch((err) => {
-          if (err instanceof PayloadTooLarge) {
-            // The rest of that body is still coming: close rather than read it or parse it as a request.
-            sendJson(res, 413, { code: "resource_exhausted", message: `the request body exceeds ${opts.maxBodyBytes} bytes`, details: [] }, { connection: "close" });
-            return "too-large";
+          if (err instanceof BodyRefused) {
+            // The rest of that body may still be coming: close rather than read it or parse it as a request.
+            sendJson(res, err.status, { code: err.code, message: err.message, details: [] }, { connection: "close" });
+            return err.status === 413 ? "too-large" : "body-timeout";
           }
           if (!(err instanceof ConnectError)) opts.logger.error({ err, request_id: requestId }, "unhandled error at the edge");
           sendError(res, err, Boolean(req.headers.authorization));
@@ -281,6 +236,13 @@ export function createEdgeServer(opts: EdgeOptions): Server {
           else res.once("close", finish);
         });
     });
+  });
+  // Node hands a CONNECT request (a tunnel) to this event, and without a listener drops the
+  // connection unanswered. The edge tunnels nothing.
+  server.on("connect", (req: IncomingMessage, socket: Duplex) => {
+    refuseOnSocket(socket, 405, "unimplemented", "CONNECT is not served here: the edge is no proxy", "allow: GET, POST, PUT, PATCH, DELETE\r\n");
+    record("connect-method", "CONNECT", 405, 0);
+    opts.logger.info({ method: req.method, path: req.url, status: 405 }, "http");
   });
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     const status = refuseUnparsable(err, socket);

@@ -99,7 +99,7 @@ describe("edge: a body over the size limit", () => {
     const chunk = `400\r\n${"x".repeat(0x400)}\r\n`;
     const first = `POST /shop.identity.v1.IdentityService/Login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.repeat(4)}0\r\n\r\n`;
     const ex = await exchange([Buffer.from(first), Buffer.from("GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")]);
-    expect(ex.responses[0]!.status).toBe(429); // Connect's status for resource_exhausted
+    expect(ex.responses[0]!.status).toBe(413); // the edge reads every body itself: the same refusal as REST
     expect(JSON.parse(ex.responses[0]!.body).code).toBe("resource_exhausted");
     if (ex.responses[0]!.headers.connection !== "close") expect(ex.responses[1]?.status).toBe(200);
     expect(ex.ending).toBe("end");

@@ -79,13 +79,15 @@ export class RawConnection {
     return new Promise((resolve) => this.#socket.write(data, () => resolve()));
   }
 
-  /** The next response; `head`: it answers a HEAD request (headers only). */
+  /** The next final response (interim 1xx ones are skipped); `head`: it answers a HEAD request (headers only). */
   async next(timeoutMs: number, head = false): Promise<RawOutcome> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const parsed = parseResponse(this.#buf, this.#closed, head);
       if (parsed) {
         this.#buf = parsed.rest;
+        // 100 Continue (sent to "Expect: 100-continue") and 103 come before the answer: not it.
+        if (parsed.response.status >= 100 && parsed.response.status < 200 && parsed.response.status !== 101) continue;
         return { kind: "response", response: parsed.response };
       }
       if (this.#closed) return { kind: "closed", partial: this.#buf.toString("latin1").slice(0, 200) };

@@ -1,0 +1,182 @@
+// What `npm run fuzz` (seed 12345) found at the edge after it was hardened, each reproduced here
+// on raw sockets: bodies that do not decode (Connect, gRPC-Web), a compressed flag with no
+// encoding, refusals connect-node answers with an empty body (405, 415), the CONNECT method, a
+// chunked body that never ends, and keep-alive connections read out of step. The gateway runs
+// alone: no request here may need a service.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startGateway, type RunningGateway } from "../../gateway/gateway.js";
+import { createTestPki } from "../support/pki.js";
+import { freePort } from "../support/ports.js";
+import { startRedis, type TestServer } from "../support/processes.js";
+import { RawConnection, type RawResponse } from "../support/raw-http.js";
+
+const BODY_IDLE_TIMEOUT_MS = 1_000;
+let redis: TestServer;
+let gateway: RunningGateway;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  const nowhere = `127.0.0.1:${await freePort()}`; // no service answers: nothing here may need one
+  const addresses = Object.fromEntries(["identity", "catalog", "inventory", "order", "payment", "notification"].map((s) => [`${s.toUpperCase()}_ADDRESSES`, nowhere]));
+  const pki = await createTestPki();
+  gateway = await startGateway({
+    PORT: "0",
+    METRICS_PORT: "0",
+    LOG_LEVEL: "silent",
+    CERTS_DIR: await pki.dir(["gateway"]),
+    REDIS_URL: redis.url,
+    MAX_BODY_BYTES: "1024",
+    BODY_IDLE_TIMEOUT_MS: String(BODY_IDLE_TIMEOUT_MS),
+    ...addresses,
+  });
+}, 60_000);
+afterAll(async () => {
+  await gateway?.stop();
+  await redis?.stop();
+});
+
+/** Sends each request on one keep-alive connection and reads its answer (bounded generously). */
+async function exchange(requests: (string | Buffer)[], timeoutMs = 10_000): Promise<{ responses: RawResponse[]; closed: boolean }> {
+  const conn = new RawConnection(gateway.port);
+  await conn.opened;
+  const responses: RawResponse[] = [];
+  try {
+    for (const request of requests) {
+      const bytes = Buffer.isBuffer(request) ? request : Buffer.from(request, "latin1");
+      await conn.write(bytes);
+      const outcome = await conn.next(timeoutMs, bytes.subarray(0, 5).toString("latin1") === "HEAD ");
+      if (outcome.kind !== "response") throw new Error(`request ${responses.length + 1}: ${outcome.kind} ${JSON.stringify(outcome.partial)}`);
+      responses.push(outcome.response);
+    }
+    // The server closes a connection it answered with "connection: close" (bounded, never a fixed sleep).
+    for (const end = Date.now() + timeoutMs; responses.at(-1)?.headers.connection === "close" && !conn.closed && Date.now() < end; ) await conn.next(100);
+    return { responses, closed: conn.closed };
+  } finally {
+    conn.close();
+  }
+}
+
+const post = (path: string, contentType: string, body: Buffer, extra = "") =>
+  Buffer.concat([Buffer.from(`POST ${path} HTTP/1.1\r\nHost: shop\r\nContent-Type: ${contentType}\r\n${extra}Content-Length: ${body.length}\r\n\r\n`, "latin1"), body]);
+/** One gRPC-Web / Connect streaming frame: flags, 32-bit length, payload. */
+function envelope(flags: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = flags;
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+}
+const json = (res: RawResponse) => JSON.parse(res.body.toString("utf8"));
+/** grpc-status and grpc-message of a gRPC-Web answer: in its headers, or in the trailer frame of its body. */
+function grpcStatus(res: RawResponse): { status: string | undefined; message: string } {
+  const body = res.body.toString("latin1");
+  return {
+    status: res.headers["grpc-status"] ?? /grpc-status:\s*(\d+)/.exec(body)?.[1],
+    message: decodeURIComponent(res.headers["grpc-message"] ?? /grpc-message:\s*([^\r\n]*)/.exec(body)?.[1] ?? ""),
+  };
+}
+
+describe("edge: an RPC body that does not decode is the caller's error (INVALID_ARGUMENT), not INTERNAL", () => {
+  // Fuzz case 89: Connect unary, binary, garbage.
+  const garbage = Buffer.from("\x18\x03I\xd6 \x199\x17\xdf/B}Y\xec\xea\xd9(\xac", "latin1");
+
+  it("Connect (application/proto): 400 naming the message it could not decode", async () => {
+    const { responses } = await exchange([post("/shop.identity.v1.IdentityService/Register", "application/proto", garbage)]);
+    expect(responses[0]!.status).toBe(400);
+    // Connect's own error body: details only when there are some.
+    expect(json(responses[0]!)).toEqual({ code: "invalid_argument", message: expect.stringMatching(/could not be decoded as shop\.identity\.v1\.RegisterRequest/) });
+  });
+
+  it.each([
+    ["application/grpc-web+proto", "/shop.catalog.v1.CatalogService/ListProducts", "\xd9\x15\xe6\xccM\xae\xb4=Q\xda\xfa\xa1\x03\xff\xdd"], // as fuzz case 525
+    ["application/grpc-web", "/shop.catalog.v1.CatalogService/GetProduct", "$\x1a\xb3\"=\xdfS!\xe8"], // as case 2249
+  ])("gRPC-Web (%s): grpc-status 3 naming the message", async (contentType, path, body) => {
+    const { responses } = await exchange([post(path, contentType, envelope(0, Buffer.from(body, "latin1")), "X-Grpc-Web: 1\r\n")]);
+    expect(responses[0]!.status).toBe(200);
+    const { status, message } = grpcStatus(responses[0]!);
+    expect(status).toBe("3");
+    expect(message).toMatch(/could not be decoded as shop\.catalog\.v1\.(ListProducts|GetProduct)Request/);
+  });
+
+  it("gRPC-Web: a frame flagged compressed with no grpc-encoding is grpc-status 3 (fuzz case 18)", async () => {
+    const frame = envelope(1, Buffer.from("\xd9\xebo\x07s\xa2", "latin1"));
+    const { responses } = await exchange([post("/shop.catalog.v1.CatalogService/GetProduct", "application/grpc-web", frame, "X-Grpc-Web: 1\r\n")]);
+    const { status, message } = grpcStatus(responses[0]!);
+    expect(status).toBe("3");
+    expect(message).toMatch(/compressed/);
+  });
+});
+
+describe("edge: refusals connect-node answers with no body get the JSON error body", () => {
+  it("415 for a content type no protocol takes (fuzz case 28: JSON that is not UTF-8)", async () => {
+    const { responses } = await exchange([post("/shop.catalog.v1.CatalogService/BatchGetProducts", "application/json; charset=latin1", Buffer.from("{}"))]);
+    expect(responses[0]!.status).toBe(415);
+    expect(json(responses[0]!)).toEqual({ code: "invalid_argument", message: expect.stringMatching(/application\/json; charset=latin1/), details: [] });
+  });
+
+  it("405 with Allow for GET on an RPC that has side effects (fuzz case 375)", async () => {
+    const { responses } = await exchange(["GET /shop.identity.v1.IdentityService/Register HTTP/1.1\r\nHost: shop\r\n\r\n"]);
+    expect(responses[0]!.status).toBe(405);
+    expect(responses[0]!.headers.allow).toBe("POST");
+    expect(json(responses[0]!)).toEqual({ code: "unimplemented", message: expect.stringMatching(/GET is not allowed/), details: [] });
+  });
+
+  it("415 for GET with a gRPC-Web content type on an RPC Connect serves by GET", async () => {
+    const { responses } = await exchange(["GET /shop.catalog.v1.CatalogService/GetProduct HTTP/1.1\r\nHost: shop\r\nContent-Type: application/grpc-web\r\n\r\n"]);
+    expect(responses[0]!.status).toBe(415);
+    expect(json(responses[0]!).message).toMatch(/application\/grpc-web/);
+  });
+});
+
+describe("edge: the CONNECT method (fuzz case 137)", () => {
+  it("is answered 405 with the JSON error body and the connection is closed", async () => {
+    const { responses, closed } = await exchange(["CONNECT /v1/products HTTP/1.1\r\nHost: shop\r\n\r\n"]);
+    expect(responses[0]!.status).toBe(405);
+    expect(responses[0]!.headers.connection).toBe("close");
+    expect(json(responses[0]!)).toEqual({ code: "unimplemented", message: expect.stringMatching(/CONNECT/), details: [] });
+    expect(closed).toBe(true);
+  });
+});
+
+describe("edge: a body that never completes (fuzz case 125)", () => {
+  it.each([
+    ["REST", "/v1/auth/login", "application/json"],
+    ["Connect", "/shop.identity.v1.IdentityService/Login", "application/json"],
+  ])("%s: a chunk announced as 2^64-1 bytes, then silence, is answered 408 and closed", async (_, path, type) => {
+    const started = Date.now();
+    const { responses, closed } = await exchange([`POST ${path} HTTP/1.1\r\nHost: shop\r\nContent-Type: ${type}\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n{}`]);
+    expect(responses[0]!.status).toBe(408);
+    expect(json(responses[0]!)).toEqual({ code: "deadline_exceeded", message: expect.stringMatching(/body/), details: [] });
+    expect(responses[0]!.headers.connection).toBe("close");
+    expect(closed).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(BODY_IDLE_TIMEOUT_MS - 100); // a body still arriving gets its time
+  });
+
+  it("Connect: a chunked body over the limit is answered 413 and closed as soon as it passes the limit", async () => {
+    const chunk = `400\r\n${"x".repeat(0x400)}\r\n`; // 1 KiB chunks, the limit is 1 KiB; the body never ends
+    const { responses, closed } = await exchange([`POST /shop.identity.v1.IdentityService/Login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.repeat(2)}`], BODY_IDLE_TIMEOUT_MS / 2);
+    expect(responses[0]!.status).toBe(413);
+    expect(json(responses[0]!).code).toBe("resource_exhausted");
+    expect(closed).toBe(true);
+  });
+});
+
+describe("edge: keep-alive connections stay in step", () => {
+  it("an interim 100 Continue is not taken for the answer (fuzz case 7453 read the answer before its own)", async () => {
+    const { responses } = await exchange([
+      post("/v1/nowhere", "application/json", Buffer.from("{}"), "Expect: 100-continue\r\n"),
+      "HEAD /v1/orders HTTP/1.1\r\nHost: shop\r\n\r\n", // an answer with Content-Length and no body
+      "PATCH /v1/users/%ZZ HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n",
+    ]);
+    expect(responses.map((r) => r.status)).toEqual([404, 405, 400, 200]);
+  });
+
+  it("a body the edge answered without reading (405 on a REST path) is drained, and the next request is answered", async () => {
+    const { responses } = await exchange([
+      "PUT /v1/products HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n28\r\n{\"displayName\":\"order_status_confirmed\"}\r\n0\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n",
+    ]);
+    expect(responses.map((r) => r.status)).toEqual([405, 200]);
+    expect(json(responses[1]!)).toEqual({ status: "ok" });
+  });
+});
