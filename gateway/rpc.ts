@@ -12,6 +12,7 @@
 //    the same for every protocol) and hands connect the bytes.
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { DescMessage, DescMethod, Message } from "@bufbuild/protobuf";
+import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type HandlerContext, type MethodImpl } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { compressionNegotiate, createAsyncIterable, createMethodSerializationLookup, pipe, transformDecompressEnvelope, transformParseEnvelope, transformSplitEnvelope, type MethodSerializationLookup, type UniversalHandler } from "@connectrpc/connect/protocol";
@@ -56,47 +57,64 @@ function fieldNamingJson(method: DescMethod) {
   return { ignoreUnknownFields: true, textDecoder } as object;
 }
 
-/** How a POST body is framed, by content type, as the protocol that takes it reads it. */
-interface Framing {
+/** The request message as the protocol that takes the request carries it. */
+interface Input {
   binary: boolean;
   /** Length-prefixed frames (streaming Connect, gRPC-Web, gRPC) rather than one bare message. */
   enveloped: boolean;
-  /** The header that names the frames' (or the body's) compression. */
-  encodingHeader: string;
+  /** The compression the request names for its frames (or its one message). */
+  encoding: string | null;
   /** Frames with this flag end the stream and carry no request message. */
   endFlag?: number;
+  bytes: Uint8Array;
 }
 
-function framingOf(contentType: string): Framing | undefined {
-  const connect = connectProtocol.parseContentType(contentType);
-  if (connect) {
-    return connect.stream
-      ? { binary: connect.binary, enveloped: true, encodingHeader: connectProtocol.headerStreamEncoding, endFlag: connectProtocol.endStreamFlag }
-      : { binary: connect.binary, enveloped: false, encodingHeader: connectProtocol.headerUnaryEncoding };
+function base64Query(message: string): Uint8Array {
+  try {
+    return base64Decode(message);
+  } catch {
+    throw new ConnectError("the message query parameter is not valid base64", Code.InvalidArgument); // connect: INTERNAL
   }
+}
+
+/** The input of a request, or undefined for one connect refuses before reading any (405, 415). */
+function inputOf(req: IncomingMessage, body: Uint8Array): Input | undefined {
+  const header = (name: string) => req.headers[name.toLowerCase()]?.toString() ?? null;
+  if (req.method === "GET") {
+    // Connect's GET, for RPCs without side effects: the one message is in the query.
+    const query = new URL(req.url ?? "/", "http://edge").searchParams;
+    const encoding = query.get("encoding");
+    if (encoding !== "proto" && encoding !== "json") return undefined;
+    const message = query.get("message") ?? "";
+    return { binary: encoding === "proto", enveloped: false, encoding: query.get("compression"), bytes: query.get("base64") === "1" ? base64Query(message) : new TextEncoder().encode(message) };
+  }
+  if (req.method !== "POST") return undefined;
+  const contentType = header("content-type") ?? "";
+  const connect = connectProtocol.parseContentType(contentType);
+  if (connect?.stream) return { binary: connect.binary, enveloped: true, encoding: header(connectProtocol.headerStreamEncoding), endFlag: connectProtocol.endStreamFlag, bytes: body };
+  if (connect) return { binary: connect.binary, enveloped: false, encoding: header(connectProtocol.headerUnaryEncoding), bytes: body };
   const grpcWeb = grpcWebProtocol.parseContentType(contentType);
-  if (grpcWeb && !grpcWeb.text) return { binary: grpcWeb.binary, enveloped: true, encodingHeader: grpcWebProtocol.headerEncoding, endFlag: grpcWebProtocol.trailerFlag };
+  if (grpcWeb && !grpcWeb.text) return { binary: grpcWeb.binary, enveloped: true, encoding: header(grpcWebProtocol.headerEncoding), endFlag: grpcWebProtocol.trailerFlag, bytes: body };
   const grpc = grpcProtocol.parseContentType(contentType);
-  if (grpc) return { binary: grpc.binary, enveloped: true, encodingHeader: grpcProtocol.headerEncoding };
-  return undefined; // no protocol takes it: connect answers 415
+  if (grpc) return { binary: grpc.binary, enveloped: true, encoding: header(grpcProtocol.headerEncoding), bytes: body };
+  return undefined;
 }
 
 /**
- * Why connect could not decode this body as the RPC's request, or undefined when it can: the
- * body through connect's own pipeline (frames, decompression, parsing). What fails there is the
- * caller's input, so connect's INTERNAL becomes INVALID_ARGUMENT naming the message type.
+ * Why connect could not decode this request's input as the RPC's request message, or undefined
+ * when it can: the input through connect's own pipeline (frames, decompression, parsing). What
+ * fails there is the caller's input, so connect's INTERNAL becomes INVALID_ARGUMENT naming the
+ * message type.
  */
-async function undecodable(method: DescMethod, serialization: Serialization, req: IncomingMessage, body: Uint8Array, maxBytes: number): Promise<ConnectError | undefined> {
-  const framing = req.method === "POST" ? framingOf(req.headers["content-type"] ?? "") : undefined;
-  if (!framing) return undefined; // connect refuses it before reading a body
-  const compression = compressionNegotiate(acceptCompression, req.headers[framing.encodingHeader.toLowerCase()]?.toString() ?? null, null, "");
+async function undecodable(method: DescMethod, serialization: Serialization, input: Input, maxBytes: number): Promise<ConnectError | undefined> {
+  const compression = compressionNegotiate(acceptCompression, input.encoding, null, "");
   if (compression.error) return undefined; // an encoding connect does not take: it says so itself
-  const parser = serialization.getI(framing.binary);
+  const parser = serialization.getI(input.binary);
   try {
-    if (!framing.enveloped) parser.parse(compression.request ? await compression.request.decompress(body, maxBytes) : body);
+    if (!input.enveloped) parser.parse(compression.request ? await compression.request.decompress(input.bytes, maxBytes) : input.bytes);
     else {
-      const parse = framing.endFlag === undefined ? transformParseEnvelope(parser) : transformParseEnvelope(parser, framing.endFlag);
-      for await (const _ of pipe(createAsyncIterable([body]), transformSplitEnvelope(maxBytes), transformDecompressEnvelope(compression.request, maxBytes), parse));
+      const parse = input.endFlag === undefined ? transformParseEnvelope(parser) : transformParseEnvelope(parser, input.endFlag);
+      for await (const _ of pipe(createAsyncIterable([input.bytes]), transformSplitEnvelope(maxBytes), transformDecompressEnvelope(compression.request, maxBytes), parse));
     }
     return undefined;
   } catch (err) {
@@ -153,7 +171,9 @@ export function createRpcHandler(opts: RpcOptions) {
     if (!handler) return sendJson(res, 404, { code: "unimplemented", message: `no RPC ${path} is served here`, details: [] });
     authorize(handler.method, call.user); // before reading a body the caller may not send here
     const body = await readBody(req, opts.body);
-    const refusal = await undecodable(handler.method, serializations.get(handler.method)!, req, body, opts.body.maxBytes);
+    const input = inputOf(req, body);
+    const refusal = input && (await undecodable(handler.method, serializations.get(handler.method)!, input, opts.body.maxBytes));
+    if (refusal && req.method === "GET") throw refusal; // connect reads a GET's query, not a body: the edge answers, as Connect would
     const request = universalRequestFromNodeRequest(req, res, undefined, createContextValues().set(edgeCallKey, call));
     const answer = await handler({ ...request, body: refusal ? failing(refusal) : createAsyncIterable([body]) });
     if (answer.body === undefined && answer.status >= 400) return sendJson(res, ...bodilessRefusal(handler, req, answer.status));

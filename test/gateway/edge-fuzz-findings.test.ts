@@ -86,6 +86,19 @@ describe("edge: an RPC body that does not decode is the caller's error (INVALID_
     expect(json(responses[0]!)).toEqual({ code: "invalid_argument", message: expect.stringMatching(/could not be decoded as shop\.identity\.v1\.RegisterRequest/) });
   });
 
+  it("Connect GET (the message in the query): 400 naming the message", async () => {
+    const message = encodeURIComponent(garbage.toString("base64"));
+    const { responses } = await exchange([`GET /shop.catalog.v1.CatalogService/GetProduct?connect=v1&encoding=proto&base64=1&message=${message} HTTP/1.1\r\nHost: shop\r\n\r\n`]);
+    expect(responses[0]!.status).toBe(400);
+    expect(json(responses[0]!)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/could not be decoded as shop\.catalog\.v1\.GetProductRequest/) });
+  });
+
+  it("Connect GET: a message that is no base64 is 400", async () => {
+    const { responses } = await exchange(["GET /shop.catalog.v1.CatalogService/GetProduct?connect=v1&encoding=proto&base64=1&message=a HTTP/1.1\r\nHost: shop\r\n\r\n"]);
+    expect(responses[0]!.status).toBe(400);
+    expect(json(responses[0]!)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/base64/) });
+  });
+
   it.each([
     ["application/grpc-web+proto", "/shop.catalog.v1.CatalogService/ListProducts", "\xd9\x15\xe6\xccM\xae\xb4=Q\xda\xfa\xa1\x03\xff\xdd"], // as fuzz case 525
     ["application/grpc-web", "/shop.catalog.v1.CatalogService/GetProduct", "$\x1a\xb3\"=\xdfS!\xe8"], // as case 2249
