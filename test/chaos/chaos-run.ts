@@ -157,7 +157,9 @@ try {
   let next = 0;
   const loadStart = performance.now();
   const worker = async () => {
-    while (placed.size < ORDERS && performance.now() - loadStart < LOAD_BOUND_MS) {
+    // At least ORDERS orders, and the load goes on until every service has been killed once and NATS restarted.
+    const faultsDone = () => kills >= victims.length && natsRestarts > 0;
+    while ((placed.size < ORDERS || !faultsDone()) && performance.now() - loadStart < LOAD_BOUND_MS) {
       const i = next++;
       const shopper = shoppers[i % shoppers.length]!;
       const first = rng.int(products.length);
