@@ -11,6 +11,8 @@ export class BodyRefused extends Error {
     readonly status: 408 | 413,
     readonly code: "deadline_exceeded" | "resource_exhausted",
     message: string,
+    /** The body as far as it was read, for discardRest. */
+    readonly rest?: AsyncIterator<Buffer>,
   ) {
     super(message);
   }
@@ -22,7 +24,14 @@ export interface BodyLimits {
   idleTimeoutMs: number;
 }
 
-export const tooLarge = (limits: BodyLimits) => new BodyRefused(413, "resource_exhausted", `the request body exceeds ${limits.maxBytes} bytes`);
+export const tooLarge = (limits: BodyLimits, rest?: AsyncIterator<Buffer>) => new BodyRefused(413, "resource_exhausted", `the request body exceeds ${limits.maxBytes} bytes`, rest);
+
+/** The next chunk of a body, or "idle" when none comes within `idleMs`. */
+async function nextChunk(body: AsyncIterator<Buffer>, idleMs: number): Promise<IteratorResult<Buffer> | "idle"> {
+  let timer: NodeJS.Timeout | undefined;
+  const idle = new Promise<"idle">((resolve) => (timer = setTimeout(() => resolve("idle"), idleMs)));
+  return Promise.race([body.next(), idle]).finally(() => clearTimeout(timer));
+}
 
 /** The whole body, or BodyRefused (413 past the limit, 408 when it stops arriving). */
 export async function readBody(req: IncomingMessage, limits: BodyLimits): Promise<Buffer> {
@@ -30,14 +39,29 @@ export async function readBody(req: IncomingMessage, limits: BodyLimits): Promis
   let size = 0;
   const body = req[Symbol.asyncIterator]();
   for (;;) {
-    let timer: NodeJS.Timeout | undefined;
-    const idle = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BodyRefused(408, "deadline_exceeded", `the request body stopped arriving: nothing for ${limits.idleTimeoutMs} ms`)), limits.idleTimeoutMs);
-    });
-    const next = await Promise.race([body.next(), idle]).finally(() => clearTimeout(timer));
+    const next = await nextChunk(body, limits.idleTimeoutMs);
+    if (next === "idle") throw new BodyRefused(408, "deadline_exceeded", `the request body stopped arriving: nothing for ${limits.idleTimeoutMs} ms`, body);
     if (next.done) return Buffer.concat(chunks, size);
-    size += (next.value as Buffer).length;
-    if (size > limits.maxBytes) throw tooLarge(limits);
-    chunks.push(next.value as Buffer);
+    size += next.value.length;
+    if (size > limits.maxBytes) throw tooLarge(limits, body);
+    chunks.push(next.value);
+  }
+}
+
+/**
+ * Reads and drops what a client still sends of a refused body, until it ends, pauses for a
+ * second, or `lingerMs` have passed. A socket closed with unread bytes is reset, and a client
+ * still writing its body then loses the answer it was sent (hence nginx's "lingering close").
+ */
+export async function discardRest(req: IncomingMessage, refusal: BodyRefused, lingerMs: number): Promise<void> {
+  const body = refusal.rest ?? req[Symbol.asyncIterator]();
+  const until = Date.now() + lingerMs;
+  try {
+    for (let left = lingerMs; left > 0; left = until - Date.now()) {
+      const next = await nextChunk(body, Math.min(1_000, left));
+      if (next === "idle" || next.done) return;
+    }
+  } catch {
+    // the client went away: nothing left to protect
   }
 }

@@ -18,7 +18,7 @@ import type { Authenticator } from "./auth.js";
 import { deriveRoutes } from "./http-rules.js";
 import type { EdgeCall } from "./proxy.js";
 import type { RateLimiter } from "./rate-limit.js";
-import { BodyRefused, tooLarge, type BodyLimits } from "./request-body.js";
+import { BodyRefused, discardRest, tooLarge, type BodyLimits } from "./request-body.js";
 import { handleRest, sendError, sendJson } from "./rest.js";
 import { createRpcHandler } from "./rpc.js";
 import { publicServices, type Upstreams } from "./upstreams.js";
@@ -39,6 +39,9 @@ export interface EdgeOptions {
   ready(): Promise<boolean>;
   openapi: object;
 }
+
+/** How long a refused body may still be read (and dropped) before its connection is closed. */
+const LINGER_MS = 5_000;
 
 /** Why Node's HTTP parser refused a request (its error code), as status, code and message. */
 function parserRefusal(code: string | undefined): [number, string, string] {
@@ -213,9 +216,12 @@ export function createEdgeServer(opts: EdgeOptions): Server {
       handle(req, res, requestId, report)
         .catch((err) => {
           if (err instanceof BodyRefused) {
-            // The rest of that body may still be coming: close rather than read it or parse it as a request.
-            sendJson(res, err.status, { code: err.code, message: err.message, details: [] }, { connection: "close" });
-            return err.status === 413 ? "too-large" : "body-timeout";
+            // The rest of that body may still be coming: close rather than parse it as a request,
+            // once the client has stopped sending (or had its time): see discardRest.
+            const text = JSON.stringify({ code: err.code, message: err.message, details: [] });
+            res.writeHead(err.status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), connection: "close" });
+            res.write(text);
+            return discardRest(req, err, LINGER_MS).then(() => (res.end(), err.status === 413 ? "too-large" : "body-timeout"));
           }
           if (!(err instanceof ConnectError)) opts.logger.error({ err, request_id: requestId }, "unhandled error at the edge");
           sendError(res, err, Boolean(req.headers.authorization));

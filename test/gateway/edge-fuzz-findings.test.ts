@@ -3,6 +3,7 @@
 // encoding, refusals connect-node answers with an empty body (405, 415), the CONNECT method, a
 // chunked body that never ends, and keep-alive connections read out of step. The gateway runs
 // alone: no request here may need a service.
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type RunningGateway } from "../../gateway/gateway.js";
 import { createTestPki } from "../support/pki.js";
@@ -36,21 +37,24 @@ afterAll(async () => {
 });
 
 /** Sends each request on one keep-alive connection and reads its answer (bounded generously). */
-async function exchange(requests: (string | Buffer)[], timeoutMs = 10_000): Promise<{ responses: RawResponse[]; closed: boolean }> {
+async function exchange(requests: (string | Buffer)[], timeoutMs = 10_000): Promise<{ responses: RawResponse[]; closed: boolean; answeredMs: number[] }> {
   const conn = new RawConnection(gateway.port);
   await conn.opened;
   const responses: RawResponse[] = [];
+  const answeredMs: number[] = [];
   try {
     for (const request of requests) {
       const bytes = Buffer.isBuffer(request) ? request : Buffer.from(request, "latin1");
+      const sent = Date.now();
       await conn.write(bytes);
       const outcome = await conn.next(timeoutMs, bytes.subarray(0, 5).toString("latin1") === "HEAD ");
       if (outcome.kind !== "response") throw new Error(`request ${responses.length + 1}: ${outcome.kind} ${JSON.stringify(outcome.partial)}`);
       responses.push(outcome.response);
+      answeredMs.push(Date.now() - sent);
     }
     // The server closes a connection it answered with "connection: close" (bounded, never a fixed sleep).
     for (const end = Date.now() + timeoutMs; responses.at(-1)?.headers.connection === "close" && !conn.closed && Date.now() < end; ) await conn.next(100);
-    return { responses, closed: conn.closed };
+    return { responses, closed: conn.closed, answeredMs };
   } finally {
     conn.close();
   }
@@ -166,10 +170,41 @@ describe("edge: a body that never completes (fuzz case 125)", () => {
 
   it("Connect: a chunked body over the limit is answered 413 and closed as soon as it passes the limit", async () => {
     const chunk = `400\r\n${"x".repeat(0x400)}\r\n`; // 1 KiB chunks, the limit is 1 KiB; the body never ends
-    const { responses, closed } = await exchange([`POST /shop.identity.v1.IdentityService/Login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.repeat(2)}`], BODY_IDLE_TIMEOUT_MS / 2);
+    const { responses, closed, answeredMs } = await exchange([`POST /shop.identity.v1.IdentityService/Login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.repeat(2)}`]);
     expect(responses[0]!.status).toBe(413);
+    expect(answeredMs[0]).toBeLessThan(BODY_IDLE_TIMEOUT_MS); // not when the body stops arriving
     expect(json(responses[0]!).code).toBe("resource_exhausted");
     expect(closed).toBe(true);
+  });
+});
+
+/**
+ * As a client that sends its whole request before it reads (as many simple HTTP clients do):
+ * everything the server sent by the time the client's write completed or failed, and how.
+ */
+function sendAllThenRead(request: Buffer): Promise<{ text: string; writeError?: string }> {
+  return new Promise((resolve) => {
+    const socket = connect(gateway.port, "127.0.0.1");
+    socket.pause();
+    socket.on("error", () => {}); // reported through the write's callback
+    const chunks: Buffer[] = [];
+    socket.write(request, (err) => {
+      if (err) return resolve({ text: Buffer.concat(chunks).toString("latin1"), writeError: (err as NodeJS.ErrnoException).code });
+      socket.on("data", (d: Buffer) => chunks.push(d)).on("close", () => resolve({ text: Buffer.concat(chunks).toString("latin1") }));
+      socket.resume();
+    });
+  });
+}
+
+describe("edge: a 413 reaches a client still sending its body (fuzz case 1411)", () => {
+  it.each([
+    ["Content-Length", (body: string) => `Content-Length: ${body.length}\r\n\r\n${body}`],
+    ["chunked", (body: string) => `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`],
+  ])("%s: 8 MiB against a 1 KiB limit is answered 413; the connection is not reset under the client's feet", async (_, framing) => {
+    const body = "a".repeat(8 * 1024 * 1024);
+    const { text, writeError } = await sendAllThenRead(Buffer.from(`POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n${framing(body)}`, "latin1"));
+    expect(writeError).toBeUndefined();
+    expect(text).toMatch(/^HTTP\/1\.1 413 [^]*\r\nconnection: close\r\n[^]*"code":"resource_exhausted"/i);
   });
 });
 
