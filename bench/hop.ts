@@ -12,9 +12,9 @@ import { pino } from "pino";
 import { Registry } from "prom-client";
 import { IdentityService, Role, UserSchema } from "../gen/shop/identity/v1/identity_pb.js";
 import { createCa, type TlsFiles } from "../mesh/certs.js";
-import { createClient } from "../mesh/client.js";
-import { grpcServiceDefinition } from "../mesh/grpc-adapter.js";
-import { serve } from "../mesh/serve.js";
+import { createClient } from "../mesh/rpc/client.js";
+import { grpcServiceDefinition } from "../mesh/rpc/grpc-adapter.js";
+import { serve } from "../mesh/rpc/serve.js";
 import { initTracing } from "../mesh/telemetry.js";
 import { closedLoop, type LoadResult } from "./load.js";
 

@@ -11,7 +11,7 @@ import { InventoryService } from "../gen/shop/inventory/v1/inventory_pb.js";
 import { OrderConfirmedSchema } from "../gen/shop/order/v1/events_pb.js";
 import { OrderService } from "../gen/shop/order/v1/order_pb.js";
 import { PaymentService } from "../gen/shop/payment/v1/payment_pb.js";
-import { ensureStreams } from "../mesh/events.js";
+import { ensureStreams } from "../mesh/events/events.js";
 import { startMesh } from "../test/support/mesh.js";
 import { cardToken } from "../test/support/payments.js";
 

@@ -5,7 +5,7 @@
 import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { EdgeAccess, edge } from "../gen/shop/common/v1/edge_pb.js";
-import type { EndUser } from "../mesh/call-scope.js";
+import type { EndUser } from "../mesh/rpc/call-scope.js";
 
 export const edgeAccess = (method: DescMethod): EdgeAccess => (hasOption(method, edge) ? getOption(method, edge).access : EdgeAccess.UNSPECIFIED);
 

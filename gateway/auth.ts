@@ -5,8 +5,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errors, importJWK, jwtVerify, type CryptoKey, type JWK } from "jose";
 import type { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
-import type { EndUser } from "../mesh/call-scope.js";
-import type { MeshClient } from "../mesh/client.js";
+import type { EndUser } from "../mesh/rpc/call-scope.js";
+import type { MeshClient } from "../mesh/rpc/client.js";
 import type { Logger } from "../mesh/telemetry.js";
 
 export interface AuthOptions {

@@ -2,7 +2,7 @@
 // the Connect/gRPC-Web handlers and the REST routes, so both behave the same.
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { headers, type EndUser } from "../mesh/call-scope.js";
+import { headers, type EndUser } from "../mesh/rpc/call-scope.js";
 import { authorize } from "./access.js";
 import { serviceName, type Upstreams } from "./upstreams.js";
 

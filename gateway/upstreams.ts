@@ -8,7 +8,7 @@ import { InventoryService } from "../gen/shop/inventory/v1/inventory_pb.js";
 import { NotificationService } from "../gen/shop/notification/v1/notification_pb.js";
 import { OrderService } from "../gen/shop/order/v1/order_pb.js";
 import { PaymentService } from "../gen/shop/payment/v1/payment_pb.js";
-import { createClient, type MeshClient, type ResiliencePolicy } from "../mesh/client.js";
+import { createClient, type MeshClient, type ResiliencePolicy } from "../mesh/rpc/client.js";
 import type { TlsFiles } from "../mesh/certs.js";
 import type { ServiceName } from "../mesh/topology.js";
 import type { Registry } from "prom-client";

@@ -9,12 +9,12 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { loadTls } from "./certs.js";
-import { createClient, type MeshClient } from "./client.js";
+import { createClient, type MeshClient } from "./rpc/client.js";
 import { ConfigError, env, loadConfig } from "./config.js";
-import { meshMigrations, migrate, openDb, type Db } from "./db.js";
-import { startEventing, type Eventing, type EventHandlerSpec } from "./eventing.js";
+import { meshMigrations, migrate, openDb, type Db } from "./data/db.js";
+import { startEventing, type Eventing, type EventHandlerSpec } from "./events/eventing.js";
 import { startPeriodic } from "./periodic.js";
-import { serve } from "./serve.js";
+import { serve } from "./rpc/serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
 

@@ -1,7 +1,7 @@
 // One typed description of the mesh: every service, where it listens by default, whom it calls,
 // which events it owns and which it consumes. The launcher (scripts/start.ts) starts from it, the
 // nats-server configuration and each service's NATS permissions are generated from it
-// (mesh/nats-config.ts), so ports, upstreams and event flows are written down once.
+// (mesh/events/nats-config.ts), so ports, upstreams and event flows are written down once.
 export interface ServiceSpec {
   /** Also the certificate identity: spiffe://shopmesh/<name>. */
   name: string;

@@ -4,8 +4,8 @@
 import { join } from "node:path";
 import { connect } from "nats";
 import { loadTls } from "../mesh/certs.js";
-import { listDeadLetters, replayDeadLetters } from "../mesh/dead-letters.js";
-import { natsConnectOptions, natsOperator } from "../mesh/nats-config.js";
+import { listDeadLetters, replayDeadLetters } from "../mesh/events/dead-letters.js";
+import { natsConnectOptions, natsOperator } from "../mesh/events/nats-config.js";
 import { projectRoot } from "../mesh/service.js";
 
 const [command, ...args] = process.argv.slice(2);

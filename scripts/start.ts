@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { prettyFactory } from "pino-pretty";
 import { ensureCerts, loadTls } from "../mesh/certs.js";
-import { healthClient } from "../mesh/health-client.js";
-import { natsServerConfig } from "../mesh/nats-config.js";
+import { healthClient } from "../mesh/rpc/health-client.js";
+import { natsServerConfig } from "../mesh/events/nats-config.js";
 import { projectRoot } from "../mesh/service.js";
 import { certificateHolders, natsServerIdentity, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
 
@@ -81,7 +81,7 @@ await ensureCerts(certsDir, certificateHolders, { serverOnly: [natsServerIdentit
 const [natsUrl, redisUrl] = await Promise.all([
   ensureInfra({
     // Locked: TLS only, each service's certificate mapped to a NATS user with the permissions the
-    // topology gives it (mesh/nats-config.ts); certs/client.crt is the operator's.
+    // topology gives it (mesh/events/nats-config.ts); certs/client.crt is the operator's.
     name: "nats-server", envVar: "NATS_URL", port: 4222, scheme: "tls", install: "nats-server",
     args: (dir) => ["-c", join(dir, "nats-server.conf")],
     prepare: (dir) =>

@@ -1,9 +1,9 @@
 // The catalog service: products and prices, read through a Redis cache.
 import { fileURLToPath } from "node:url";
 import { CatalogService, ProductSchema } from "../../gen/shop/catalog/v1/catalog_pb.js";
-import { createMessageCache } from "../../mesh/cache.js";
+import { createMessageCache } from "../../mesh/data/cache.js";
 import { env } from "../../mesh/config.js";
-import type { Db } from "../../mesh/db.js";
+import type { Db } from "../../mesh/data/db.js";
 import type { ServiceDefinition } from "../../mesh/service.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import { demoProducts, DEMO_CURRENCY } from "./demo.js";

@@ -4,11 +4,11 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { ProductUpdatedSchema } from "../../gen/shop/catalog/v1/events_pb.js";
 import { CatalogService, type Product, type ProductSchema } from "../../gen/shop/catalog/v1/catalog_pb.js";
-import { requireAdmin } from "../../mesh/call-scope.js";
-import type { MessageCache, Versioned } from "../../mesh/cache.js";
-import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
-import { enqueue } from "../../mesh/outbox.js";
-import { pageLimit, pageToken, paginate } from "../../mesh/paging.js";
+import { requireAdmin } from "../../mesh/rpc/call-scope.js";
+import type { MessageCache, Versioned } from "../../mesh/data/cache.js";
+import { isUniqueViolation, type Db, type Queryable } from "../../mesh/data/db.js";
+import { enqueue } from "../../mesh/events/outbox.js";
+import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
 import { createStore } from "./store.js";
 
 /** Writes product.updated for `product` in the caller's transaction. */

@@ -3,8 +3,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ProductSchema, type Product } from "../../gen/shop/catalog/v1/catalog_pb.js";
-import type { Versioned } from "../../mesh/cache.js";
-import type { Queryable } from "../../mesh/db.js";
+import type { Versioned } from "../../mesh/data/cache.js";
+import type { Queryable } from "../../mesh/data/db.js";
 
 interface ProductRow extends Record<string, unknown> {
   id: string;

@@ -7,9 +7,9 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import { v7 as uuidv7 } from "uuid";
 import { IdentityService, JwkSchema, Role, UserSchema, type User } from "../../gen/shop/identity/v1/identity_pb.js";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
-import { requireSelfOrAdmin } from "../../mesh/call-scope.js";
-import { enqueue } from "../../mesh/outbox.js";
-import { isUniqueViolation, type Db } from "../../mesh/db.js";
+import { requireSelfOrAdmin } from "../../mesh/rpc/call-scope.js";
+import { enqueue } from "../../mesh/events/outbox.js";
+import { isUniqueViolation, type Db } from "../../mesh/data/db.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import { HashingQueue, type QueueLimits } from "./hashing-queue.js";
 import { hashPassword, verifyPassword } from "./passwords.js";
@@ -38,9 +38,17 @@ function callerLimits(ctx: HandlerContext): QueueLimits {
   return { signal: ctx.signal, deadline: left === undefined ? undefined : Date.now() + left };
 }
 
-/** Stops work (and above all, issuing a token) for a caller who has given up. */
+/** Time an answer needs to reach the caller after the token is signed. */
+const ANSWER_MARGIN_MS = 25;
+
+/**
+ * Stops work (and above all, issuing a token) for a caller who has given up, or whose deadline is
+ * so close that the answer would arrive after it.
+ */
 function stopIfGivenUp(ctx: HandlerContext): void {
   if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason);
+  const left = ctx.timeoutMs();
+  if (left !== undefined && left < ANSWER_MARGIN_MS) throw new ConnectError("deadline too close to answer in time", Code.DeadlineExceeded);
 }
 
 export interface IdentityDeps {
@@ -99,7 +107,7 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N, publis
       if (!row || !ok) throw badCredentials();
       stopIfGivenUp(ctx); // no token for a caller who has stopped waiting for it
       const { token, expiresAt } = await signer.sign(row.id, row.roles);
-      logger.info({ user_id: row.id }, "token issued");
+      logger.info({ user_id: row.id, deadline_left_ms: ctx.timeoutMs() }, "token issued");
       return { accessToken: token, tokenType: "Bearer", expireTime: timestampFromDate(expiresAt), user: toUser(row) };
     },
 

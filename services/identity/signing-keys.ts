@@ -3,7 +3,7 @@
 // stay valid. GetJwks publishes the public halves; the kid (RFC 7638 thumbprint) picks the key.
 import { randomUUID } from "node:crypto";
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
-import type { Db } from "../../mesh/db.js";
+import type { Db } from "../../mesh/data/db.js";
 
 export interface TokenSettings {
   issuer: string;

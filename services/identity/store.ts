@@ -1,5 +1,5 @@
 // The identity service's SQL: users by id and by email.
-import type { Queryable } from "../../mesh/db.js";
+import type { Queryable } from "../../mesh/data/db.js";
 
 export interface UserRow extends Record<string, unknown> {
   id: string;

@@ -4,11 +4,11 @@ import { StockRejectedSchema, StockReleasedSchema, StockReservedSchema } from ".
 import { InventoryService } from "../../gen/shop/inventory/v1/inventory_pb.js";
 import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
-import { requireAdmin } from "../../mesh/call-scope.js";
-import type { Db } from "../../mesh/db.js";
-import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
-import { handleOnce } from "../../mesh/inbox.js";
-import { enqueue } from "../../mesh/outbox.js";
+import { requireAdmin } from "../../mesh/rpc/call-scope.js";
+import type { Db } from "../../mesh/data/db.js";
+import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
+import { handleOnce } from "../../mesh/events/inbox.js";
+import { enqueue } from "../../mesh/events/outbox.js";
 import { createStore, Shortage, type Line } from "./store.js";
 
 export function inventoryHandlers(db: Db): ServiceImpl<typeof InventoryService> {

@@ -2,7 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { StockSchema, type Stock } from "../../gen/shop/inventory/v1/inventory_pb.js";
-import type { Queryable } from "../../mesh/db.js";
+import type { Queryable } from "../../mesh/data/db.js";
 
 interface StockRow extends Record<string, unknown> {
   product_id: string;

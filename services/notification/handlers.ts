@@ -5,11 +5,11 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { NotificationChannel, NotificationSchema, NotificationService } from "../../gen/shop/notification/v1/notification_pb.js";
 import { OrderCancelledSchema, OrderConfirmedSchema } from "../../gen/shop/order/v1/events_pb.js";
-import { listScope } from "../../mesh/call-scope.js";
-import { pageLimit, pageToken, paginate } from "../../mesh/paging.js";
-import type { Db } from "../../mesh/db.js";
-import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
-import { handleOnce } from "../../mesh/inbox.js";
+import { listScope } from "../../mesh/rpc/call-scope.js";
+import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
+import type { Db } from "../../mesh/data/db.js";
+import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
+import { handleOnce } from "../../mesh/events/inbox.js";
 import type { Money } from "../../gen/shop/common/v1/money_pb.js";
 import type { Message, Sender } from "./sender.js";
 

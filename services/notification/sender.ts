@@ -1,7 +1,7 @@
 // Where notifications go. The default sender records each message in the service's database
 // (ListNotifications reads them) and logs it; a real deployment plugs in an email provider here.
 import { v7 as uuidv7 } from "uuid";
-import type { Queryable } from "../../mesh/db.js";
+import type { Queryable } from "../../mesh/data/db.js";
 import type { Logger } from "../../mesh/telemetry.js";
 
 export interface Message {

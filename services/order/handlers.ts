@@ -9,13 +9,13 @@ import { StockRejectedSchema, StockReservedSchema } from "../../gen/shop/invento
 import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
-import { listScope, mayAccess, requireUser } from "../../mesh/call-scope.js";
-import { pageLimit, pageToken, paginate } from "../../mesh/paging.js";
-import type { MeshClient } from "../../mesh/client.js";
-import { isUniqueViolation, type Db, type Queryable } from "../../mesh/db.js";
-import { on, type EventHandlerSpec } from "../../mesh/eventing.js";
-import { handleOnce } from "../../mesh/inbox.js";
-import { enqueue } from "../../mesh/outbox.js";
+import { listScope, mayAccess, requireUser } from "../../mesh/rpc/call-scope.js";
+import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
+import type { MeshClient } from "../../mesh/rpc/client.js";
+import { isUniqueViolation, type Db, type Queryable } from "../../mesh/data/db.js";
+import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
+import { handleOnce } from "../../mesh/events/inbox.js";
+import { enqueue } from "../../mesh/events/outbox.js";
 import { createStore, isTerminal, statusName, type StoredOrder } from "./store.js";
 import type { OrderWatchers } from "./watchers.js";
 

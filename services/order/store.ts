@@ -3,7 +3,7 @@
 import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { OrderSchema, OrderStatus, ShippingAddressSchema, type Order, type ShippingAddress } from "../../gen/shop/order/v1/order_pb.js";
-import type { Queryable } from "../../mesh/db.js";
+import type { Queryable } from "../../mesh/data/db.js";
 
 interface OrderRow extends Record<string, unknown> {
   id: string;

@@ -6,8 +6,8 @@
 // processor answers without charging twice.
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
-import type { Db, Queryable } from "../../mesh/db.js";
-import { enqueue } from "../../mesh/outbox.js";
+import type { Db, Queryable } from "../../mesh/data/db.js";
+import { enqueue } from "../../mesh/events/outbox.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import type { CardProcessor, ChargeResult } from "./processor.js";
 import { createMethods } from "./methods.js";

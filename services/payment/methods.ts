@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentMethodSchema, type PaymentMethod } from "../../gen/shop/payment/v1/payment_pb.js";
-import type { Queryable } from "../../mesh/db.js";
+import type { Queryable } from "../../mesh/data/db.js";
 
 interface MethodRow extends Record<string, unknown> {
   token: string;

@@ -6,7 +6,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentSchema, PaymentStatus, type Payment } from "../../gen/shop/payment/v1/payment_pb.js";
-import type { Queryable } from "../../mesh/db.js";
+import type { Queryable } from "../../mesh/data/db.js";
 import { createMethods } from "./methods.js";
 
 export interface PaymentRow extends Record<string, unknown> {

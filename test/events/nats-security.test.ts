@@ -10,7 +10,7 @@ import type { ConnectionOptions, NatsConnection } from "nats";
 import { PaymentCapturedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { ProductUpdatedSchema } from "../../gen/shop/catalog/v1/events_pb.js";
 import { createCa } from "../../mesh/certs.js";
-import { encodeEvent, ensureStreams, publishEncoded, streamName } from "../../mesh/events.js";
+import { encodeEvent, ensureStreams, publishEncoded, streamName } from "../../mesh/events/events.js";
 import { notification } from "../../services/notification/notification.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { startNats, type NatsTestServer } from "../support/processes.js";

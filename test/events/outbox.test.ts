@@ -3,10 +3,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetStreamManager, NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
-import { meshMigrations, migrate, openDb, type Db } from "../../mesh/db.js";
-import { ensureStreams, streamName } from "../../mesh/events.js";
-import { handleOnce } from "../../mesh/inbox.js";
-import { enqueue, startRelay } from "../../mesh/outbox.js";
+import { meshMigrations, migrate, openDb, type Db } from "../../mesh/data/db.js";
+import { ensureStreams, streamName } from "../../mesh/events/events.js";
+import { handleOnce } from "../../mesh/events/inbox.js";
+import { enqueue, startRelay } from "../../mesh/events/outbox.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
 import { startNats, type NatsTestServer } from "../support/processes.js";
 import { silentLogger, sleep } from "../support/servers.js";

@@ -4,8 +4,8 @@ import { Code } from "@connectrpc/connect";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Role, type IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
-import { headers } from "../../mesh/call-scope.js";
-import type { MeshClient } from "../../mesh/client.js";
+import { headers } from "../../mesh/rpc/call-scope.js";
+import type { MeshClient } from "../../mesh/rpc/client.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { startIdentity, type IdentityUnderTest } from "../support/identity.js";
 import { rejection } from "../support/servers.js";
@@ -14,7 +14,7 @@ import { startNats, type NatsTestServer } from "../support/processes.js";
 import type { NatsConnection } from "nats";
 import { fromBinary } from "@bufbuild/protobuf";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
-import { streamName } from "../../mesh/events.js";
+import { streamName } from "../../mesh/events/events.js";
 
 export interface DatabaseUnderTest {
   /** Environment for a fresh database; the same value again must reopen the same data. */

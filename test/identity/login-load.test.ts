@@ -55,7 +55,10 @@ describe("a burst of logins with short deadlines", () => {
     const loginsBefore = lines().filter((l) => l.msg === "token issued").length;
 
     const deadlineMs = 3_000;
-    const burst = 24;
+    // Enough logins for about twice the deadline's worth of hashing on this machine (2 cores hash at once).
+    const paced = Date.now();
+    await client.login(ADMIN);
+    const burst = Math.min(200, Math.max(24, Math.ceil((2 * deadlineMs) / Math.max(1, Date.now() - paced)) * 2));
     const outcomes = await Promise.all(
       Array.from({ length: burst }, async () => {
         const started = Date.now();
@@ -80,7 +83,11 @@ describe("a burst of logins with short deadlines", () => {
         Object.fromEntries(["ResourceExhausted", "DeadlineExceeded"].map((c) => [c, refused.filter((o) => o.code === c).length])),
       )}, slowest refusal ${Math.max(0, ...refused.map((o) => o.ms))} ms`,
     );
-    expect(issued).toBe(answered);
+    // A token is issued only with time left to answer; one still in flight when the caller's deadline
+    // passes can arrive late (no server can prevent that), so a couple may be issued and not received.
+    // Before the queue and the checks, every one of 24 was issued and none received.
+    expect(issued).toBeGreaterThanOrEqual(answered);
+    expect(issued - answered).toBeLessThanOrEqual(2);
     expect(answered).toBeGreaterThan(0);
     expect(refused.every((o) => o.code === "ResourceExhausted" || o.code === "DeadlineExceeded")).toBe(true);
     client.close();

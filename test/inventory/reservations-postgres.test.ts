@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fileURLToPath } from "node:url";
 import { v7 as uuidv7 } from "uuid";
-import { migrate, openDb, type Db } from "../../mesh/db.js";
+import { migrate, openDb, type Db } from "../../mesh/data/db.js";
 import { createStore, Shortage } from "../../services/inventory/store.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
 

@@ -187,7 +187,7 @@ describe("an error of any size from a handler", () => {
 describe("a database error", () => {
   it("reaches the caller as INTERNAL with a request id, never its text", async () => {
     // A real pg pool whose server is not there: its error names the internal address.
-    const { openDb } = await import("../../mesh/db.js");
+    const { openDb } = await import("../../mesh/data/db.js");
     const db = await openDb({ url: `postgres://shop@127.0.0.1:${await freePort()}/shop`, statementTimeoutMs: 2_000 });
     const server = await startServer(pki, "catalog", CatalogService, {
       async getProduct(req) {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { migrate, openDb, isUniqueViolation, type Db } from "../../mesh/db.js";
+import { migrate, openDb, isUniqueViolation, type Db } from "../../mesh/data/db.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
 
 let migrations: string;

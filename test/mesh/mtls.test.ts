@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import { Code } from "@connectrpc/connect";
 import { IdentityService, type GetJwksResponse } from "../../gen/shop/identity/v1/identity_pb.js";
-import { callerOf, headers, type Caller } from "../../mesh/call-scope.js";
+import { callerOf, headers, type Caller } from "../../mesh/rpc/call-scope.js";
 import { createCa, serviceFromSan } from "../../mesh/certs.js";
-import { grpcMethodDefinition } from "../../mesh/grpc-adapter.js";
+import { grpcMethodDefinition } from "../../mesh/rpc/grpc-adapter.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { clientFor, rejection, startServer, type StubServer } from "../support/servers.js";
 

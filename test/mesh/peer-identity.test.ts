@@ -3,8 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
-import { grpcMethodDefinition } from "../../mesh/grpc-adapter.js";
-import { healthClient } from "../../mesh/health-client.js";
+import { grpcMethodDefinition } from "../../mesh/rpc/grpc-adapter.js";
+import { healthClient } from "../../mesh/rpc/health-client.js";
 import type { TlsFiles } from "../../mesh/certs.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { startServer, type StubServer } from "../support/servers.js";

@@ -9,7 +9,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { Code } from "@connectrpc/connect";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
-import { healthClient } from "../../mesh/health-client.js";
+import { healthClient } from "../../mesh/rpc/health-client.js";
 import { initTracing, serveMetrics } from "../../mesh/telemetry.js";
 import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";

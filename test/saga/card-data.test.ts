@@ -8,7 +8,7 @@ import { Code } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { OrderService, OrderStatus } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
-import { DLQ_STREAM } from "../../mesh/events.js";
+import { DLQ_STREAM } from "../../mesh/events/events.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { testCards } from "../../services/payment/processor.js";
 import { scanDatabase, scanStreams } from "../support/card-scan.js";

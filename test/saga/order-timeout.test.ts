@@ -8,7 +8,7 @@ import { InventoryService } from "../../gen/shop/inventory/v1/inventory_pb.js";
 import { OrderService, OrderStatus, type Order } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentCapturedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService, PaymentStatus } from "../../gen/shop/payment/v1/payment_pb.js";
-import type { MeshClient } from "../../mesh/client.js";
+import type { MeshClient } from "../../mesh/rpc/client.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { testCards } from "../../services/payment/processor.js";
 import { cardToken } from "../support/payments.js";

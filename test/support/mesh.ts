@@ -1,8 +1,8 @@
 // The whole mesh in this process: every service as its main() would start it, sharing one real
 // nats-server and redis-server, each with its own embedded database.
 import type { DescService } from "@bufbuild/protobuf";
-import type { MeshClient } from "../../mesh/client.js";
-import { headers } from "../../mesh/call-scope.js";
+import type { MeshClient } from "../../mesh/rpc/client.js";
+import { headers } from "../../mesh/rpc/call-scope.js";
 import { catalog } from "../../services/catalog/catalog.js";
 import { identity } from "../../services/identity/identity.js";
 import { inventory } from "../../services/inventory/inventory.js";

@@ -2,8 +2,8 @@
 // order carries only the token it returns.
 import type { CallOptions } from "@connectrpc/connect";
 import type { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
-import { headers } from "../../mesh/call-scope.js";
-import type { MeshClient } from "../../mesh/client.js";
+import { headers } from "../../mesh/rpc/call-scope.js";
+import type { MeshClient } from "../../mesh/rpc/client.js";
 import { testCards } from "../../services/payment/processor.js";
 
 /** Call options for an end user, as the gateway sends them after verifying a token. */

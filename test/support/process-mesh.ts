@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { healthClient } from "../../mesh/health-client.js";
+import { healthClient } from "../../mesh/rpc/health-client.js";
 import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
 import { createTestPki, type TestPki } from "./pki.js";

@@ -6,7 +6,7 @@ import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type ConnectionOptions, type NatsConnection } from "nats";
-import { natsConnectOptions, natsOperator, natsServerConfig } from "../../mesh/nats-config.js";
+import { natsConnectOptions, natsOperator, natsServerConfig } from "../../mesh/events/nats-config.js";
 import { natsServerIdentity } from "../../mesh/topology.js";
 import { createTestPki, type TestPki } from "./pki.js";
 import { freePort } from "./ports.js";

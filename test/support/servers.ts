@@ -3,8 +3,8 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Registry } from "prom-client";
-import { serve, type RunningServer } from "../../mesh/serve.js";
-import { createClient, type ClientOptions, type MeshClient } from "../../mesh/client.js";
+import { serve, type RunningServer } from "../../mesh/rpc/serve.js";
+import { createClient, type ClientOptions, type MeshClient } from "../../mesh/rpc/client.js";
 import { createLogger } from "../../mesh/telemetry.js";
 import type { TestPki } from "./pki.js";
 

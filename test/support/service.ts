@@ -2,8 +2,8 @@
 // ports, with the database, NATS and Redis the test chooses.
 import type { DescService } from "@bufbuild/protobuf";
 import type { JetStreamClient, JetStreamManager } from "nats";
-import type { MeshClient } from "../../mesh/client.js";
-import { ensureStreams } from "../../mesh/events.js";
+import type { MeshClient } from "../../mesh/rpc/client.js";
+import { ensureStreams } from "../../mesh/events/events.js";
 import { startService, type ConfigSpec, type RunningService, type ServiceDefinition } from "../../mesh/service.js";
 import { ownerOfSubject, topology } from "../../mesh/topology.js";
 import { createTestPki, type TestPki } from "./pki.js";

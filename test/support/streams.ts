@@ -1,8 +1,8 @@
 // Reading what services published, straight from their JetStream streams.
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { headers as natsHeaders, type JetStreamClient, type JetStreamManager } from "nats";
-import { eventSubject, streamName, type EncodedEvent } from "../../mesh/events.js";
-import { ownerOf } from "../../mesh/eventing.js";
+import { eventSubject, streamName, type EncodedEvent } from "../../mesh/events/events.js";
+import { ownerOf } from "../../mesh/events/eventing.js";
 
 export interface StoredEvent<S extends DescMessage> {
   seq: number;

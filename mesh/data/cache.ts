@@ -8,7 +8,7 @@
 // down, reads go to the database (each command has a short timeout) and the service keeps going.
 import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
-import type { Logger } from "./telemetry.js";
+import type { Logger } from "../telemetry.js";
 
 export interface Versioned<T> {
   value: T;

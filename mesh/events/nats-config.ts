@@ -11,10 +11,10 @@
 // inbox prefix, so it cannot read another service's replies. The "client" identity (CLI tools,
 // `npm run dlq`, tests) is the operator: full rights.
 import type { ConnectionOptions } from "nats";
-import type { TlsFiles } from "./certs.js";
-import { spiffeId } from "./certs.js";
+import type { TlsFiles } from "../certs.js";
+import { spiffeId } from "../certs.js";
 import { DLQ_STREAM, streamName } from "./events.js";
-import { ownerOfSubject, serviceNames, topology, type ServiceName } from "./topology.js";
+import { ownerOfSubject, serviceNames, topology, type ServiceName } from "../topology.js";
 
 /** The identity with every right on NATS: operators, their tools and tests. */
 export const natsOperator = "client";

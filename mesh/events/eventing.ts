@@ -9,13 +9,13 @@
 // consumes); a consumer of another service's stream waits until that stream's owner has made it.
 import type { DescMessage } from "@bufbuild/protobuf";
 import { connect, type NatsConnection } from "nats";
-import type { TlsFiles } from "./certs.js";
-import type { Db } from "./db.js";
+import type { TlsFiles } from "../certs.js";
+import type { Db } from "../data/db.js";
 import { consume, ensureStreams, eventSubject, streamName, type Delivered, type RunningConsumer, type StreamLimits } from "./events.js";
 import { durableName, natsConnectOptions } from "./nats-config.js";
 import { startRelay, type Relay } from "./outbox.js";
-import type { Logger } from "./telemetry.js";
-import { topology, type ServiceName } from "./topology.js";
+import type { Logger } from "../telemetry.js";
+import { topology, type ServiceName } from "../topology.js";
 
 /** One event type a service reacts to. */
 export interface EventHandlerSpec<S extends DescMessage = DescMessage> {

@@ -23,11 +23,11 @@ import {
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
-import { serviceFromSan, type TlsFiles } from "./certs.js";
+import { serviceFromSan, type TlsFiles } from "../certs.js";
 import { currentCallScope, headers } from "./call-scope.js";
 import { fromGrpcError, isRelayed, upstreamError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
-import { rpcMetrics } from "./telemetry.js";
+import { rpcMetrics } from "../telemetry.js";
 
 export interface ResiliencePolicy {
   /** Deadline for a call when the caller has none (or a later one). */

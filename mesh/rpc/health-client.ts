@@ -1,7 +1,7 @@
 // Asks a service's grpc.health.v1 endpoint how it is, over mTLS (launcher, tests, probes).
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import type { TlsFiles } from "./certs.js";
+import type { TlsFiles } from "../certs.js";
 
 const Health = grpc.makeClientConstructor(healthService, "Health");
 

@@ -8,10 +8,10 @@ import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { createValidator, violationsToProto, type Violation } from "@bufbuild/protovalidate";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
-import { serviceFromSan } from "./certs.js";
+import { serviceFromSan } from "../certs.js";
 import { callerKey, headers, type Caller } from "./call-scope.js";
 import { nulViolations } from "./nul-bytes.js";
-import { rpcMetrics, type Logger } from "./telemetry.js";
+import { rpcMetrics, type Logger } from "../telemetry.js";
 
 export interface CallInfo {
   method: DescMethod;

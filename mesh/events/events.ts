@@ -22,7 +22,7 @@ import {
   type JetStreamClient, type JetStreamManager, type JsMsg, type MsgHdrs, type PubAck,
 } from "nats";
 import { v7 as uuidv7 } from "uuid";
-import type { Logger } from "./telemetry.js";
+import type { Logger } from "../telemetry.js";
 
 export const DLQ_STREAM = "SHOP_DLQ";
 const DUPLICATE_WINDOW_MS = 2 * 60_000;

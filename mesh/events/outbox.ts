@@ -8,9 +8,9 @@
 // each run a relay: a row two relays both publish is dropped the same way.
 import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import type { JetStreamClient } from "nats";
-import type { Db, Queryable } from "./db.js";
+import type { Db, Queryable } from "../data/db.js";
 import { encodeEvent, publishEncoded, type EventMeta } from "./events.js";
-import type { Logger } from "./telemetry.js";
+import type { Logger } from "../telemetry.js";
 
 /** Adds an event to the outbox inside the caller's transaction; returns the event id. */
 export async function enqueue<S extends DescMessage>(q: Queryable, schema: S, data: MessageInitShape<S>, meta: EventMeta): Promise<string> {

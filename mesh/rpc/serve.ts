@@ -9,7 +9,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
-import { serviceFromSan, type TlsFiles } from "./certs.js";
+import { serviceFromSan, type TlsFiles } from "../certs.js";
 import { CallContext } from "./call-context.js";
 import { runInCallScope, headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
@@ -18,7 +18,7 @@ import {
   compose, errorMapping, logging, metrics, peerAuthentication, tracing, validation,
   type CallInfo, type Next,
 } from "./interceptors.js";
-import type { Logger } from "./telemetry.js";
+import type { Logger } from "../telemetry.js";
 
 export interface ServeOptions<S extends DescService> {
   service: S;
