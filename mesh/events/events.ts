@@ -174,6 +174,8 @@ export const DEFAULT_ACK_WAIT_MS = 5_000;
  * Messages pulled ahead of the handler. Each waits in our buffer without heartbeats, so the buffer
  * must drain well within the ack wait (8 messages × up to 600 ms each) or JetStream redelivers.
  */
+/** Events a consumer handles at once (at most PULL_BATCH are buffered). */
+const HANDLER_CONCURRENCY = 4;
 const PULL_BATCH = 8;
 /**
  * Lifetime of one pull request; idle heartbeats come every half of it. It also paces how soon the
@@ -290,10 +292,19 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
     });
   };
 
+  // Up to HANDLER_CONCURRENCY events at once: handlers are idempotent (inbox) and guarded by state,
+  // and events of one consumer never depend on each other's order, so a backlog left by an outage
+  // drains several times faster on a database server that runs transactions in parallel.
   const loop = (async () => {
+    const running = new Set<Promise<void>>();
     for await (const msg of messages) {
-      await heartbeat(msg, handle(msg)).catch((err) => opts.logger.error({ err, consumer: opts.durable }, "event not handled; JetStream will redeliver"));
+      const done: Promise<void> = heartbeat(msg, handle(msg)).then(() => {})
+        .catch((err) => opts.logger.error({ err, consumer: opts.durable }, "event not handled; JetStream will redeliver"))
+        .finally(() => running.delete(done));
+      running.add(done);
+      if (running.size >= HANDLER_CONCURRENCY) await Promise.race(running);
     }
+    await Promise.all(running);
   })();
 
   return {

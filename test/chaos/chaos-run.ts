@@ -114,7 +114,9 @@ try {
     log(`${placed.size} orders placed; answers so far ${[...answers].sort((a, b) => a[0] - b[0]).map(([s, n]) => `${s || "none"}×${n}`).join(" ")}`);
     answers.clear();
   };
-  const victims: ServiceName[] = [...serviceNames.filter((n) => n !== "identity"), "identity"];
+  // CHAOS_VICTIMS (comma-separated) sets the order of the kills, e.g. to kill order last.
+  const victims = (process.env.CHAOS_VICTIMS?.split(",") as ServiceName[] | undefined) ?? [...serviceNames.filter((n) => n !== "identity"), "identity"];
+  for (const v of victims) if (!serviceNames.includes(v)) throw new Error(`CHAOS_VICTIMS: ${v} is no service`);
   const faults = (async () => {
     const loadStart = performance.now();
     let natsDone = false;

@@ -60,11 +60,11 @@ describe("card numbers", () => {
     const nc = await mesh.nats.connect();
     await nc.jetstream().publish("shop.order.created", new TextEncoder().encode("not an event"));
     const jsm = await nc.jetstreamManager();
-    await eventually(async () => (await jsm.streams.info(DLQ_STREAM)).state.messages, (n) => n > 0, 15_000);
+    await eventually(async () => (await jsm.streams.info(DLQ_STREAM)).state.messages, (n) => n > 0, 60_000);
 
     // Payment holds the unused token's card, and no other once every charge is decided.
     const unusedOnly = { payment_methods: `token = '${unused}'` };
-    await eventually(() => scanDatabase(pg.url(database("payment")), "payment", unusedOnly), (found) => found.length === 0, 15_000);
+    await eventually(() => scanDatabase(pg.url(database("payment")), "payment", unusedOnly), (found) => found.length === 0, 60_000);
     const { messages, findings } = await scanStreams(nc);
     await nc.close();
     expect(messages).toBeGreaterThan(20);
