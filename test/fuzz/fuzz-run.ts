@@ -5,6 +5,8 @@
 // service not healthy afterwards. Prints one line of figures and the first failures, each with
 // the command that repeats it.
 //   FUZZ_SEED (random; printed), FUZZ_REQUESTS (10000), FUZZ_CONCURRENCY (8), FUZZ_CASE (one case only)
+// Which cases share a connection depends on timing: a failure lists the cases answered just before
+// it on its connection, and any bytes left on a connection between answers is a failure of its own.
 import { describeBytes, fuzzCase, type FuzzCase, type FuzzContext, type FuzzStep } from "../support/fuzz-cases.js";
 import { deriveRoutes } from "../../gateway/http-rules.js";
 import { publicServices } from "../../gateway/upstreams.js";
@@ -60,6 +62,8 @@ function judge(outcome: RawOutcome, followUp: boolean, head: boolean): string | 
   if (outcome.kind === "timeout") return `no answer in ${(followUp ? FOLLOW_UP_TIMEOUT_MS : ANSWER_TIMEOUT_MS) / 1000} s${outcome.partial ? ` (got only ${JSON.stringify(outcome.partial)})` : ""}`;
   if (outcome.kind === "closed") return `connection closed without an answer${outcome.partial ? ` (got ${JSON.stringify(outcome.partial)})` : ""}`;
   const { status, headers, body } = outcome.response;
+  // No status line where an answer should start: the connection is out of step (the reader misframed an earlier answer).
+  if (status < 100 || status > 599) return `no HTTP status line: ${JSON.stringify(body.toString("latin1").slice(0, 200))}`;
   const text = `${Object.entries(headers).map(([k, v]) => `${k}: ${k === "grpc-message" ? decodeURIComponent(v) : v}`).join("\n")}\n${body.toString("utf8")}`;
   const leaked = leak(text);
   if (leaked) return `${status} shows ${leaked}`;
@@ -87,6 +91,8 @@ interface Failure {
   step: number;
   request: string;
   problem: string;
+  /** The cases answered just before on the same connection: a keep-alive connection out of step shows here. */
+  before?: string[];
 }
 const failures: Failure[] = [];
 const byClass = new Map<string, number>();
@@ -95,10 +101,15 @@ let mesh: ProcessMesh | undefined;
 let exitCode = 1;
 
 /** Sends a case's requests on `conn` (a fresh one when the server has closed it), judging each answer. */
-async function runCase(index: number, c: FuzzCase, port: number, conn: { current: RawConnection }): Promise<void> {
+async function runCase(index: number, c: FuzzCase, port: number, conn: { current: RawConnection; history: string[] }): Promise<void> {
   for (const [n, step] of c.steps.entries()) {
-    if (conn.current.closed) conn.current = new RawConnection(port);
+    if (conn.current.closed) {
+      conn.current = new RawConnection(port);
+      conn.history = [];
+    }
     await conn.current.opened.catch(() => {});
+    // An answer (or part of one) nobody asked for yet: the last answer was framed wrong, or one request got two.
+    if (conn.current.unread) failures.push({ index, kind: c.kind, step: n, request: step.describe(), problem: `bytes on the connection before the request was sent: ${JSON.stringify(conn.current.unread.slice(0, 200))}`, before: conn.history.slice(-3) });
     requests++;
     await conn.current.write(step.bytes);
     const followUp = n > 0;
@@ -107,11 +118,13 @@ async function runCase(index: number, c: FuzzCase, port: number, conn: { current
     const statusClass = outcome.kind === "response" ? `${String(outcome.response.status)[0]}xx` : outcome.kind;
     byClass.set(statusClass, (byClass.get(statusClass) ?? 0) + 1);
     const problem = judge(outcome, followUp, head);
-    if (problem) failures.push({ index, kind: c.kind, step: n, request: step.describe(), problem });
+    if (problem) failures.push({ index, kind: c.kind, step: n, request: step.describe(), problem, before: conn.history.slice(-3) });
+    conn.history.push(`case ${index}${n ? ` request ${n + 1}` : ""} → ${outcome.kind === "response" ? outcome.response.status : outcome.kind}: ${step.describe().slice(0, 300)}`);
     const closing = outcome.kind !== "response" || /close/i.test(outcome.response.headers.connection ?? "");
     if (closing) {
       conn.current.close();
       conn.current = new RawConnection(port);
+      conn.history = [];
       if (outcome.kind !== "response") return; // the rest of the case needed this connection
     }
   }
@@ -173,7 +186,7 @@ try {
 
   let next = 0;
   const worker = async () => {
-    const conn = { current: new RawConnection(port) };
+    const conn = { current: new RawConnection(port), history: [] as string[] };
     while (ONLY === undefined ? requests < TARGET : next === 0) {
       const index = ONLY ?? next;
       next++;
@@ -217,7 +230,7 @@ try {
     const key = f.problem.replace(/\d+/g, "N").slice(0, 40);
     if (shown.has(key) || shown.size >= 16) continue;
     shown.add(key);
-    console.log(`  FAIL case ${f.index} (${f.kind}${f.step ? `, request ${f.step + 1}` : ""}): ${f.problem}\n       request: ${f.request}\n       repeat:  FUZZ_SEED=${seed} FUZZ_CASE=${f.index} npm run fuzz`);
+    console.log(`  FAIL case ${f.index} (${f.kind}${f.step ? `, request ${f.step + 1}` : ""}): ${f.problem}\n       request: ${f.request}${(f.before ?? []).map((b) => `\n       after, on the same connection: ${b}`).join("")}\n       repeat:  FUZZ_SEED=${seed} FUZZ_CASE=${f.index} npm run fuzz`);
   }
   exitCode = failures.length === 0 && (ONLY !== undefined || requests >= TARGET) ? 0 : 1;
 } catch (err) {

@@ -227,4 +227,19 @@ describe("edge: keep-alive connections stay in step", () => {
     expect(responses.map((r) => r.status)).toEqual([405, 200]);
     expect(json(responses[1]!)).toEqual({ status: "ok" });
   });
+
+  it("a gRPC answer's trailers (after the last chunk) are read with it (seed 777, case 7524 read a HEAD's 405 as its own answer)", async () => {
+    // gRPC over HTTP/1.1 ends its chunked body with a trailer section (grpc-status, grpc-message).
+    // The fuzz's reader took only "0\r\n\r\n" as the end: the trailers' bytes stayed on the
+    // connection, the next request (HEAD) took them for its answer, and the one after got the HEAD's 405.
+    const { responses } = await exchange([
+      post("/shop.catalog.v1.CatalogService/GetProduct", "application/grpc", envelope(0, Buffer.alloc(0)), "grpc-timeout: abc\r\n"),
+      "HEAD /v1/orders HTTP/1.1\r\nHost: shop\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n",
+    ]);
+    expect(responses.map((r) => r.status)).toEqual([200, 405, 200]);
+    expect(responses[0]!.headers["transfer-encoding"]).toMatch(/chunked/);
+    expect(grpcStatus(responses[0]!)).toEqual({ status: "3", message: expect.stringMatching(/grpc timeout/) });
+    expect(json(responses[2]!)).toEqual({ status: "ok" });
+  });
 });

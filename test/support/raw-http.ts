@@ -12,6 +12,14 @@ export interface RawResponse {
 /** What a connection gave back for one request: a response, the server closing it, or nothing in time. */
 export type RawOutcome = { kind: "response"; response: RawResponse } | { kind: "closed"; partial: string } | { kind: "timeout"; partial: string };
 
+/** "name: value" lines (header or trailer fields) into `into`, names lower-cased. */
+function readFields(lines: string[], into: Record<string, string>): void {
+  for (const line of lines) {
+    const i = line.indexOf(":");
+    if (i > 0) into[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+}
+
 /** Parses one complete response at the start of `buf`; undefined while it is incomplete. */
 function parseResponse(buf: Buffer, closed: boolean, head: boolean): { response: RawResponse; rest: Buffer } | undefined {
   const end = buf.indexOf("\r\n\r\n");
@@ -19,10 +27,7 @@ function parseResponse(buf: Buffer, closed: boolean, head: boolean): { response:
   const [statusLine, ...lines] = buf.subarray(0, end).toString("latin1").split("\r\n");
   const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? "")?.[1] ?? 0);
   const headers: Record<string, string> = {};
-  for (const line of lines) {
-    const i = line.indexOf(":");
-    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-  }
+  readFields(lines, headers);
   let at = end + 4;
   if (head) return { response: { status, headers, body: Buffer.alloc(0) }, rest: buf.subarray(at) }; // a HEAD answer has no body
   if (headers["content-length"] !== undefined) {
@@ -37,7 +42,14 @@ function parseResponse(buf: Buffer, closed: boolean, head: boolean): { response:
       if (lineEnd === -1) return undefined;
       const size = parseInt(buf.subarray(at, lineEnd).toString("latin1"), 16);
       if (buf.length < lineEnd + 2 + size + 2) return undefined;
-      if (size === 0) return { response: { status, headers, body: Buffer.concat(chunks) }, rest: buf.subarray(lineEnd + 4) };
+      if (size === 0) {
+        // The last chunk is followed by a trailer section (gRPC's grpc-status, grpc-message) and an
+        // empty line; the trailers are read into `headers`, where a gRPC status is looked for.
+        const end = buf.indexOf("\r\n\r\n", lineEnd);
+        if (end === -1) return undefined;
+        readFields(buf.subarray(lineEnd + 2, end).toString("latin1").split("\r\n"), headers);
+        return { response: { status, headers, body: Buffer.concat(chunks) }, rest: buf.subarray(end + 4) };
+      }
       chunks.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
       at = lineEnd + 2 + size + 2;
     }
@@ -67,6 +79,11 @@ export class RawConnection {
     };
     this.#socket.on("close", close);
     this.#socket.on("error", close);
+  }
+
+  /** Bytes received and not yet read as a response: on a connection in step, none between answers. */
+  get unread(): string {
+    return this.#buf.toString("latin1");
   }
 
   get closed(): boolean {
