@@ -5,36 +5,19 @@
 // alone: no request here may need a service.
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startGateway, type RunningGateway } from "../../gateway/gateway.js";
-import { createTestPki } from "../support/pki.js";
-import { freePort } from "../support/ports.js";
-import { startRedis, type TestServer } from "../support/processes.js";
+import type { RunningGateway } from "../../gateway/gateway.js";
+import { startLoneGateway, type LoneGateway } from "../support/lone-gateway.js";
 import { RawConnection, type RawResponse } from "../support/raw-http.js";
 
 const BODY_IDLE_TIMEOUT_MS = 1_000;
-let redis: TestServer;
+let lone: LoneGateway;
 let gateway: RunningGateway;
 
 beforeAll(async () => {
-  redis = await startRedis();
-  const nowhere = `127.0.0.1:${await freePort()}`; // no service answers: nothing here may need one
-  const addresses = Object.fromEntries(["identity", "catalog", "inventory", "order", "payment", "notification"].map((s) => [`${s.toUpperCase()}_ADDRESSES`, nowhere]));
-  const pki = await createTestPki();
-  gateway = await startGateway({
-    PORT: "0",
-    METRICS_PORT: "0",
-    LOG_LEVEL: "silent",
-    CERTS_DIR: await pki.dir(["gateway"]),
-    REDIS_URL: redis.url,
-    MAX_BODY_BYTES: "1024",
-    BODY_IDLE_TIMEOUT_MS: String(BODY_IDLE_TIMEOUT_MS),
-    ...addresses,
-  });
+  lone = await startLoneGateway({ MAX_BODY_BYTES: "1024", BODY_IDLE_TIMEOUT_MS: String(BODY_IDLE_TIMEOUT_MS) });
+  gateway = lone.gateway;
 }, 60_000);
-afterAll(async () => {
-  await gateway?.stop();
-  await redis?.stop();
-});
+afterAll(() => lone?.stop());
 
 /** Sends each request on one keep-alive connection and reads its answer (bounded generously). */
 async function exchange(requests: (string | Buffer)[], timeoutMs = 10_000): Promise<{ responses: RawResponse[]; closed: boolean; answeredMs: number[] }> {
