@@ -4,7 +4,7 @@
 // where their durable consumer left off when NATS returns.
 //
 // The connection is always TLS with the service's own certificate (nats-server maps it to the
-// service's NATS user, mesh/nats-config.ts); NATS_URL may say nats:// or tls://, both mean TLS here.
+// service's NATS user, mesh/events/nats-config.ts); NATS_URL may say nats:// or tls://, both mean TLS here.
 // Each service creates and updates only its own stream (and the shared dead-letter stream if it
 // consumes); a consumer of another service's stream waits until that stream's owner has made it.
 import type { DescMessage } from "@bufbuild/protobuf";

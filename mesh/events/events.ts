@@ -170,12 +170,12 @@ export interface RunningConsumer {
 const header = (h: MsgHdrs | undefined, key: string) => h?.get(key) || undefined;
 
 export const DEFAULT_ACK_WAIT_MS = 5_000;
-/**
- * Messages pulled ahead of the handler. Each waits in our buffer without heartbeats, so the buffer
- * must drain well within the ack wait (8 messages × up to 600 ms each) or JetStream redelivers.
- */
-/** Events a consumer handles at once (at most PULL_BATCH are buffered). */
+/** Events a consumer handles at once. */
 const HANDLER_CONCURRENCY = 4;
+/**
+ * Messages pulled ahead of the handlers. Each waits in our buffer without heartbeats, so the buffer
+ * must drain well within the ack wait or JetStream redelivers.
+ */
 const PULL_BATCH = 8;
 /**
  * Lifetime of one pull request; idle heartbeats come every half of it. It also paces how soon the

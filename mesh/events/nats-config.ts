@@ -92,5 +92,5 @@ export function natsServerConfig(opts: NatsServerOptions): string {
     tls: { ca_file: opts.tlsFiles.ca, cert_file: opts.tlsFiles.cert, key_file: opts.tlsFiles.key, verify_and_map: true, timeout: 5 },
     authorization: { users },
   };
-  return `# Generated from the ShopMesh topology (mesh/nats-config.ts); do not edit.\n${JSON.stringify(config, null, 2)}\n`;
+  return `# Generated from the ShopMesh topology (mesh/events/nats-config.ts); do not edit.\n${JSON.stringify(config, null, 2)}\n`;
 }
