@@ -2,8 +2,9 @@
 // database and apply its migrations, serve its handlers with the mesh runtime, expose metrics,
 // and on SIGTERM/SIGINT drain calls and close everything. A service provides only its name,
 // contract, config, migrations and handlers.
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Server } from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -18,7 +19,10 @@ import { serve } from "./rpc/serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
 
-export const projectRoot = fileURLToPath(new URL("..", import.meta.url));
+/** The folder holding package.json: the same whether this runs from source or compiled in dist/. */
+export const projectRoot = (function find(dir: string): string {
+  return existsSync(join(dir, "package.json")) || dirname(dir) === dir ? dir : find(dirname(dir));
+})(fileURLToPath(new URL(".", import.meta.url)));
 
 export type ConfigSpec = Parameters<typeof loadConfig>[0];
 type ConfigOf<S extends ConfigSpec> = ReturnType<typeof loadConfig<S>>;
@@ -97,6 +101,8 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     throw new ConfigError(`CERTS_DIR ${common.CERTS_DIR} lacks ${def.name}'s certificate (run \`npm run certs\`): ${err.message}`);
   });
   const dataDir = common.DATA_DIR.startsWith("memory://") ? common.DATA_DIR : join(common.DATA_DIR, "pglite");
+  // Start-up phases are log lines the launcher shows as progress: migrating, (seeding,) serving.
+  logger.info({ database: common.DATABASE_URL ? "postgres" : "pglite" }, "migrating");
   const db = await openDb({ url: common.DATABASE_URL, dataDir });
   const applied = [...(await migrate(db, meshMigrations, "mesh/")), ...(await migrate(db, def.migrations))];
   if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
@@ -133,6 +139,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     tls,
     db,
     logger,
+    metrics,
     subjects: topology[def.name].eventSubjects,
     handlers: def.consumers?.(deps) ?? [],
     streamLimits: {
@@ -182,6 +189,9 @@ export async function runProcess(name: string, start: () => Promise<{ stop(): Pr
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  // Under the launcher, stdin is a pipe from it: its end means the launcher is gone (even killed),
+  // and a process nobody supervises any more stops rather than lingering.
+  if (process.env.SHOPMESH_SUPERVISED === "1") process.stdin.once("end", stop).resume();
 }
 
 /** Entry point of a service process. */

@@ -5,7 +5,7 @@ import { readdir, readFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { PGlite } from "@electric-sql/pglite";
+import type { PGlite } from "@electric-sql/pglite";
 
 export type Row = Record<string, unknown>;
 
@@ -74,6 +74,8 @@ function openPostgres(url: string, statementTimeoutMs: number): Db {
 
 async function openPglite(dataDir?: string): Promise<Db> {
   if (dataDir && !dataDir.startsWith("memory://")) await mkdir(dataDir, { recursive: true });
+  // Loaded only when used: a service on a PostgreSQL server does not carry the WebAssembly module.
+  const { PGlite } = await import("@electric-sql/pglite");
   const db = await PGlite.create(dataDir);
   const run = (c: Pick<PGlite, "query">): Queryable => ({
     async query<T extends Row>(sql: string, params?: unknown[]) {

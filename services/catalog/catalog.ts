@@ -23,6 +23,7 @@ async function seedDemo(db: Db, logger: Logger): Promise<boolean> {
     await q.query("SELECT pg_advisory_xact_lock(7302)"); // replicas starting together seed once
     const store = createStore(q);
     if ((await store.count()) > 0) return false;
+    logger.info("seeding");
     for (const d of demoProducts) {
       const { value: product } = await store.insert({ ...d, currency: DEMO_CURRENCY, imageUrl: "" });
       await enqueueProductUpdated(q, product);

@@ -19,6 +19,7 @@ export const inventory: ServiceDefinition<typeof InventoryService, typeof config
   config,
   async handlers({ db, logger, config: c }) {
     if (c.SEED_DEMO === "true") {
+      logger.info("seeding");
       const added = await db.tx((q) => createStore(q).seed(demoProducts.map((p) => ({ productId: p.id, available: p.stock }))));
       if (added) logger.info({ products: added }, "demo stock seeded");
     }
