@@ -4,6 +4,7 @@
 //     PostgreSQL with a database per service, each reused when already running (launcher/infra.ts);
 //  3. every service and the gateway, each its own process, kept running (launcher/supervisor.ts)
 //     with one progress line each; then where everything listens.
+// SHOPMESH_DATABASE=pglite: embedded PGlite per service even where PostgreSQL is installed.
 // Ctrl-C drains the gateway, then the services, then stops what the launcher started. A second
 // Ctrl-C kills at once. SHOPMESH_PORT_OFFSET moves every port (a second checkout, tests).
 import { existsSync } from "node:fs";
@@ -23,8 +24,9 @@ import { Supervised, type ProcessSpec } from "./supervisor.js";
 const began = Date.now();
 const root = projectRoot;
 const offset = Number(process.env.SHOPMESH_PORT_OFFSET ?? 0);
-if (!Number.isInteger(offset) || offset < 0 || offset > 10_000) {
-  console.error(`SHOPMESH_PORT_OFFSET must be a whole number 0-10000, got "${process.env.SHOPMESH_PORT_OFFSET}"`);
+const maxOffset = 65_535 - Math.max(...serviceNames.map((n) => topology[n].grpcPort));
+if (!Number.isInteger(offset) || offset < 0 || offset > maxOffset) {
+  console.error(`SHOPMESH_PORT_OFFSET must be a whole number 0-${maxOffset}, got "${process.env.SHOPMESH_PORT_OFFSET}"`);
   process.exit(2);
 }
 const port = (base: number) => base + offset;
@@ -70,7 +72,8 @@ try {
       problem: (line) => /# WARNING/.test(line) && !/overcommit_memory|TCP backlog/.test(line),
       without: "the catalog reads from its database without a cache; the gateway limits rates per process.",
     }, root, say).then(track),
-    ensurePostgres(root, ports.postgres, present, say).then(track),
+    // SHOPMESH_DATABASE=pglite keeps every database embedded even where PostgreSQL is installed.
+    process.env.SHOPMESH_DATABASE === "pglite" ? undefined : ensurePostgres(root, ports.postgres, present, say).then(track),
   ]);
 } catch (err) {
   console.error(`could not start: ${(err as Error).message}`);

@@ -13,7 +13,8 @@ import type { TlsFiles } from "../certs.js";
 import type { Db } from "../data/db.js";
 import { consume, ensureStreams, eventSubject, streamName, type Delivered, type RunningConsumer, type StreamLimits } from "./events.js";
 import { durableName, natsConnectOptions } from "./nats-config.js";
-import { startRelay, type Relay } from "./outbox.js";
+import type { Registry } from "prom-client";
+import { outboxBacklogGauge, startRelay, type Relay } from "./outbox.js";
 import type { Logger } from "../telemetry.js";
 import { topology, type ServiceName } from "../topology.js";
 
@@ -53,6 +54,8 @@ export interface EventingOptions {
   handlers: readonly EventHandlerSpec[];
   /** Limits of the streams this service creates (its own, and the dead-letter stream). */
   streamLimits?: StreamLimits;
+  /** The service's registry, for outbox_pending_events (also while NATS is away). */
+  metrics?: Registry;
 }
 
 /** Every handler must be a consumer the topology lists: NATS permits exactly those. */
@@ -71,6 +74,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function startEventing(opts: EventingOptions): Eventing {
   checkAgainstTopology(opts.service, opts.handlers);
+  if (opts.metrics) outboxBacklogGauge(opts.db, opts.metrics);
   let nc: NatsConnection | undefined;
   let relay: Relay | undefined;
   const consumers: RunningConsumer[] = [];

@@ -8,9 +8,10 @@
 // each run a relay: a row two relays both publish is dropped the same way.
 import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import type { JetStreamClient } from "nats";
+import { Gauge, type Registry } from "prom-client";
 import type { Db, Queryable } from "../data/db.js";
 import { encodeEvent, publishEncoded, type EventMeta } from "./events.js";
-import type { Logger } from "../telemetry.js";
+import { metric, type Logger } from "../telemetry.js";
 
 /** Adds an event to the outbox inside the caller's transaction; returns the event id. */
 export async function enqueue<S extends DescMessage>(q: Queryable, schema: S, data: MessageInitShape<S>, meta: EventMeta): Promise<string> {
@@ -113,4 +114,22 @@ export function startRelay({ db, js, logger, intervalMs = 250, batchSize = 100, 
       await loop;
     },
   };
+}
+
+/**
+ * outbox_pending_events: events committed but not yet published (the backlog while NATS is away
+ * or slow). Counted when /metrics is scraped, not by the relay: it costs nothing while nobody
+ * looks, and the partial index outbox_unpublished keeps the count cheap when someone does.
+ */
+export function outboxBacklogGauge(db: Db, registry: Registry): void {
+  metric(registry, "outbox_pending_events", () => new Gauge({
+    name: "outbox_pending_events",
+    help: "Events in the transactional outbox not yet published to NATS.",
+    registers: [registry],
+    async collect() {
+      // A database that cannot answer now (closing, busy) keeps the last value rather than failing the scrape.
+      const rows = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL").catch(() => undefined);
+      if (rows?.[0]) this.set(rows[0].n);
+    },
+  }));
 }
