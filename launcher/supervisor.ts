@@ -33,6 +33,8 @@ export interface ProcessSpec {
   stallMs: number;
   /** How long a stopping process may drain before it is killed. */
   drainMs: number;
+  /** Delays before restarts after crashes in a row (default BACKOFF_MS). */
+  backoffMs?: readonly number[];
 }
 
 export interface SupervisorEvents {
@@ -169,7 +171,8 @@ export class Supervised implements ProcessView {
     if (code === EX_CONFIG) return this.fail(`configuration error (${how})`);
     this.crashesInARow = this.servedAt ? 1 : this.crashesInARow + 1;
     if (this.crashesInARow >= MAX_START_CRASHES) return this.fail(`crashed ${this.crashesInARow} times in a row before serving (${how})`);
-    const delay = BACKOFF_MS[Math.min(this.crashesInARow - 1, BACKOFF_MS.length - 1)]!;
+    const backoff = this.spec.backoffMs ?? BACKOFF_MS;
+    const delay = backoff[Math.min(this.crashesInARow - 1, backoff.length - 1)]!;
     this.setState("backing off", `${how}; restarting in ${delay / 1000} s`);
     this.backoff = setTimeout(() => {
       if (!this.wanted) return;

@@ -1,5 +1,5 @@
 // One typed description of the mesh: every service, where it listens by default, whom it calls,
-// which events it owns and which it consumes. The launcher (scripts/start.ts) starts from it, the
+// which events it owns and which it consumes. The launcher (launcher/main.ts) starts from it, the
 // nats-server configuration and each service's NATS permissions are generated from it
 // (mesh/events/nats-config.ts), so ports, upstreams and event flows are written down once.
 export interface ServiceSpec {

@@ -1,0 +1,107 @@
+// The supervisor with real child processes (small node scripts): it follows start-up phases from
+// log lines, restarts a crashed process with back-off, gives up on one that crashes at start again
+// and again or has a configuration error, reports a stalled start, and drains on stop.
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Supervised, type ProcessSpec } from "../../launcher/supervisor.js";
+import type { ProcessState } from "../../launcher/view.js";
+
+/** Waits for the assertion to hold; the bound only stops a broken test (the machine may be busy). */
+const eventually = (assertion: () => void, timeout = 60_000) => vi.waitFor(assertion, { timeout, interval: 50 });
+
+const dir = mkdtempSync(join(tmpdir(), "shopmesh-supervisor-"));
+const running: Supervised[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((p) => p.stop()));
+});
+
+/** A process running `script` (JavaScript); `healthy` answers the supervisor's health question. */
+function supervise(script: string, extra: Partial<ProcessSpec> = {}) {
+  const changes: { state: ProcessState; detail?: string }[] = [];
+  const p = new Supervised(
+    {
+      name: "svc",
+      command: [process.execPath, "-e", script],
+      cwd: dir,
+      env: { ...process.env, MARKER: join(dir, `marker-${running.length}`) },
+      address: "grpcs://127.0.0.1:1",
+      metricsUrl: "http://127.0.0.1:1/metrics",
+      logFile: join(dir, `svc-${running.length}.log`),
+      healthy: async () => true,
+      stallMs: 60_000,
+      drainMs: 5_000,
+      backoffMs: [50, 100],
+      ...extra,
+    },
+    { state: (q, detail) => changes.push({ state: q.state, ...(detail ? { detail } : {}) }), line: () => {} },
+  );
+  running.push(p);
+  p.start();
+  return { p, changes };
+}
+
+const log = (msg: string) => `console.log(JSON.stringify({ level: 30, msg: ${JSON.stringify(msg)} }));`;
+const serveForever = `${log("migrating")} ${log("seeding")} ${log("serving")} process.on("SIGTERM", () => { ${log("stopped")} process.exit(0); }); setInterval(() => {}, 1000);`;
+
+describe("supervisor", () => {
+  it("follows the start-up phases from log lines to serving once healthy, and keeps the log", async () => {
+    const { p, changes } = supervise(serveForever);
+    await eventually(() => expect(p.state).toBe("serving"));
+    expect(changes.map((c) => c.state)).toEqual(["starting", "migrating", "seeding", "serving"]);
+    await p.stop();
+    expect(p.state).toBe("stopped");
+    expect(readFileSync(p.logFile, "utf8")).toContain('"msg":"stopped"'); // drained through SIGTERM
+  });
+
+  it("waits for the health check after the serving line", async () => {
+    let answer = false;
+    const { p } = supervise(serveForever, { healthy: async () => answer });
+    await eventually(() => expect(p.recentLogs().some((l) => l.includes('"serving"'))).toBe(true));
+    expect(p.state).toBe("seeding");
+    answer = true;
+    await eventually(() => expect(p.state).toBe("serving"));
+  });
+
+  it("restarts a process that crashes after serving, and counts the restart", async () => {
+    // Crashes once (the marker file says it has), then serves.
+    const script = `const fs = require("fs"); ${log("serving")} if (!fs.existsSync(process.env.MARKER)) { fs.writeFileSync(process.env.MARKER, ""); setTimeout(() => process.exit(3), 200); } else setInterval(() => {}, 1000);`;
+    const { p, changes } = supervise(script);
+    await eventually(() => expect(p.restarts).toBe(1));
+    await eventually(() => expect(p.state).toBe("serving"));
+    expect(changes).toContainEqual({ state: "backing off", detail: "exit code 3; restarting in 0.05 s" });
+  });
+
+  it("gives up on a process that crashes at start again and again, with its last lines kept", async () => {
+    const { p, changes } = supervise(`console.error("cannot open the database: disk full"); process.exit(1);`);
+    await eventually(() => expect(p.state).toBe("failed"));
+    expect(p.restarts).toBe(4); // five crashes in a row before serving
+    expect(changes.at(-1)).toEqual({ state: "failed", detail: "crashed 5 times in a row before serving (exit code 1)" });
+    expect(p.recentLogs().at(-1)).toBe("cannot open the database: disk full");
+  });
+
+  it("does not restart after a configuration error (exit 78)", async () => {
+    const { p, changes } = supervise(`console.error("svc: configuration error: PORT must be a port"); process.exit(78);`);
+    await eventually(() => expect(p.state).toBe("failed"));
+    expect(p.restarts).toBe(0);
+    expect(changes.at(-1)?.detail).toBe("configuration error (exit code 78)");
+  });
+
+  it("reports a start that makes no progress (no log line, no CPU time)", async () => {
+    const { p, changes } = supervise(`${log("migrating")} setInterval(() => {}, 60_000);`, { stallMs: 1_500 });
+    await eventually(() => expect(changes.some((c) => c.detail?.startsWith("stalled"))).toBe(true));
+    expect(changes.find((c) => c.detail?.startsWith("stalled"))?.detail).toBe("stalled: no log line and no CPU time for 2 s while migrating");
+    expect(p.state).toBe("migrating");
+  });
+
+  it("does not call a busy start stalled while it uses CPU", async () => {
+    // Silent but computing for ~3 s, then serving.
+    const script = `const end = Date.now() + 3000; while (Date.now() < end) {} ${log("serving")} setInterval(() => {}, 1000);`;
+    const { p, changes } = supervise(script, { stallMs: 1_500 });
+    await eventually(() => expect(p.state).toBe("serving"));
+    expect(changes.some((c) => c.detail?.startsWith("stalled"))).toBe(false);
+  });
+});
+
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
