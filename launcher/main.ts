@@ -19,6 +19,7 @@ import { healthClient } from "../mesh/rpc/health-client.js";
 import { projectRoot } from "../mesh/service.js";
 import { certificateHolders, natsServerIdentity, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
 import { ensurePostgres, ensureServer, type Started } from "./infra.js";
+import { seedPgliteFolders } from "./pglite-template.js";
 import { StartProgress } from "./progress.js";
 import { Supervised, type ProcessSpec } from "./supervisor.js";
 
@@ -75,6 +76,7 @@ try {
     // SHOPMESH_DATABASE=pglite keeps every database embedded even where PostgreSQL is installed.
     process.env.SHOPMESH_DATABASE === "pglite" ? undefined : ensurePostgres(root, ports.postgres, present, say).then(track),
   ]);
+  if (!postgres) await seedPgliteFolders(root, present.filter((name) => !process.env[`${name.toUpperCase()}_DATABASE_URL`]));
 } catch (err) {
   console.error(`could not start: ${(err as Error).message}`);
   await Promise.all(started.map((s) => s.stop()));
