@@ -18,7 +18,7 @@ import { natsServerConfig } from "../mesh/events/nats-config.js";
 import { healthClient } from "../mesh/rpc/health-client.js";
 import { projectRoot } from "../mesh/service.js";
 import { certificateHolders, natsServerIdentity, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
-import { ensurePostgres, ensureServer, type Started } from "./infra.js";
+import { ensurePostgres, ensureServer, reachable, type Started } from "./infra.js";
 import { seedPgliteFolders } from "./pglite-template.js";
 import { StartProgress } from "./progress.js";
 import { Supervised, type ProcessSpec } from "./supervisor.js";
@@ -84,6 +84,14 @@ try {
 }
 
 // --- 3: the mesh ----------------------------------------------------------------------------
+// A port already taken (often by another `npm start`) would only show as five crashes in a row.
+const ownPorts = [ports.gateway, ports.gatewayMetrics, ...present.flatMap((n) => [port(topology[n].grpcPort), port(topology[n].metricsPort)])];
+const taken = (await Promise.all(ownPorts.map(async (p) => ((await reachable("127.0.0.1", p)) ? p : undefined)))).filter(Boolean);
+if (taken.length > 0) {
+  console.error(`port${taken.length > 1 ? "s" : ""} ${taken.join(", ")} already in use (another \`npm start\`?). Stop it, or move every port with SHOPMESH_PORT_OFFSET=1000.`);
+  await Promise.all(started.map((s) => s.stop()));
+  process.exit(1);
+}
 const clientTls = await loadTls(certsDir, "client");
 const addresses = (name: ServiceName) => ({ [`${name.toUpperCase()}_ADDRESSES`]: `127.0.0.1:${port(topology[name].grpcPort)}` });
 const common = {
