@@ -6,6 +6,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
+import { ChildProgress } from "../support/child-progress.js";
 import { createTestPki } from "../support/pki.js";
 import { freePort } from "../support/ports.js";
 import { clientFor } from "../support/servers.js";
@@ -19,7 +20,7 @@ function run(env: Record<string, string>) {
   child.stdout.on("data", (d) => (stdout += d));
   child.stderr.on("data", (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-  return { child, exited, out: () => stdout, err: () => stderr };
+  return { child, exited, progress: new ChildProgress(child), out: () => stdout, err: () => stderr };
 }
 
 describe("identity process", () => {
@@ -39,8 +40,8 @@ describe("identity process", () => {
       DATA_DIR: await mkdtemp(join(tmpdir(), "shopmesh-identity-proc-")),
       SCRYPT_LOG2_N: "12",
     });
-    const deadline = Date.now() + 20_000;
-    while (!p.out().includes(`"msg":"serving"`) && Date.now() < deadline && p.child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+    // However long a busy machine takes: it fails when the process exits or stops making progress.
+    await p.progress.waitForLine(/"msg":"serving"/);
     expect(p.out()).toContain(`"msg":"serving"`);
 
     const client = await clientFor(pki, IdentityService, "identity", [`127.0.0.1:${port}`]);
@@ -52,5 +53,5 @@ describe("identity process", () => {
     p.child.kill("SIGTERM");
     expect(await p.exited).toBe(0);
     expect(p.out()).toContain(`"msg":"stopped"`);
-  });
+  }, 360_000); // above the progress wait's own safety bound (5 min)
 });
