@@ -20,6 +20,7 @@ import { projectRoot } from "../mesh/service.js";
 import { certificateHolders, natsServerIdentity, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
 import { ensurePostgres, ensureServer, reachable, type Started } from "./infra.js";
 import { seedPgliteFolders } from "./pglite-template.js";
+import { startDashboard, type Dashboard } from "./dashboard/server.js";
 import { StartProgress } from "./progress.js";
 import { Supervised, type ProcessSpec } from "./supervisor.js";
 
@@ -85,7 +86,7 @@ try {
 
 // --- 3: the mesh ----------------------------------------------------------------------------
 // A port already taken (often by another `npm start`) would only show as five crashes in a row.
-const ownPorts = [ports.gateway, ports.gatewayMetrics, ...present.flatMap((n) => [port(topology[n].grpcPort), port(topology[n].metricsPort)])];
+const ownPorts = [ports.gateway, ports.gatewayMetrics, ports.dashboard, ...present.flatMap((n) => [port(topology[n].grpcPort), port(topology[n].metricsPort)])];
 const taken = (await Promise.all(ownPorts.map(async (p) => ((await reachable("127.0.0.1", p)) ? p : undefined)))).filter(Boolean);
 if (taken.length > 0) {
   console.error(`port${taken.length > 1 ? "s" : ""} ${taken.join(", ")} already in use (another \`npm start\`?). Stop it, or move every port with SHOPMESH_PORT_OFFSET=1000.`);
@@ -93,6 +94,7 @@ if (taken.length > 0) {
   process.exit(1);
 }
 const clientTls = await loadTls(certsDir, "client");
+const dashboardUrl = `http://127.0.0.1:${ports.dashboard}`;
 const addresses = (name: ServiceName) => ({ [`${name.toUpperCase()}_ADDRESSES`]: `127.0.0.1:${port(topology[name].grpcPort)}` });
 const common = {
   ...process.env,
@@ -100,6 +102,10 @@ const common = {
   NATS_URL: nats.url,
   REDIS_URL: redis.url,
   SHOPMESH_SUPERVISED: "1",
+  // Spans go to the dashboard's OTLP receiver (unless the user names a collector of their own),
+  // in batches every 500 ms rather than the SDK's 5 s, so a request shows up while one looks.
+  OTEL_EXPORTER_OTLP_ENDPOINT: process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? dashboardUrl,
+  OTEL_BSP_SCHEDULE_DELAY: process.env.OTEL_BSP_SCHEDULE_DELAY ?? "500",
 };
 
 // A young generation of 4 MiB (V8's default grows it to 16) keeps an idle process near 90 MiB
@@ -152,6 +158,7 @@ const gatewaySpec: ProcessSpec = {
   drainMs: 10_000,
 };
 
+let dashboard: Dashboard | undefined;
 let up = false;
 let stopping = false;
 const time = () => new Date().toTimeString().slice(0, 8);
@@ -199,6 +206,7 @@ async function stop(exitCode: number) {
   const gateway = processes.find((p) => p.name === "gateway")!;
   await gateway.stop();
   await Promise.all(processes.filter((p) => p !== gateway).map((p) => p.stop()));
+  await dashboard?.stop(); // after the services: they send their last spans as they stop
   // Infrastructure last: services drain their consumers and outboxes first.
   await Promise.all(started.map((s) => s.stop()));
   console.log("stopped.");
@@ -233,6 +241,8 @@ ${rows.join("\n")}
   cache         ${redis.url} (${redis.how})
   logs          ${shown(join(root, ".data", "logs"))}/<name>.log (the terminal shows warnings and errors)
 
+  dashboard     ${dashboardUrl}   health, restarts and logs; events, outbox backlog, consumer lag; dead letters (replay); traces
+
 Try it:
   curl ${gatewayUrl}/v1/products
   npx buf curl --protocol grpc --http2-prior-knowledge --servername catalog \\
@@ -243,6 +253,7 @@ A crashed process is restarted. Ctrl-C stops everything.
 `);
 }
 
+dashboard = await startDashboard({ view: { processes: () => processes, natsUrl: nats.url, certsDir, gatewayUrl }, host: "127.0.0.1", port: ports.dashboard });
 progress = new StartProgress(processes);
 processes.forEach((p) => p.start());
 progress.update();
