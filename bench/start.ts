@@ -146,7 +146,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const width = Math.max(...[...figures.keys()].map((k) => k.length));
-const cell = (n: number) => (Number.isNaN(n) ? "-" : n >= 100 ? n.toFixed(0) : n.toFixed(1)).padStart(8);
+const cell = (n: number) => (Number.isNaN(n) ? "-" : n >= 100 || Number.isInteger(n) ? n.toFixed(0) : n.toFixed(1)).padStart(8);
 console.log(`\nnpm start on this machine (${runs} run(s), ${(performance.now() - began) / 60_000 < 1 ? "" : `${((performance.now() - began) / 60_000).toFixed(1)} min in all; `}node ${process.version}):`);
 console.log(`${"".padEnd(width)}   median     min     max`);
 for (const [name, values] of figures) console.log(`${name.padEnd(width)} ${cell(median(values))}${cell(Math.min(...values))}${cell(Math.max(...values))}`);
