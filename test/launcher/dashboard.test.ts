@@ -1,34 +1,41 @@
-// The launcher's dashboard in a real headless Chromium (Debian's), in front of a real mesh: the six
-// services and the gateway as their own processes exporting spans to the dashboard over OTLP, one
-// nats-server, one redis-server. The page must show the services healthy, an order placed
-// through the gateway as one trace across processes and as events, and replay a dead letter that
-// a consumer really refused.
+// The launcher's dashboard in a real headless Chromium (Debian's), served by the real launcher:
+// `npm start` in a fresh copy of the repository on ports of its own, which serves the dashboard at
+// :8081 (+ offset) and sends every process's spans to it. The page must show the mesh coming up
+// and serving, an order placed through the gateway as one trace across processes and as events,
+// and replay a dead letter that a consumer really refused.
 import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { request } from "node:http";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { chromium, type Browser, type Page } from "playwright-core";
-import type { Msg, NatsConnection } from "nats";
+import { connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
+import { loadTls } from "../../mesh/certs.js";
 import { listDeadLetters } from "../../mesh/events/dead-letters.js";
 import { encodeEvent } from "../../mesh/events/events.js";
-import { headers as natsHeaders } from "nats";
+import { natsConnectOptions, natsOperator } from "../../mesh/events/nats-config.js";
+import { serviceNames, topology } from "../../mesh/topology.js";
 import { startDashboard, type Dashboard } from "../../launcher/dashboard/server.js";
+import type { TraceDetail } from "../../launcher/dashboard/otlp-traces.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { eventually } from "../support/eventually.js";
+import { freePortOffset, freshCopy, logTails, removeCopy, startLauncher, type Launcher } from "../support/fresh-start.js";
 import { shopHttp } from "../support/shop-http.js";
-import { processMeshView, type ProcessMeshView } from "./process-view.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) console.warn(`dashboard test skipped: ${CHROMIUM} is missing (apt-get install chromium)`);
 
-let mesh: ProcessMeshView;
-let dashboard: Dashboard;
+let dir: string | undefined;
+let launcher: Launcher | undefined;
+let dashboardUrl: string;
 let browser: Browser;
 let page: Page;
-let nc: NatsConnection;
+let nc: NatsConnection | undefined;
+/** Uncaught errors in the page's script (a Content-Security-Policy refusal shows up here too). */
+const pageErrors: string[] = [];
 
 /**
  * Waits until `fn(arg)` is true in the page (which refreshes itself every 2 s). A function, not a
@@ -36,37 +43,73 @@ let nc: NatsConnection;
  */
 const until = <A>(fn: (arg: A) => boolean, arg: A, timeout = 60_000) => page.waitForFunction(fn as (arg: unknown) => boolean, arg, { timeout, polling: 200 });
 
+/** Where the launcher says each process listens, at its port offset. */
+function expectedRows(offset: number) {
+  const services = serviceNames.map((name) => ({
+    name,
+    address: `grpcs://127.0.0.1:${topology[name].grpcPort + offset}`,
+    metricsUrl: `http://127.0.0.1:${topology[name].metricsPort + offset}/metrics`,
+  }));
+  return [...services, { name: "gateway", address: `http://127.0.0.1:${8080 + offset}`, metricsUrl: `http://127.0.0.1:${9450 + offset}/metrics` }];
+}
 
-describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium)", () => {
+let reported = false;
+function reportLauncher() {
+  if (reported || !launcher || !dir) return;
+  reported = true;
+  console.error(`npm start's output:\n${launcher.progress.output()}\n\n${logTails(dir)}`);
+}
+
+describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium, served by npm start)", () => {
+  beforeEach(({ onTestFailed }) => onTestFailed(reportLauncher));
   beforeAll(async () => {
-    mesh = await processMeshView();
-    dashboard = await startDashboard({ view: mesh, host: "127.0.0.1", port: 0 });
-    // What the launcher sets for its children: spans go to the dashboard, in batches every 200 ms.
-    await mesh.spawnAll({ OTEL_EXPORTER_OTLP_ENDPOINT: dashboard.url, OTEL_BSP_SCHEDULE_DELAY: "200" });
+    dir = freshCopy(undefined, "shopmesh-dashboard-");
+    const offset = await freePortOffset();
+    launcher = startLauncher(dir, offset);
+    dashboardUrl = `http://127.0.0.1:${8081 + offset}`;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     });
     page = await browser.newPage();
-    nc = await mesh.nats.connect();
+    page.on("pageerror", (err) => pageErrors.push(err.message));
   }, 120_000);
   afterAll(async () => {
-    await nc?.close();
+    await nc?.close().catch(() => {});
     await browser?.close();
-    await dashboard?.stop();
-    await mesh?.stop();
-  }, 60_000);
+    if (!launcher || !dir) return;
+    try {
+      // Ctrl-C, as a user stops it: the launcher stops the dashboard after the services.
+      if (!launcher.progress.exit) {
+        launcher.interrupt();
+        const exit = await launcher.progress.waitForExit();
+        if (exit.code !== 0) throw new Error(`npm start exited with ${JSON.stringify(exit)} on Ctrl-C`);
+      }
+    } catch (err) {
+      reportLauncher();
+      launcher.kill();
+      throw err;
+    } finally {
+      await removeCopy(dir);
+    }
+  }, 180_000);
 
-  it("loads, and shows the six services and the gateway serving, with their addresses, /metrics and logs", async () => {
+  it("loads while the mesh starts, and shows the six services and the gateway serving, with their addresses, /metrics and logs", async () => {
+    // The launcher serves the dashboard before it starts the processes: one can watch them come up.
+    await launcher!.progress.until("the dashboard to answer", () => fetch(`${dashboardUrl}/api/services`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false));
     const started = performance.now();
-    const res = await page.goto(dashboard.url, { waitUntil: "load" });
+    const res = await page.goto(dashboardUrl, { waitUntil: "load" });
     const loadMs = performance.now() - started;
     expect(res?.status()).toBe(200);
     expect(res?.headers()["content-security-policy"]).toContain("frame-ancestors 'none'");
-    console.log(`dashboard: first page load ${loadMs.toFixed(0)} ms`);
-    // A busy two-core machine starts seven node processes slowly.
-    await until(() => document.querySelectorAll('tr.proc[data-state="serving"]').length === 7, undefined, 240_000);
-    for (const p of mesh.processes()) {
+    console.log(`dashboard: first page load ${loadMs.toFixed(0)} ms (while the mesh starts)`);
+    // Waits on the launcher's progress (it fails at once if the launcher exits), then on the page.
+    await launcher!.ready({ boundMs: 480_000 });
+    const upLine = launcher!.progress.lines[await launcher!.progress.waitForLine(/^ShopMesh is up in \d+\.\d s/)]!;
+    const databases = launcher!.progress.lines.find((l) => /^  databases /.test(l))?.trim().replace(/\s+/g, " ");
+    console.log(`dashboard: npm start says "${upLine.replace(/ \(.*/, "")}"; ${databases}`);
+    await until(() => document.querySelectorAll('tr.proc[data-state="serving"]').length === 7, undefined);
+    for (const p of expectedRows(launcher!.offset)) {
       const row = page.locator(`tr.proc[data-name="${p.name}"]`);
       expect(await row.getAttribute("data-state")).toBe("serving");
       expect(await row.locator("code").textContent()).toBe(p.address);
@@ -82,23 +125,24 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium)", () => {
     const again = performance.now();
     await page.reload({ waitUntil: "load" });
     console.log(`dashboard: page load with the mesh up ${(performance.now() - again).toFixed(0)} ms`);
-  }, 300_000);
+  }, 600_000);
 
   it("shows an order placed through the gateway as one trace across processes, and as events", async () => {
-    const shop = shopHttp(mesh.gatewayUrl);
+    const shop = shopHttp(launcher!.gatewayUrl);
     const email = `ada-${Date.now()}@example.com`;
     expect((await shop.persist(() => shop.call("POST", "/v1/auth/register", { email, password: "correct horse", displayName: "Ada" }))).status).toBe(200);
-    const token = (await shop.call("POST", "/v1/auth/login", { email, password: "correct horse" })).body.accessToken;
-    const method = await shop.call("POST", "/v1/payment-methods", { cardNumber: "4242424242424242" }, token);
+    const token = (await shop.persist(() => shop.call("POST", "/v1/auth/login", { email, password: "correct horse" }))).body.accessToken;
+    const method = await shop.persist(() => shop.call("POST", "/v1/payment-methods", { cardNumber: "4242424242424242" }, token));
     expect(method.status).toBe(200);
-    // The order's trace id is ours: the gateway continues a caller's W3C traceparent.
+    // The order's trace id is ours: the gateway continues a caller's W3C traceparent. A retry (a
+    // busy machine may answer 504) carries the same idempotency key, so it is still one order.
     const traceId = randomBytes(16).toString("hex");
-    const created = await shop.call("POST", "/v1/orders", {
+    const created = await shop.persist(() => shop.call("POST", "/v1/orders", {
       lines: [{ productId: demoProducts[0]!.id, quantity: 1 }],
       shippingAddress: { recipientName: "Ada", addressLines: ["1 Main St"], city: "Town", countryCode: "DE" },
       paymentMethod: { token: method.body.paymentMethod.token },
-    }, token, { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01`, "idempotency-key": `dash-${traceId}` });
-    expect(created.status).toBe(200);
+    }, token, { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01`, "idempotency-key": `dash-${traceId}` }));
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
 
     const row = page.locator(`tr.trace[data-trace-id="${traceId}"]`);
     await row.waitFor({ timeout: 60_000 });
@@ -115,7 +159,9 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium)", () => {
     ];
     await until((selectors) => selectors.every((s) => document.querySelector(`#trace tr.span${s}`) !== null), steps);
     expect(new URL(page.url()).searchParams.get("trace")).toBe(traceId);
-    const detail = dashboard.traces.get(traceId)!;
+    const answer = await fetch(`${dashboardUrl}/api/traces/${traceId}`);
+    expect(answer.status).toBe(200);
+    const detail = (await answer.json()) as TraceDetail;
     expect(detail.spans[0]!.service).toBe("gateway"); // the root, then its descendants
     expect(new Set(detail.spans.map((s) => s.traceId))).toEqual(new Set([traceId]));
     console.log(`dashboard: the order's trace has ${detail.summary.spans} spans across ${detail.summary.services.join(", ")}`);
@@ -127,9 +173,12 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium)", () => {
     expect(await latest.count()).toBe(1);
     // Outbox backlogs read from each service's /metrics, and every consumer caught up.
     await until(() => document.querySelectorAll('tr.backlog [data-outbox="0"]').length === 6 && document.querySelectorAll('tr.backlog [data-lag="0"]').length === 4, undefined);
-  }, 120_000);
+  }, 180_000);
 
   it("replays a dead letter from its Replay button", async () => {
+    // As the operator (certs/client.*), as `npm run dlq` connects, to the launcher's NATS.
+    const tls = await loadTls(join(dir!, "certs"), natsOperator);
+    nc = await connect({ servers: `tls://127.0.0.1:${4222 + launcher!.offset}`, timeout: 5_000, ...natsConnectOptions(natsOperator, tls) });
     // A UserRegistered whose payload does not decode: notification's welcome consumer refuses it
     // at once and dead-letters it, as it would a broken producer's event.
     const event = encodeEvent(UserRegisteredSchema, {}, { source: "identity" });
@@ -162,6 +211,7 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium)", () => {
     await until(([id, old]) => [...document.querySelectorAll<HTMLElement>(`tr.letter[data-event-id="${id}"]`)].some((tr) => tr.dataset.seq !== old), [event.id, seq], 30_000);
     // DASHBOARD_SCREENSHOT=<file.png> keeps a picture of the page as the test left it.
     if (process.env.DASHBOARD_SCREENSHOT) await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
+    expect(pageErrors).toEqual([]);
   }, 120_000);
 });
 
