@@ -228,7 +228,9 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
       msg.nak(backoff.at(-1));
       return;
     }
-    msg.term(reason.slice(0, 200));
+    // No reason with +TERM: nats-server 2.9 ignores a TERM that carries one and redelivers the
+    // message. The reason travels in the dead letter's dlq-reason header instead.
+    msg.term();
     opts.logger.error({ consumer: opts.durable, subject: msg.subject, event_id: header(msg.headers, "ce-id"), reason }, "event dead-lettered");
   };
 

@@ -1,6 +1,6 @@
 // Typed events over a real nats-server with JetStream: headers, dedupe, retries, dead letters.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DiscardPolicy, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { DiscardPolicy, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
 import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { listDeadLetters, replayDeadLetters } from "../../mesh/events/dead-letters.js";
@@ -109,6 +109,31 @@ describe("events", () => {
     expect(letter.header.get("dlq-reason")).toMatch(/handler failed on delivery 3: cannot handle this order/);
     await sleep(300);
     expect(attempts).toBe(3); // not delivered again
+    await consumer.stop();
+  });
+
+  it("dead-letters an undecodable event once: it leaves the consumer and is not delivered again", async () => {
+    // nats-server 2.9 ignores a reason given with +TERM: the message stayed pending, came back after
+    // every ack wait, and went to the dead letters (and the terminal) again each time.
+    const consumer = await consume(js, jsm, {
+      durable: "test-undecodable",
+      stream: streamName("order"),
+      event: OrderCreatedSchema,
+      logger: silentLogger,
+      ackWaitMs: 300,
+      handler: async () => {},
+    });
+    const h = natsHeaders();
+    h.set("ce-type", "shop.order.v1.OrderCreated");
+    h.set("ce-id", "evt-garbage");
+    await js.publish("shop.order.created", new Uint8Array([0xff, 0xff, 0xff]), { headers: h });
+    const letter = await eventually(
+      () => jsm.streams.getMessage(DLQ_STREAM, { last_by_subj: "dlq.test-undecodable.shop.order.created" }).catch(() => undefined),
+      Boolean,
+    );
+    expect(letter!.header.get("dlq-reason")).toMatch(/payload does not decode/);
+    const info = await eventually(() => jsm.consumers.info(streamName("order"), "test-undecodable"), (i) => i.num_ack_pending === 0 && i.num_pending === 0);
+    expect(info.num_redelivered).toBe(0);
     await consumer.stop();
   });
 

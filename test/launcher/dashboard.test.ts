@@ -209,6 +209,8 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium, served by
     await until((n) => document.querySelector(`tr.event[data-replay-of="${n}"]`) !== null, seq);
     // …and reached its consumer again, which (the payload being what it is) dead-letters it anew.
     await until(([id, old]) => [...document.querySelectorAll<HTMLElement>(`tr.letter[data-event-id="${id}"]`)].some((tr) => tr.dataset.seq !== old), [event.id, seq], 30_000);
+    // A dead-lettered message leaves its consumer: no lag stays behind it.
+    await until(() => document.querySelectorAll('tr.backlog [data-lag="0"]').length === 4, undefined, 30_000);
     // DASHBOARD_SCREENSHOT=<file.png> keeps a picture of the page as the test left it.
     if (process.env.DASHBOARD_SCREENSHOT) await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
     expect(pageErrors).toEqual([]);
