@@ -6,7 +6,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { ensureDatabases, findPostgresBin, startPostgres } from "./postgres.js";
+import { ensureDatabases, findPostgresBin, PostgresAccessError, startPostgres } from "./postgres.js";
 
 /** True when something accepts TCP connections on host:port. */
 export const reachable = (host: string, port: number) =>
@@ -92,7 +92,12 @@ export async function ensurePostgres(root: string, port: number, databases: read
   let stop = nothingToStop;
   let how = "already running";
   if (!(await reachable("127.0.0.1", port))) {
-    const server = await startPostgres({ bin, dir, port, onLog: (line) => /\b(ERROR|FATAL|PANIC):/.test(line) && warn(`postgres: ${line}`) });
+    const server = await startPostgres({ bin, dir, port, onLog: (line) => /\b(ERROR|FATAL|PANIC):/.test(line) && warn(`postgres: ${line}`) }).catch((err) => {
+      if (!(err instanceof PostgresAccessError)) throw err;
+      warn(`${err.message}: each service embeds PGlite instead. Clone into a folder others can read, or run as a user other than root.`);
+      return undefined;
+    });
+    if (!server) return undefined;
     stop = server.stop;
     how = `started, data in ${dir}`;
   }

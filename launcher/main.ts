@@ -43,15 +43,53 @@ const present = serviceNames.filter((name) => existsSync(join(root, "services", 
 let progress: StartProgress | undefined;
 const say = (text: string) => (progress ? progress.say(text) : console.log(text));
 
+// --- stopping, from any point of the start ---------------------------------------------------
+/** Servers the launcher started; `starting` settles once every server it began has started or failed. */
+const started: Started[] = [];
+let starting: Promise<unknown> = Promise.resolve();
+let processes: Supervised[] = [];
+let dashboard: Dashboard | undefined;
+let up = false;
+let stopping = false;
+/** Awaited after each step of the start: once stopping, the start goes no further. */
+const notStopping = () => (stopping ? new Promise<never>(() => {}) : undefined);
+
+async function stop(exitCode: number) {
+  if (stopping) return;
+  stopping = true;
+  progress?.end();
+  progress = undefined;
+  console.log("\nstopping: draining the gateway, then the services…");
+  const gateway = processes.find((p) => p.name === "gateway");
+  await gateway?.stop();
+  await Promise.all(processes.filter((p) => p !== gateway).map((p) => p.stop()));
+  await dashboard?.stop(); // after the services: they send their last spans as they stop
+  // Infrastructure last, including servers still starting: services drain their consumers and outboxes first.
+  await starting;
+  await Promise.all(started.map((s) => s.stop().catch(() => {})));
+  console.log("stopped.");
+  process.exit(exitCode);
+}
+let interrupts = 0;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (++interrupts === 1) return void stop(0);
+    console.log("killing everything now.");
+    processes.forEach((p) => p.kill());
+    process.exit(130);
+  });
+}
+
 console.log(`Starting ShopMesh: ${present.length} services and the gateway (logs in ${shown(join(root, ".data", "logs"))}/)`);
 
-// --- 1 and 2: certificates, code, infrastructure ---------------------------------------------
-const started: Started[] = [];
-let nats: Started, redis: Started, postgres: Awaited<ReturnType<typeof ensurePostgres>>;
+// --- 1 and 2: certificates, infrastructure -----------------------------------------------------
+// Assigned below, or the launcher stops there.
+let nats!: Started, redis!: Started, postgres: Awaited<ReturnType<typeof ensurePostgres>>;
 try {
   await ensureCerts(certsDir, certificateHolders, { serverOnly: [natsServerIdentity] });
+  await notStopping();
   const track = <T extends Started | undefined>(s: T) => (s && started.push(s), s);
-  [nats, redis, postgres] = await Promise.all([
+  const servers = [
     ensureServer({
       // Locked: TLS only, each service's certificate mapped to a NATS user with the permissions the
       // topology gives it; certs/client.crt is the operator's.
@@ -76,12 +114,20 @@ try {
     }, root, say).then(track),
     // SHOPMESH_DATABASE=pglite keeps every database embedded even where PostgreSQL is installed.
     process.env.SHOPMESH_DATABASE === "pglite" ? undefined : ensurePostgres(root, ports.postgres, present, say).then(track),
-  ]);
+  ] as const;
+  // Every server is waited for, even after one has failed: none may be left running unseen.
+  const settled = await (starting = Promise.allSettled(servers));
+  await notStopping();
+  const failed = settled.find((r) => r.status === "rejected");
+  if (failed) throw failed.reason;
+  [nats, redis, postgres] = await Promise.all(servers);
+  await notStopping();
   if (!postgres) await seedPgliteFolders(root, present.filter((name) => !process.env[`${name.toUpperCase()}_DATABASE_URL`]));
+  await notStopping();
 } catch (err) {
+  await notStopping(); // a server killed by the Ctrl-C that is stopping everything is no news
   console.error(`could not start: ${(err as Error).message}`);
-  await Promise.all(started.map((s) => s.stop()));
-  process.exit(1);
+  await stop(1);
 }
 
 // --- 3: the mesh ----------------------------------------------------------------------------
@@ -90,8 +136,7 @@ const ownPorts = [ports.gateway, ports.gatewayMetrics, ports.dashboard, ...prese
 const taken = (await Promise.all(ownPorts.map(async (p) => ((await reachable("127.0.0.1", p)) ? p : undefined)))).filter(Boolean);
 if (taken.length > 0) {
   console.error(`port${taken.length > 1 ? "s" : ""} ${taken.join(", ")} already in use (another \`npm start\`?). Stop it, or move every port with SHOPMESH_PORT_OFFSET=1000.`);
-  await Promise.all(started.map((s) => s.stop()));
-  process.exit(1);
+  await stop(1);
 }
 const clientTls = await loadTls(certsDir, "client");
 const dashboardUrl = `http://127.0.0.1:${ports.dashboard}`;
@@ -158,13 +203,10 @@ const gatewaySpec: ProcessSpec = {
   drainMs: 10_000,
 };
 
-let dashboard: Dashboard | undefined;
-let up = false;
-let stopping = false;
 const time = () => new Date().toTimeString().slice(0, 8);
 const lastLines = (p: Supervised, n = 15) => p.recentLogs().slice(-n).map((l) => `    ${l}`).join("\n");
 
-const processes: Supervised[] = [...present.map(serviceSpec), gatewaySpec].map((spec) => new Supervised(spec, {
+processes = [...present.map(serviceSpec), gatewaySpec].map((spec) => new Supervised(spec, {
   state(p, detail) {
     if (stopping) return;
     if (!up) {
@@ -197,31 +239,6 @@ const processes: Supervised[] = [...present.map(serviceSpec), gatewaySpec].map((
   },
 }));
 
-async function stop(exitCode: number) {
-  if (stopping) return;
-  stopping = true;
-  progress?.end();
-  progress = undefined;
-  console.log("\nstopping: draining the gateway, then the services…");
-  const gateway = processes.find((p) => p.name === "gateway")!;
-  await gateway.stop();
-  await Promise.all(processes.filter((p) => p !== gateway).map((p) => p.stop()));
-  await dashboard?.stop(); // after the services: they send their last spans as they stop
-  // Infrastructure last: services drain their consumers and outboxes first.
-  await Promise.all(started.map((s) => s.stop()));
-  console.log("stopped.");
-  process.exit(exitCode);
-}
-let interrupts = 0;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (++interrupts === 1) return void stop(0);
-    console.log("killing everything now.");
-    processes.forEach((p) => p.kill());
-    process.exit(130);
-  });
-}
-
 function meshIsUp() {
   if (up) return;
   up = true;
@@ -253,7 +270,9 @@ A crashed process is restarted. Ctrl-C stops everything.
 `);
 }
 
+await notStopping();
 dashboard = await startDashboard({ view: { processes: () => processes, natsUrl: nats.url, certsDir, gatewayUrl }, host: "127.0.0.1", port: ports.dashboard });
+await notStopping();
 progress = new StartProgress(processes);
 processes.forEach((p) => p.start());
 progress.update();

@@ -2,7 +2,7 @@
 // cluster in a folder of ours, listening on loopback only, one database per service. `npm start`
 // keeps it under .data/postgres; tests put it in a temporary folder. PostgreSQL refuses to run as
 // root, so as root it runs as the `postgres` system user.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
@@ -51,15 +51,34 @@ export async function ensureDatabases(adminUrl: string, names: readonly string[]
   }
 }
 
+/** The postgres system user cannot reach the cluster's folder (a checkout under /root, say). */
+export class PostgresAccessError extends Error {}
+
+/** Runs a PostgreSQL tool to its end, in its own process group (a Ctrl-C is the launcher's to handle). */
+function runTool(bin: string, args: string[], user: { uid?: number; gid?: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { ...user, stdio: ["ignore", "ignore", "pipe"], detached: true });
+    let err = "";
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
+    child.once("error", reject);
+    child.once("exit", (code, signal) => (code === 0 ? resolve() : reject(new Error(`${bin} ${signal ?? `exited ${code}`}: ${err.trim()}`))));
+  });
+}
+
 /** Starts the cluster in `dir` (making it first if needed) and resolves once it accepts connections. */
 export async function startPostgres({ bin, dir, port, maxConnections = 100, onLog }: PostgresOptions): Promise<PostgresServer> {
   const user = runAs();
   mkdirSync(dir, { recursive: true });
-  if (user.uid !== undefined) chownSync(dir, user.uid, user.gid!);
+  if (user.uid !== undefined) {
+    chownSync(dir, user.uid, user.gid!);
+    if (spawnSync("test", ["-w", dir, "-a", "-x", dir], user).status !== 0) {
+      throw new PostgresAccessError(`PostgreSQL runs as the postgres user, which cannot reach ${dir} (a folder above it is closed to other users)`);
+    }
+  }
   const data = join(dir, "data");
   if (!existsSync(join(data, "PG_VERSION"))) {
     // --no-sync: a development cluster; a crash of the machine may lose it, a crash of a process does not.
-    execFileSync(join(bin, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], { ...user, stdio: "pipe" });
+    await runTool(join(bin, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], user);
   }
   const server = spawn(
     join(bin, "postgres"),
