@@ -11,7 +11,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { context, propagation, SpanKind, trace } from "@opentelemetry/api";
+import { context, INVALID_SPAN_CONTEXT, propagation, SpanKind, trace, type Span } from "@opentelemetry/api";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../mesh/telemetry.js";
 import type { Authenticator } from "./auth.js";
@@ -212,7 +212,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     req.headers["x-request-id"] = requestId;
     res.setHeader("x-request-id", requestId);
     const parent = propagation.extract(context.active(), req.headers);
-    tracer.startActiveSpan(`${req.method} edge`, { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method ?? "", "url.path": req.url ?? "" } }, parent, (span) => {
+    const serve = (span: Span) => {
       handle(req, res, requestId, report)
         .catch((err) => {
           if (err instanceof BodyRefused) {
@@ -241,7 +241,12 @@ export function createEdgeServer(opts: EdgeOptions): Server {
           if (res.writableEnded) finish();
           else res.once("close", finish);
         });
-    });
+    };
+    // Health probes (the launcher's, a load balancer's), several a second, would bury the traces
+    // of real requests: they get a span that records nothing.
+    const path = req.url?.split("?")[0];
+    if (path === "/healthz" || path === "/readyz") serve(trace.wrapSpanContext(INVALID_SPAN_CONTEXT));
+    else tracer.startActiveSpan(`${req.method} edge`, { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method ?? "", "url.path": req.url ?? "" } }, parent, serve);
   });
   // Node hands a CONNECT request (a tunnel) to this event, and without a listener drops the
   // connection unanswered. The edge tunnels nothing.
