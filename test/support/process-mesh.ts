@@ -9,6 +9,7 @@ import { createInterface } from "node:readline";
 import { healthClient } from "../../mesh/rpc/health-client.js";
 import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
+import { treeCpuTicks } from "./child-progress.js";
 import { createTestPki, type TestPki } from "./pki.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
@@ -26,6 +27,8 @@ export interface MeshProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Its last lines of output, for diagnostics. */
   tail(): string[];
+  /** A number that grows while it makes progress: lines written plus CPU time used. */
+  progress(): number;
 }
 
 export interface ProcessMesh {
@@ -39,7 +42,8 @@ export interface ProcessMesh {
   /** The PostgreSQL URL of a service's own database. */
   databaseUrl(name: ServiceName): string;
   /** Resolves when the service answers SERVING on grpc.health.v1 (or the gateway's /healthz is 200). */
-  waitReady(name: ProcessName, timeoutMs?: number): Promise<void>;
+  /** Resolves once it answers; fails when it exits or shows no progress (output, CPU time) for `stallMs`. */
+  waitReady(name: ProcessName, stallMs?: number): Promise<void>;
   /** The health status of a service right now ("DOWN" when unreachable). */
   health(name: ServiceName): Promise<string>;
   stop(): Promise<void>;
@@ -77,6 +81,7 @@ function managedProcess(name: ProcessName, port: number, env: Record<string, str
   const entry = name === "gateway" ? join("gateway", "main.ts") : join("services", name, "main.ts");
   let child: ChildProcess | undefined;
   const tail: string[] = [];
+  let lines = 0;
   const running = () => child !== undefined && child.exitCode === null && child.signalCode === null;
   return {
     name,
@@ -88,6 +93,7 @@ function managedProcess(name: ProcessName, port: number, env: Record<string, str
       for (const stream of [child.stdout!, child.stderr!]) {
         createInterface({ input: stream }).on("line", (line) => {
           tail.push(line);
+          lines++;
           if (tail.length > TAIL) tail.shift();
           onLine?.(name, line);
         });
@@ -100,6 +106,7 @@ function managedProcess(name: ProcessName, port: number, env: Record<string, str
       await exited;
     },
     tail: () => [...tail],
+    progress: () => lines + (child?.pid ? treeCpuTicks(child.pid) ?? 0 : 0),
   };
 }
 
@@ -143,17 +150,21 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
         health.close();
       }
     };
-    const waitReady = async (name: ProcessName, timeoutMs = 60_000) => {
-      const deadline = Date.now() + timeoutMs;
+    // Waits on progress, not a deadline: a busy machine makes a start slower, not failed.
+    const waitReady = async (name: ProcessName, stallMs = 60_000) => {
+      let seen = processes[name].progress();
+      let movedAt = Date.now();
       for (;;) {
         const ok = name === "gateway" ? await fetch(`${gatewayUrl}/healthz`).then((r) => r.ok, () => false) : (await check(name)) === "SERVING";
         if (ok) return;
-        if (Date.now() > deadline || !processes[name].running()) throw new Error(`${name} ${processes[name].running() ? `not ready after ${timeoutMs / 1000} s` : "exited"}; its last output:\n${processes[name].tail().join("\n")}`);
+        const now = processes[name].progress();
+        if (now !== seen) [seen, movedAt] = [now, Date.now()];
+        if (Date.now() - movedAt > stallMs || !processes[name].running()) throw new Error(`${name} ${processes[name].running() ? `made no progress for ${stallMs / 1000} s` : "exited"}; its last output:\n${processes[name].tail().join("\n")}`);
         await new Promise((r) => setTimeout(r, 250));
       }
     };
     for (const name of serviceNames) processes[name].start();
-    await Promise.all(serviceNames.map((n) => waitReady(n, 240_000))); // generous: a busy 2-core machine starts seven node processes slowly
+    await Promise.all(serviceNames.map((n) => waitReady(n)));
     processes.gateway.start();
     await waitReady("gateway");
     return { pki, nats, redis, postgres, processes, gatewayUrl, databaseUrl: (n) => postgres.url(database(n)), waitReady, health: check, stop };
