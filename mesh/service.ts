@@ -2,9 +2,8 @@
 // database and apply its migrations, serve its handlers with the mesh runtime, expose metrics,
 // and on SIGTERM/SIGINT drain calls and close everything. A service provides only its name,
 // contract, config, migrations and handlers.
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
+import { projectRoot } from "./project-root.js";
 import type { Server } from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -19,10 +18,7 @@ import { serve } from "./rpc/serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { topology, type ServiceName } from "./topology.js";
 
-/** The folder holding package.json: the same whether this runs from source or compiled in dist/. */
-export const projectRoot = (function find(dir: string): string {
-  return existsSync(join(dir, "package.json")) || dirname(dir) === dir ? dir : find(dirname(dir));
-})(fileURLToPath(new URL(".", import.meta.url)));
+export { projectRoot };
 
 export type ConfigSpec = Parameters<typeof loadConfig>[0];
 type ConfigOf<S extends ConfigSpec> = ReturnType<typeof loadConfig<S>>;

@@ -3,7 +3,7 @@
 // so a fresh machine needs no database server. Both speak the same SQL.
 import { readdir, readFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { projectRoot } from "../project-root.js";
 import pg from "pg";
 import type { PGlite } from "@electric-sql/pglite";
 
@@ -128,7 +128,7 @@ function splitStatements(sql: string): string[] {
 }
 
 /** The runtime's own tables (outbox, inbox), applied to every service's database before its own. */
-export const meshMigrations = fileURLToPath(new URL("./migrations", import.meta.url));
+export const meshMigrations = join(projectRoot, "mesh", "data", "migrations"); // the source folder: this module may be bundled into a service
 
 /** True when `err` is a PostgreSQL unique-violation (SQLSTATE 23505), from pg or PGlite. */
 export const isUniqueViolation = (err: unknown): boolean => (err as { code?: string } | null)?.code === "23505";

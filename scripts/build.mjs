@@ -1,0 +1,60 @@
+// `npm run build`: one JavaScript file per process in dist/ (each service, the gateway, the
+// launcher, the scripts), with its dependencies bundled in. Plain JavaScript because it runs before
+// anything is compiled. esbuild only strips types (type checking is `npm test`'s), in under a second.
+//
+// Why bundles: a process importing ~1,000 files from node_modules spent ~0.85 s of CPU at each
+// start resolving and loading them; one file loads in ~0.45 s, and seven processes start together.
+// Left outside the bundles: packages that read files next to their own code at run time (.proto
+// files, WebAssembly, worker scripts), and tools only the launcher uses.
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { build } from "esbuild";
+
+const external = [
+  "@electric-sql/pglite", // WebAssembly and data files beside its code
+  "@grpc/proto-loader", "@grpc/reflection", "grpc-health-check", "protobufjs", // .proto files
+  "pino", "pino-pretty", "thread-stream", // worker threads
+  "pg-native", // optional native driver pg tries to load
+  "esbuild", "playwright-core",
+];
+
+const services = readdirSync("services").filter((name) => existsSync(`services/${name}/main.ts`));
+const entryPoints = [
+  ...services.map((name) => `services/${name}/main.ts`),
+  ...services.flatMap((name) => readdirSync(`services/${name}/migrations`).filter((f) => f.endsWith(".sql")).map((f) => `services/${name}/migrations/${f}`)),
+  "gateway/main.ts",
+  "launcher/main.ts",
+  ...readdirSync("scripts").filter((f) => f.endsWith(".ts")).map((f) => `scripts/${f}`),
+];
+
+// Built already from these very files (paths, sizes, modification times)? Then nothing to do: a
+// warm `npm start` saves the ~1.5 s the build takes.
+const sourceFiles = (dir) => readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : [join(dir, e.name)]));
+const fingerprint = createHash("sha256")
+  .update(["mesh", "services", "gateway", "launcher", "gen", "scripts"].flatMap(sourceFiles).concat("package.json", "package-lock.json").sort()
+    .map((f) => { const st = statSync(f); return `${f} ${st.size} ${st.mtimeMs}`; }).join("\n"))
+  .digest("hex");
+const stamp = "dist/.fingerprint";
+if (existsSync(stamp) && readFileSync(stamp, "utf8") === fingerprint) process.exit(0);
+
+rmSync("dist", { recursive: true, force: true });
+await build({
+  entryPoints,
+  outdir: "dist",
+  outbase: ".",
+  chunkNames: "chunks/[name]-[hash]",
+  bundle: true,
+  splitting: true, // code shared by the processes goes to common chunks, built once
+  external,
+  loader: { ".sql": "copy" }, // a service finds its migrations beside its code
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  sourcemap: "linked",
+  sourcesContent: false, // maps point at the sources in the repository: a quarter of the size
+  // Bundled CommonJS calls require(); an ES module has none of its own.
+  banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
+  logLevel: "warning",
+});
+writeFileSync(stamp, fingerprint);
