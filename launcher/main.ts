@@ -80,6 +80,9 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+/** Problems the servers report; while stopping, their own shutdown noise is no news. */
+const warn = (text: string) => void (stopping || say(text));
+
 console.log(`Starting ShopMesh: ${present.length} services and the gateway (logs in ${shown(join(root, ".data", "logs"))}/)`);
 
 // --- 1 and 2: certificates, infrastructure -----------------------------------------------------
@@ -104,16 +107,16 @@ try {
       // "TLS handshake error: EOF" is a reachability probe closing on it.
       problem: (line) => /\[(ERR|FTL|WRN)\]/.test(line) && !/TLS handshake error: EOF$/.test(line),
       without: "services run, and their events wait in their outboxes until NATS is reachable.",
-    }, root, say).then(track),
+    }, root, warn).then(track),
     ensureServer({
       name: "redis-server", envVar: "REDIS_URL", port: ports.redis, scheme: "redis", install: "redis-server",
       args: (dir) => ["--port", String(ports.redis), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no"],
       ready: /Ready to accept connections/,
       problem: (line) => /# WARNING/.test(line) && !/overcommit_memory|TCP backlog/.test(line),
       without: "the catalog reads from its database without a cache; the gateway limits rates per process.",
-    }, root, say).then(track),
+    }, root, warn).then(track),
     // SHOPMESH_DATABASE=pglite keeps every database embedded even where PostgreSQL is installed.
-    process.env.SHOPMESH_DATABASE === "pglite" ? undefined : ensurePostgres(root, ports.postgres, present, say).then(track),
+    process.env.SHOPMESH_DATABASE === "pglite" ? undefined : ensurePostgres(root, ports.postgres, present, warn).then(track),
   ] as const;
   // Every server is waited for, even after one has failed: none may be left running unseen.
   const settled = await (starting = Promise.allSettled(servers));
