@@ -11,6 +11,7 @@
 // Ctrl-C kills at once. SHOPMESH_PORT_OFFSET moves every port (a second checkout, tests).
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import { get as httpGet } from "node:http";
 import { join, relative } from "node:path";
 import { prettyFactory } from "pino-pretty";
 import { ensureCerts, loadTls } from "../mesh/certs.js";
@@ -90,7 +91,7 @@ console.log(`Starting ShopMesh: ${present.length} services and the gateway (logs
 let nats!: Started, redis!: Started, postgres: Awaited<ReturnType<typeof ensurePostgres>>;
 try {
   await ensureCerts(certsDir, certificateHolders, { serverOnly: [natsServerIdentity] });
-  await notStopping();
+  await notStopping(); // after a Ctrl-C, the start goes no further: stop() is taking everything down
   const track = <T extends Started | undefined>(s: T) => (s && started.push(s), s);
   const servers = [
     ensureServer({
@@ -201,7 +202,12 @@ const gatewaySpec: ProcessSpec = {
   address: gatewayUrl,
   metricsUrl: `http://127.0.0.1:${ports.gatewayMetrics}/metrics`,
   logFile: join(root, ".data", "logs", "gateway.log"),
-  healthy: () => fetch(`${gatewayUrl}/readyz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok),
+  // A new connection per question, as for the services (no pooled connection to go stale).
+  healthy: () =>
+    new Promise<boolean>((resolve) => {
+      const req = httpGet(`${gatewayUrl}/readyz`, { agent: false, timeout: 2_000 }, (res) => (res.resume(), resolve(res.statusCode === 200)));
+      req.once("timeout", () => req.destroy()).once("error", () => resolve(false));
+    }),
   stallMs,
   drainMs: 10_000,
 };

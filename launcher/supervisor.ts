@@ -1,6 +1,6 @@
 // Runs one process of the mesh and keeps it running, as `restart: on-failure` does in compose and
 // the kubelet does for a pod: a crashed process is started again after a back-off that doubles
-// (1 s … 30 s) and resets once it serves again; one that crashes at start again and again, or
+// (1 s … 30 s) while it keeps crashing before it serves, and starts at 1 s again once it has served; one that crashes at start again and again, or
 // exits with a configuration error (78), is left failed with its last log lines for a person.
 //
 // Start-up is followed by progress, never by one fixed deadline: the process's own log lines
@@ -17,6 +17,7 @@ export const BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
 export const MAX_START_CRASHES = 5;
 const EX_CONFIG = 78;
 const KEPT_LINES = 200;
+const HEALTH_QUESTION_MS = 5_000;
 
 export interface ProcessSpec {
   name: string;
@@ -117,7 +118,8 @@ export class Supervised implements ProcessView {
   }
 
   private onLine(line: string) {
-    this.log.write(line + "\n");
+    // Output may still arrive after the exit that closed the log (the pipes drain later).
+    if (!this.log.writableEnded) this.log.write(line + "\n");
     this.lines.push(line);
     if (this.lines.length > KEPT_LINES) this.lines.shift();
     this.progressAt = Date.now();
@@ -139,7 +141,12 @@ export class Supervised implements ProcessView {
   private async confirmServing(child: ChildProcess | undefined) {
     const current = () => this.child === child && child?.exitCode === null && this.wanted;
     while (current()) {
-      if (await this.spec.healthy().catch(() => false)) {
+      // Each question gets its own deadline: one answer that never comes must not stop the asking.
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), HEALTH_QUESTION_MS)));
+      const healthy = await Promise.race([this.spec.healthy().catch(() => false), timeout]);
+      clearTimeout(timer);
+      if (healthy) {
         if (!current()) return;
         this.servedAt = Date.now();
         this.crashesInARow = 0;

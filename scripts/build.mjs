@@ -7,7 +7,7 @@
 // Left outside the bundles: packages that read files next to their own code at run time (.proto
 // files, WebAssembly, worker scripts), and tools only the launcher uses.
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
 
@@ -38,10 +38,12 @@ const fingerprint = createHash("sha256")
 const stamp = "dist/.fingerprint";
 if (existsSync(stamp) && readFileSync(stamp, "utf8") === fingerprint) process.exit(0);
 
-rmSync("dist", { recursive: true, force: true });
+// Built beside dist/ and swapped in at the end: a launcher running from dist/ (restarting a
+// crashed process) never finds it half written.
+const out = `dist.building-${process.pid}`;
 await build({
   entryPoints,
-  outdir: "dist",
+  outdir: out,
   outbase: ".",
   chunkNames: "chunks/[name]-[hash]",
   bundle: true,
@@ -57,4 +59,6 @@ await build({
   banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
   logLevel: "warning",
 });
-writeFileSync(stamp, fingerprint);
+writeFileSync(join(out, ".fingerprint"), fingerprint);
+rmSync("dist", { recursive: true, force: true });
+renameSync(out, "dist");

@@ -103,34 +103,54 @@ export function spansFromOtlpJson(body: unknown): SpanView[] {
   return spans;
 }
 
-/** The last `maxTraces` traces (oldest first seen is dropped first), each at most `maxSpansPerTrace` spans. */
-export class TraceStore {
-  private readonly traces = new Map<string, SpanView[]>();
+/** Roughly what a span holds in memory (UTF-16 strings). */
+const spanBytes = (span: SpanView) => 2 * JSON.stringify(span).length;
 
-  constructor(readonly maxTraces = 200, readonly maxSpansPerTrace = 500) {}
+/**
+ * The last `maxTraces` traces (oldest first seen is dropped first), each at most `maxSpansPerTrace`
+ * spans and `maxTraceBytes`, all of them at most `maxBytes`: counts alone let large spans (every
+ * attribute at its limit) grow the launcher by gigabytes and a trace's page to megabytes.
+ */
+export class TraceStore {
+  private readonly traces = new Map<string, { spans: SpanView[]; bytes: number }>();
+  private bytes = 0;
+
+  constructor(readonly maxTraces = 200, readonly maxSpansPerTrace = 500, readonly maxBytes = 16 * 1024 ** 2, readonly maxTraceBytes = 512 * 1024) {}
 
   add(spans: readonly SpanView[]): void {
     for (const span of spans) {
+      const size = spanBytes(span);
       let trace = this.traces.get(span.traceId);
+      if (trace && (trace.spans.length >= this.maxSpansPerTrace || trace.bytes + size > this.maxTraceBytes || trace.spans.some((s) => s.spanId === span.spanId))) continue;
       if (!trace) {
-        trace = [];
+        if (size > this.maxTraceBytes) continue;
+        trace = { spans: [], bytes: 0 };
         this.traces.set(span.traceId, trace);
-        if (this.traces.size > this.maxTraces) this.traces.delete(this.traces.keys().next().value!);
       }
-      if (trace.length < this.maxSpansPerTrace && !trace.some((s) => s.spanId === span.spanId)) trace.push(span);
+      while ((this.traces.size > this.maxTraces || this.bytes + size > this.maxBytes) && this.traces.size > 1) this.dropOldest(span.traceId);
+      trace.spans.push(span);
+      trace.bytes += size;
+      this.bytes += size;
     }
+  }
+
+  private dropOldest(keep: string) {
+    const [oldest, entry] = this.traces.entries().next().value!;
+    this.traces.delete(oldest);
+    if (oldest === keep) return void this.traces.set(oldest, entry); // the trace being added goes last; the next oldest goes
+    this.bytes -= entry.bytes;
   }
 
   /** The most recent traces first (by start time). */
   list(limit = 50): TraceSummary[] {
     return [...this.traces.entries()]
-      .map(([id, spans]) => summarize(id, spans))
+      .map(([id, { spans }]) => summarize(id, spans))
       .sort((a, b) => b.startMs - a.startMs)
       .slice(0, limit);
   }
 
   get(traceId: string): TraceDetail | undefined {
-    const spans = this.traces.get(traceId.toLowerCase());
+    const spans = this.traces.get(traceId.toLowerCase())?.spans;
     if (!spans?.length) return undefined;
     return { summary: summarize(traceId, spans), spans: waterfall(spans) };
   }

@@ -18,7 +18,7 @@ import { encodeEvent } from "../../mesh/events/events.js";
 import { natsConnectOptions, natsOperator } from "../../mesh/events/nats-config.js";
 import { serviceNames, topology } from "../../mesh/topology.js";
 import { startDashboard, type Dashboard } from "../../launcher/dashboard/server.js";
-import type { TraceDetail } from "../../launcher/dashboard/otlp-traces.js";
+import { spansFromOtlpJson, TraceStore, type TraceDetail } from "../../launcher/dashboard/otlp-traces.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { eventually } from "../support/eventually.js";
 import { freePortOffset, freshCopy, logTails, removeCopy, startLauncher, type Launcher } from "../support/fresh-start.js";
@@ -250,6 +250,22 @@ describe("launcher dashboard: the OTLP receiver and the guards of a local page",
     const html = await (await fetch(`${lone.url}/?trace=${ids[1]}`)).text();
     expect(html).toContain("&lt;img src=x onerror=alert(1)&gt;");
     expect(html).not.toContain("<img src=x");
+  });
+
+  it("keeps traces within a byte budget, in all and per trace, not only a count", () => {
+    const store = new TraceStore(200, 500, 64 * 1024, 8 * 1024);
+    const large = "x".repeat(250); // a name at about its limit: ~0.6 KiB a span
+    const ids = Array.from({ length: 300 }, () => randomBytes(16).toString("hex"));
+    for (const id of ids) store.add(spansFromOtlpJson(otlp(id, large)));
+    const kept = store.list(500);
+    expect(kept.length).toBeGreaterThan(50);
+    expect(kept.length).toBeLessThan(150); // 300 spans would need ~180 KiB
+    expect(kept.map((t) => t.traceId)).toContain(ids.at(-1)); // the newest stay
+    expect(kept.map((t) => t.traceId)).not.toContain(ids[0]);
+    // One trace stops growing at its own budget.
+    const one = randomBytes(16).toString("hex");
+    for (let i = 0; i < 100; i++) store.add(spansFromOtlpJson(otlp(one, large)));
+    expect(store.get(one)!.summary.spans).toBeLessThan(20);
   });
 
   it("refuses what is not OTLP JSON, bodies over its limit, other hosts and cross-origin posts", async () => {

@@ -64,6 +64,13 @@ describe("supervisor", () => {
     await eventually(() => expect(p.state).toBe("serving"));
   });
 
+  it("asks again when a health question never gets an answer", async () => {
+    let asked = 0;
+    const { p } = supervise(serveForever, { healthy: () => (++asked === 1 ? new Promise<boolean>(() => {}) : Promise.resolve(true)) });
+    await eventually(() => expect(p.state).toBe("serving"));
+    expect(asked).toBe(2);
+  });
+
   it("restarts a process that crashes after serving, and counts the restart", async () => {
     // Crashes once (the marker file says it has), then serves.
     const script = `const fs = require("fs"); ${log("serving")} if (!fs.existsSync(process.env.MARKER)) { fs.writeFileSync(process.env.MARKER, ""); setTimeout(() => process.exit(3), 200); } else setInterval(() => {}, 1000);`;
