@@ -7,9 +7,10 @@
 // (migrating, seeding, serving) and the CPU time it uses. It is stalled only when it has done
 // neither for `stallMs`, whatever the machine's speed.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
+import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline";
+import { cpuTicks } from "./cpu-time.js";
 import type { ProcessState, ProcessView } from "./view.js";
 
 export const BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
@@ -47,16 +48,6 @@ export interface SupervisorEvents {
 
 /** Log messages that mark start-up phases (see mesh/service.ts). */
 const PHASES: Record<string, ProcessState> = { migrating: "migrating", seeding: "seeding" };
-
-/** CPU time (clock ticks) a process has used, from /proc; undefined where there is no /proc. */
-function cpuTicks(pid: number): number | undefined {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return Number(fields[11]) + Number(fields[12]); // utime + stime
-  } catch {
-    return undefined;
-  }
-}
 
 export class Supervised implements ProcessView {
   state: ProcessState = "stopped";

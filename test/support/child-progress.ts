@@ -5,7 +5,7 @@
 // machine makes a wait longer, never failed; `boundMs` is only a safety net for a child that keeps
 // busy without ever getting there.
 import type { ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { treeCpuTicks } from "../../launcher/cpu-time.js";
 import { createInterface } from "node:readline";
 
 export interface WaitOptions {
@@ -18,40 +18,6 @@ export interface WaitOptions {
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;
-}
-
-interface ProcStat {
-  ppid: number;
-  ticks: number;
-}
-
-/** CPU time (clock ticks, own and reaped children's) of `root` and every process under it; undefined without /proc. */
-export function treeCpuTicks(root: number): number | undefined {
-  let pids: string[];
-  try {
-    pids = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
-  } catch {
-    return undefined;
-  }
-  const stats = new Map<number, ProcStat>();
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      // The command name is in parentheses and may hold spaces: the fields follow its last ")".
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      stats.set(Number(pid), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
-    } catch {} // gone meanwhile
-  }
-  if (!stats.has(root)) return undefined;
-  const children = new Map<number, number[]>();
-  for (const [pid, { ppid }] of stats) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
-  let total = 0;
-  for (const queue = [root]; queue.length; ) {
-    const pid = queue.pop()!;
-    total += stats.get(pid)!.ticks;
-    queue.push(...(children.get(pid) ?? []));
-  }
-  return total;
 }
 
 export class ChildProgress {

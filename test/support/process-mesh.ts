@@ -9,7 +9,7 @@ import { createInterface } from "node:readline";
 import { healthClient } from "../../mesh/rpc/health-client.js";
 import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
-import { treeCpuTicks } from "./child-progress.js";
+import { treeCpuTicks } from "../../launcher/cpu-time.js";
 import { createTestPki, type TestPki } from "./pki.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
