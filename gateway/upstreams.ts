@@ -2,25 +2,16 @@
 // calls, circuit breaker, round robin, mTLS as "gateway"). Which of their RPCs the edge serves,
 // and to whom, the contracts say (see access.ts).
 import type { DescService } from "@bufbuild/protobuf";
-import { CatalogService } from "../gen/shop/catalog/v1/catalog_pb.js";
-import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
-import { InventoryService } from "../gen/shop/inventory/v1/inventory_pb.js";
-import { NotificationService } from "../gen/shop/notification/v1/notification_pb.js";
-import { OrderService } from "../gen/shop/order/v1/order_pb.js";
-import { PaymentService } from "../gen/shop/payment/v1/payment_pb.js";
 import { createClient, type MeshClient, type ResiliencePolicy } from "../mesh/rpc/client.js";
 import type { TlsFiles } from "../mesh/certs.js";
-import type { ServiceName } from "../mesh/topology.js";
+import { serviceNames, topology, type ServiceName } from "../mesh/topology.js";
 import type { Registry } from "prom-client";
+import { servedAtEdge } from "./access.js";
 
-export const publicServices: readonly [DescService, ServiceName][] = [
-  [IdentityService, "identity"],
-  [CatalogService, "catalog"],
-  [InventoryService, "inventory"],
-  [OrderService, "order"],
-  [PaymentService, "payment"],
-  [NotificationService, "notification"],
-];
+/** The services whose contracts expose at least one RPC at the edge, from the topology. */
+export const publicServices: readonly [DescService, ServiceName][] = serviceNames
+  .filter((name) => topology[name].contract.methods.some(servedAtEdge))
+  .map((name) => [topology[name].contract, name]);
 
 /** The mesh name of a public service ("catalog"), for messages that say which service failed. */
 export const serviceName = (service: DescService): ServiceName => publicServices.find(([s]) => s === service)![1];

@@ -88,6 +88,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   def: ServiceDefinition<S, C>,
   source: NodeJS.ProcessEnv = process.env,
 ): Promise<RunningService> {
+  if ((def.service as DescService) !== topology[def.name].contract) throw new Error(`${def.name} serves ${def.service.typeName}, but the topology gives it ${topology[def.name].contract.typeName}`);
   const common = loadConfig(commonConfig(def.name), source);
   const config = loadConfig(def.config, source) as ConfigOf<C>;
   const logger = createLogger(def.name, source.LOG_LEVEL);

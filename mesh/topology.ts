@@ -1,10 +1,20 @@
-// One typed description of the mesh: every service, where it listens by default, whom it calls,
-// which events it owns and which it consumes. The launcher (launcher/main.ts) starts from it, the
+// One typed description of the mesh: every service, its contract, where it listens by default,
+// whom it calls, which events it owns and which it consumes. The launcher (launcher/main.ts) starts from it, the
 // nats-server configuration and each service's NATS permissions are generated from it
 // (mesh/events/nats-config.ts), so ports, upstreams and event flows are written down once.
+import type { DescService } from "@bufbuild/protobuf";
+import { CatalogService } from "../gen/shop/catalog/v1/catalog_pb.js";
+import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
+import { InventoryService } from "../gen/shop/inventory/v1/inventory_pb.js";
+import { NotificationService } from "../gen/shop/notification/v1/notification_pb.js";
+import { OrderService } from "../gen/shop/order/v1/order_pb.js";
+import { PaymentService } from "../gen/shop/payment/v1/payment_pb.js";
+
 export interface ServiceSpec {
   /** Also the certificate identity: spiffe://shopmesh/<name>. */
   name: string;
+  /** Its contract: the generated descriptor it serves (which RPCs the edge serves, the contract's options say). */
+  contract: DescService;
   grpcPort: number;
   metricsPort: number;
   /** Services this one calls synchronously. */
@@ -20,10 +30,10 @@ export interface ServiceSpec {
 }
 
 export const topology = {
-  identity: { name: "identity", grpcPort: 50051, metricsPort: 9451, upstreams: [], eventSubjects: ["shop.user.>"], consumes: {} },
-  catalog: { name: "catalog", grpcPort: 50052, metricsPort: 9452, upstreams: [], eventSubjects: ["shop.product.>"], consumes: {} },
+  identity: { name: "identity", contract: IdentityService, grpcPort: 50051, metricsPort: 9451, upstreams: [], eventSubjects: ["shop.user.>"], consumes: {} },
+  catalog: { name: "catalog", contract: CatalogService, grpcPort: 50052, metricsPort: 9452, upstreams: [], eventSubjects: ["shop.product.>"], consumes: {} },
   inventory: {
-    name: "inventory", grpcPort: 50053, metricsPort: 9453, upstreams: [], eventSubjects: ["shop.stock.>"],
+    name: "inventory", contract: InventoryService, grpcPort: 50053, metricsPort: 9453, upstreams: [], eventSubjects: ["shop.stock.>"],
     consumes: {
       reserve: "shop.order.created",
       "release-on-payment-failed": "shop.payment.failed",
@@ -32,7 +42,7 @@ export const topology = {
     },
   },
   order: {
-    name: "order", grpcPort: 50054, metricsPort: 9454, upstreams: ["catalog"], eventSubjects: ["shop.order.>"],
+    name: "order", contract: OrderService, grpcPort: 50054, metricsPort: 9454, upstreams: ["catalog"], eventSubjects: ["shop.order.>"],
     consumes: {
       "stock-reserved": "shop.stock.reserved",
       "stock-rejected": "shop.stock.rejected",
@@ -41,11 +51,11 @@ export const topology = {
     },
   },
   payment: {
-    name: "payment", grpcPort: 50055, metricsPort: 9455, upstreams: [], eventSubjects: ["shop.payment.>"],
+    name: "payment", contract: PaymentService, grpcPort: 50055, metricsPort: 9455, upstreams: [], eventSubjects: ["shop.payment.>"],
     consumes: { record: "shop.order.created", charge: "shop.stock.reserved", refund: "shop.order.cancelled" },
   },
   notification: {
-    name: "notification", grpcPort: 50056, metricsPort: 9456, upstreams: [], eventSubjects: [],
+    name: "notification", contract: NotificationService, grpcPort: 50056, metricsPort: 9456, upstreams: [], eventSubjects: [],
     consumes: { welcome: "shop.user.registered", "order-confirmed": "shop.order.confirmed", "order-cancelled": "shop.order.cancelled" },
   },
 } as const satisfies Record<string, ServiceSpec>;
