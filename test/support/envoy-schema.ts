@@ -8,7 +8,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { createFileRegistry, fromBinary, fromJson, type DescMessage, type FileRegistry, type JsonValue } from "@bufbuild/protobuf";
+import { createFileRegistry, fromBinary, fromJson, type FileRegistry, type JsonValue } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { projectRoot } from "../../mesh/project-root.js";
 
@@ -21,6 +21,7 @@ const PACKAGES = [
   "envoy/extensions/filters/http/health_check/v3",
   "envoy/extensions/transport_sockets/tls/v3",
   "envoy/extensions/upstreams/http/v3",
+  "envoy/extensions/retry/host/previous_hosts/v3",
 ];
 
 let registry: FileRegistry | undefined;
@@ -47,7 +48,13 @@ export function envoyRegistry(): FileRegistry {
 
 /** Parses `config` as Envoy's Bootstrap; throws naming the first field Envoy would refuse. */
 export function checkEnvoyBootstrap(config: unknown): void {
+  checkEnvoyMessage("envoy.config.bootstrap.v3.Bootstrap", config);
+}
+
+/** Parses `value` as the Envoy message `typeName` (an SDS secret, say); throws like checkEnvoyBootstrap. */
+export function checkEnvoyMessage(typeName: string, value: unknown): void {
   const reg = envoyRegistry();
-  const bootstrap = reg.getMessage("envoy.config.bootstrap.v3.Bootstrap") as DescMessage;
-  fromJson(bootstrap, config as JsonValue, { registry: reg });
+  const message = reg.getMessage(typeName);
+  if (!message) throw new Error(`${typeName} is not in the schema built from Envoy's API`);
+  fromJson(message, value as JsonValue, { registry: reg });
 }
