@@ -13,7 +13,8 @@ import { availableParallelism, loadavg } from "node:os";
 import { serviceNames } from "../mesh/topology.js";
 import { ChildProgress } from "../test/support/child-progress.js";
 import { findPostgresBin } from "../test/support/postgres.js";
-import { freePortOffset, freshCopy, launcherPid, launcherPorts, listening, logTails, meshPid, processesUsing, removeCopy, startLauncher, type Launcher } from "../test/support/fresh-start.js";
+import { allLauncherPorts } from "../launcher/ports.js";
+import { freePortOffset, freshCopy, launcherPid, listening, logTails, meshPid, processesUsing, removeCopy, startLauncher, type Launcher } from "../test/support/fresh-start.js";
 
 const runs = Number(process.env.BENCH_START_RUNS ?? 3);
 const idleMs = Number(process.env.BENCH_IDLE_SECONDS ?? 15) * 1000;
@@ -85,7 +86,7 @@ async function stop(launcher: Launcher, label: string) {
   if (exit.code !== 0) problems.push(`${label}: exit ${JSON.stringify(exit)} after SIGINT; last output:\n${launcher.progress.lines.slice(-15).join("\n")}`);
   const left = processesUsing(launcher.dir);
   if (left.length) problems.push(`${label}: left running after SIGINT: ${left.map((p) => `${p.pid} ${p.cmdline}`).join("; ")}`);
-  const ports = listening(launcherPorts(launcher.offset));
+  const ports = listening(allLauncherPorts(launcher.offset));
   if (ports.length) problems.push(`${label}: still listening after SIGINT: ${ports.join(", ")}`);
 }
 

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { ensureDatabases, findPostgresBin, PostgresAccessError, startPostgres } from "./postgres.js";
+import { ensureDatabases, findPostgresBin, PostgresAccessError, postgresUrl, startPostgres } from "./postgres.js";
 
 /** True when something accepts TCP connections on host:port. */
 export const reachable = (host: string, port: number) =>
@@ -88,7 +88,7 @@ export async function ensurePostgres(root: string, port: number, databases: read
     return undefined;
   }
   const dir = join(root, ".data", "postgres");
-  const urlFor = (db: string) => `postgresql://postgres@127.0.0.1:${port}/${db}`;
+  const urlFor = (db: string) => postgresUrl(port, db);
   let stop = nothingToStop;
   let how = "already running";
   if (!(await reachable("127.0.0.1", port))) {

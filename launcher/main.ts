@@ -23,18 +23,17 @@ import { ensurePostgres, ensureServer, reachable, type Started } from "./infra.j
 import { seedPgliteFolders } from "./pglite-template.js";
 import { startDashboard, type Dashboard } from "./dashboard/server.js";
 import { StartProgress } from "./progress.js";
+import { launcherPorts, MAX_PORT_OFFSET } from "./ports.js";
 import { Supervised, type ProcessSpec } from "./supervisor.js";
 
 const began = Date.now();
 const root = projectRoot;
 const offset = Number(process.env.SHOPMESH_PORT_OFFSET ?? 0);
-const maxOffset = 65_535 - Math.max(...serviceNames.map((n) => topology[n].grpcPort));
-if (!Number.isInteger(offset) || offset < 0 || offset > maxOffset) {
-  console.error(`SHOPMESH_PORT_OFFSET must be a whole number 0-${maxOffset}, got "${process.env.SHOPMESH_PORT_OFFSET}"`);
+if (!Number.isInteger(offset) || offset < 0 || offset > MAX_PORT_OFFSET) {
+  console.error(`SHOPMESH_PORT_OFFSET must be a whole number 0-${MAX_PORT_OFFSET}, got "${process.env.SHOPMESH_PORT_OFFSET}"`);
   process.exit(2);
 }
-const port = (base: number) => base + offset;
-const ports = { gateway: port(8080), gatewayMetrics: port(9450), dashboard: port(8081), nats: port(4222), redis: port(6379), postgres: port(5433) };
+const ports = launcherPorts(offset);
 const certsDir = process.env.CERTS_DIR ?? join(root, "certs");
 const stallMs = Number(process.env.START_STALL_SECONDS ?? 60) * 1000;
 const shown = (path: string) => (path.startsWith(root) ? relative(process.cwd(), path) || "." : path);
@@ -124,7 +123,7 @@ try {
   await notStopping();
   const failed = settled.find((r) => r.status === "rejected");
   if (failed) throw failed.reason;
-  [nats, redis, postgres] = await Promise.all(servers);
+  [nats, redis, postgres] = await Promise.all(servers); // all fulfilled: their values, typed
   await notStopping();
   if (!postgres) await seedPgliteFolders(root, present.filter((name) => !process.env[`${name.toUpperCase()}_DATABASE_URL`]));
   await notStopping();
@@ -136,7 +135,7 @@ try {
 
 // --- 3: the mesh ----------------------------------------------------------------------------
 // A port already taken (often by another `npm start`) would only show as five crashes in a row.
-const ownPorts = [ports.gateway, ports.gatewayMetrics, ports.dashboard, ...present.flatMap((n) => [port(topology[n].grpcPort), port(topology[n].metricsPort)])];
+const ownPorts = [ports.gateway, ports.gatewayMetrics, ports.dashboard, ...present.flatMap((n) => [ports.grpc(n), ports.metrics(n)])];
 const taken = (await Promise.all(ownPorts.map(async (p) => ((await reachable("127.0.0.1", p)) ? p : undefined)))).filter(Boolean);
 if (taken.length > 0) {
   console.error(`port${taken.length > 1 ? "s" : ""} ${taken.join(", ")} already in use (another \`npm start\`?). Stop it, or move every port with SHOPMESH_PORT_OFFSET=1000.`);
@@ -144,7 +143,7 @@ if (taken.length > 0) {
 }
 const clientTls = await loadTls(certsDir, "client");
 const dashboardUrl = `http://127.0.0.1:${ports.dashboard}`;
-const addresses = (name: ServiceName) => ({ [`${name.toUpperCase()}_ADDRESSES`]: `127.0.0.1:${port(topology[name].grpcPort)}` });
+const addresses = (name: ServiceName) => ({ [`${name.toUpperCase()}_ADDRESSES`]: `127.0.0.1:${ports.grpc(name)}` });
 const common = {
   ...process.env,
   CERTS_DIR: certsDir,
@@ -171,17 +170,17 @@ function serviceSpec(name: ServiceName): ProcessSpec {
     cwd: root,
     env: {
       ...common,
-      PORT: String(port(spec.grpcPort)),
-      METRICS_PORT: String(port(spec.metricsPort)),
+      PORT: String(ports.grpc(name)),
+      METRICS_PORT: String(ports.metrics(name)),
       ...Object.assign({}, ...spec.upstreams.map((u) => addresses(u as ServiceName))),
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     },
-    address: `grpcs://127.0.0.1:${port(spec.grpcPort)}`,
-    metricsUrl: `http://127.0.0.1:${port(spec.metricsPort)}/metrics`,
+    address: `grpcs://127.0.0.1:${ports.grpc(name)}`,
+    metricsUrl: `http://127.0.0.1:${ports.metrics(name)}/metrics`,
     logFile: join(root, ".data", "logs", `${name}.log`),
     // A new channel per question: a channel kept across refusals backs off for up to minutes.
     async healthy() {
-      const health = healthClient(`127.0.0.1:${port(spec.grpcPort)}`, name, clientTls);
+      const health = healthClient(`127.0.0.1:${ports.grpc(name)}`, name, clientTls);
       try {
         return (await health.check("", 2_000)) === "SERVING";
       } finally {
@@ -253,10 +252,7 @@ function meshIsUp() {
   up = true;
   progress?.end();
   progress = undefined;
-  const rows = present.map((name) => {
-    const spec = topology[name];
-    return `  ${name.padEnd(13)} grpcs://127.0.0.1:${port(spec.grpcPort)}   metrics http://127.0.0.1:${port(spec.metricsPort)}/metrics`;
-  });
+  const rows = present.map((name) => `  ${name.padEnd(13)} grpcs://127.0.0.1:${ports.grpc(name)}   metrics http://127.0.0.1:${ports.metrics(name)}/metrics`);
   const database = postgres ? `PostgreSQL, a database per service (${postgres.url.replace(/\/postgres$/, "/<service>")}, ${postgres.how})` : "PGlite, embedded in each service (.data/<service>)";
   console.log(`
 ShopMesh is up in ${((Date.now() - began) / 1000).toFixed(1)} s (mTLS with certificates in ${shown(certsDir)}):
@@ -273,7 +269,7 @@ Try it:
   curl ${gatewayUrl}/v1/products
   npx buf curl --protocol grpc --http2-prior-knowledge --servername catalog \\
     --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key \\
-    https://127.0.0.1:${port(topology.catalog.grpcPort)}/shop.catalog.v1.CatalogService/ListProducts
+    https://127.0.0.1:${ports.grpc("catalog")}/shop.catalog.v1.CatalogService/ListProducts
 
 A crashed process is restarted. Ctrl-C stops everything.
 `);

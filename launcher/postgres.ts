@@ -39,6 +39,9 @@ function runAs(): { uid?: number; gid?: number } {
   return { uid: Number(execFileSync("id", ["-u", "postgres"]).toString()), gid: Number(execFileSync("id", ["-g", "postgres"]).toString()) };
 }
 
+/** The URL of `database` on our server at `port` (trust authentication on loopback). */
+export const postgresUrl = (port: number, database: string) => `postgresql://postgres@127.0.0.1:${port}/${database}`;
+
 /** Creates the databases in `names` that do not exist yet, connected to `adminUrl`. */
 export async function ensureDatabases(adminUrl: string, names: readonly string[]): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5_000 });
@@ -96,7 +99,7 @@ export async function startPostgres({ bin, dir, port, maxConnections = 100, onLo
     server.once("exit", (code) => reject(new Error(`postgres exited with code ${code} while starting:\n${log.trim()}`)));
   });
   await ready;
-  const url = (database: string) => `postgresql://postgres@127.0.0.1:${port}/${database}`;
+  const url = (database: string) => postgresUrl(port, database);
   return {
     port,
     url,

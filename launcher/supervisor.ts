@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline";
-import { cpuTicks } from "./cpu-time.js";
+import { cpuTicks } from "./proc-stat.js";
 import type { ProcessState, ProcessView } from "./view.js";
 
 export const BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
@@ -52,8 +52,6 @@ const PHASES: Record<string, ProcessState> = { migrating: "migrating", seeding: 
 export class Supervised implements ProcessView {
   state: ProcessState = "stopped";
   restarts = 0;
-  /** When the current state began (ms since the epoch). */
-  since = Date.now();
   /** When the latest start began, and when it first served after it. */
   startedAt = 0;
   servedAt = 0;
@@ -87,7 +85,6 @@ export class Supervised implements ProcessView {
   private setState(state: ProcessState, detail?: string) {
     if (state === this.state && !detail) return;
     this.state = state;
-    this.since = Date.now();
     this.events.state(this, detail);
   }
 

@@ -164,9 +164,8 @@ function opsListener(hasApp: boolean) {
     admin("/stats/prometheus"),
     ...(hasApp ? [{ match: { prefix: "/grpc.health.v1.Health/" }, route: { cluster: "app", timeout: "2s" } }] : []),
   ];
-  const manager = connectionManager("ops", routes, []);
-  (manager.typed_config as Json).codec_type = "AUTO"; // probes speak HTTP/1.1, gRPC probes HTTP/2
-  return { name: "ops", address: address("0.0.0.0", OPS_PORT), filter_chains: [{ filters: [manager] }] };
+  // Probes speak HTTP/1.1, gRPC probes HTTP/2.
+  return { name: "ops", address: address("0.0.0.0", OPS_PORT), filter_chains: [{ filters: [connectionManager("ops", routes, [], { codec_type: "AUTO" })] }] };
 }
 
 const adminCluster = {

@@ -18,6 +18,7 @@ import { encodeEvent } from "../../mesh/events/events.js";
 import { natsConnectOptions, natsOperator } from "../../mesh/events/nats-config.js";
 import { serviceNames, topology } from "../../mesh/topology.js";
 import { startDashboard, type Dashboard } from "../../launcher/dashboard/server.js";
+import { launcherPorts } from "../../launcher/ports.js";
 import { spansFromOtlpJson, TraceStore, type TraceDetail } from "../../launcher/dashboard/otlp-traces.js";
 import { demoProducts } from "../../services/catalog/demo.js";
 import { eventually } from "../support/eventually.js";
@@ -66,7 +67,7 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium, served by
     dir = freshCopy(undefined, "shopmesh-dashboard-");
     const offset = await freePortOffset();
     launcher = startLauncher(dir, offset);
-    dashboardUrl = `http://127.0.0.1:${8081 + offset}`;
+    dashboardUrl = `http://127.0.0.1:${launcherPorts(offset).dashboard}`;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -182,7 +183,7 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium, served by
   it("replays a dead letter from its Replay button", async () => {
     // As the operator (certs/client.*), as `npm run dlq` connects, to the launcher's NATS.
     const tls = await loadTls(join(dir!, "certs"), natsOperator);
-    nc = await connect({ servers: `tls://127.0.0.1:${4222 + launcher!.offset}`, timeout: 5_000, ...natsConnectOptions(natsOperator, tls) });
+    nc = await connect({ servers: `tls://127.0.0.1:${launcherPorts(launcher!.offset).nats}`, timeout: 5_000, ...natsConnectOptions(natsOperator, tls) });
     // A UserRegistered whose payload does not decode: notification's welcome consumer refuses it
     // at once and dead-letters it, as it would a broken producer's event.
     const event = encodeEvent(UserRegisteredSchema, {}, { source: "identity" });

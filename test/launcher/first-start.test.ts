@@ -10,7 +10,8 @@ import { serviceNames, topology } from "../../mesh/topology.js";
 import { testCards } from "../../services/payment/processor.js";
 import { findPostgresBin } from "../support/postgres.js";
 import { shopHttp } from "../support/shop-http.js";
-import { freePortOffset, freshCopy, launcherPorts, listening, logTails, meshPid, processesUsing, removeCopy, startLauncher, type Launcher } from "../support/fresh-start.js";
+import { allLauncherPorts } from "../../launcher/ports.js";
+import { freePortOffset, freshCopy, listening, logTails, meshPid, processesUsing, removeCopy, startLauncher, type Launcher } from "../support/fresh-start.js";
 
 const processNames = [...serviceNames, "gateway"];
 let dir: string | undefined;
@@ -102,6 +103,6 @@ describe("first start: npm start in a fresh clone", () => {
     expect(progress.output()).not.toContain("killing everything now");
     expect(exit).toEqual({ code: 0, signal: null });
     expect(processesUsing(dir!).map((p) => `${p.pid} ${p.cmdline}`)).toEqual([]);
-    expect(listening(launcherPorts(offset))).toEqual([]);
+    expect(listening(allLauncherPorts(offset))).toEqual([]);
   }, 300_000);
 });

@@ -5,7 +5,7 @@
 // machine makes a wait longer, never failed; `boundMs` is only a safety net for a child that keeps
 // busy without ever getting there.
 import type { ChildProcess } from "node:child_process";
-import { treeCpuTicks } from "../../launcher/cpu-time.js";
+import { treeCpuTicks } from "../../launcher/proc-stat.js";
 import { createInterface } from "node:readline";
 
 export interface WaitOptions {

@@ -5,12 +5,14 @@
 // Used by the first-start test and the start-up benchmark (bench/start.ts).
 import { execFileSync, spawn } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { projectRoot } from "../../mesh/service.js";
-import { serviceNames, topology } from "../../mesh/topology.js";
+import { serviceNames } from "../../mesh/topology.js";
+import { allLauncherPorts, launcherPorts as portPlan, MAX_PORT_OFFSET } from "../../launcher/ports.js";
+import { parentPid } from "../../launcher/proc-stat.js";
 import { ChildProgress, type WaitOptions } from "./child-progress.js";
+import { portFree } from "./ports.js";
 
 /**
  * A temporary copy of the files a clone has (tracked ones, and untracked ones not ignored, so that
@@ -35,20 +37,6 @@ export function freshCopy(repo = projectRoot, prefix = "shopmesh-fresh-"): strin
   return dir;
 }
 
-/** Every port `npm start` listens on (or starts a server on) at `offset`. */
-export function launcherPorts(offset: number): number[] {
-  const bases = [8080, 9450, 8081, 4222, 6379, 5433, ...serviceNames.flatMap((n) => [topology[n].grpcPort, topology[n].metricsPort])];
-  return bases.map((p) => p + offset);
-}
-
-/** The launcher's own bound: its highest port must stay a port. */
-export const MAX_PORT_OFFSET = 65_535 - Math.max(...serviceNames.map((n) => topology[n].grpcPort));
-
-const portFree = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const server = createServer().once("error", () => resolve(false)).listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-
 function ephemeralRange(): [number, number] {
   try {
     const [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
@@ -66,12 +54,12 @@ function ephemeralRange(): [number, number] {
 export async function freePortOffset(): Promise<number> {
   const [lo, hi] = ephemeralRange();
   const all = Array.from({ length: MAX_PORT_OFFSET }, (_, i) => i + 1);
-  const outside = all.filter((o) => launcherPorts(o).every((p) => p < lo || p > hi));
+  const outside = all.filter((o) => allLauncherPorts(o).every((p) => p < lo || p > hi));
   const candidates = outside.length ? outside : all;
   for (let attempt = 0; attempt < 200; attempt++) {
     const offset = candidates[Math.floor(Math.random() * candidates.length)]!;
     let free = true;
-    for (const port of launcherPorts(offset)) if (!(free = await portFree(port))) break;
+    for (const port of allLauncherPorts(offset)) if (!(free = await portFree(port))) break;
     if (free) return offset;
   }
   throw new Error("no SHOPMESH_PORT_OFFSET with every port free in 200 tries");
@@ -135,9 +123,7 @@ export function terminalEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 /** The process that runs the mesh: the parent of its services. */
 export function launcherPid(dir: string): number | undefined {
   const service = meshPid(dir, "gateway") ?? serviceNames.map((n) => meshPid(dir, n)).find(Boolean);
-  if (!service) return undefined;
-  const stat = readFileSync(`/proc/${service}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  return service && parentPid(service);
 }
 
 export interface Launcher {
@@ -168,7 +154,7 @@ export function startLauncher(dir: string, offset: number, env: Record<string, s
     detached: true,
   });
   const progress = new ChildProgress(child);
-  const gatewayUrl = `http://127.0.0.1:${8080 + offset}`;
+  const gatewayUrl = `http://127.0.0.1:${portPlan(offset).gateway}`;
   return {
     dir,
     offset,

@@ -9,3 +9,9 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** True when nothing listens on `port` on loopback (a listen there succeeds). */
+export const portFree = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const server = createServer().once("error", () => resolve(false)).listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });

@@ -3,14 +3,14 @@
 // them), and the gateway as its own process. Each process keeps its ports across restarts, so a
 // killed service comes back where its callers look for it. Used by the chaos and fuzz runs.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { healthClient } from "../../mesh/rpc/health-client.js";
 import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
-import { treeCpuTicks } from "../../launcher/cpu-time.js";
+import { treeCpuTicks } from "../../launcher/proc-stat.js";
 import { createTestPki, type TestPki } from "./pki.js";
+import { portFree } from "./ports.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
 
@@ -70,10 +70,7 @@ async function stablePort(): Promise<number> {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
     if (allocated.has(port)) continue;
     allocated.add(port);
-    const free = await new Promise<boolean>((resolve) => {
-      const server = createServer().once("error", () => resolve(false)).listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-    });
-    if (free) return port;
+    if (await portFree(port)) return port;
   }
 }
 

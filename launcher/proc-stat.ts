@@ -1,5 +1,6 @@
-// CPU time of processes, from Linux's /proc: how the launcher and the tests tell a busy process
-// (making progress, however slowly) from a stuck one. Undefined where there is no /proc.
+// What Linux's /proc says of a process: the CPU time it has used (how the launcher and the tests
+// tell a busy process, making progress however slowly, from a stuck one) and its parent.
+// Undefined where there is no /proc.
 import { readdirSync, readFileSync } from "node:fs";
 
 /** The fields of /proc/<pid>/stat after the command name (which is in parentheses and may hold spaces). */
@@ -10,6 +11,12 @@ function statFields(pid: number | string): string[] | undefined {
   } catch {
     return undefined; // gone, or no /proc
   }
+}
+
+/** The pid of `pid`'s parent. */
+export function parentPid(pid: number): number | undefined {
+  const f = statFields(pid);
+  return f && Number(f[1]);
 }
 
 /** CPU time (clock ticks) `pid` itself has used. */
