@@ -5,10 +5,11 @@ import { Redis } from "ioredis";
 import { loadTls } from "../mesh/certs.js";
 import { ConfigError, env, loadConfig } from "../mesh/config.js";
 import { healthClient } from "../mesh/rpc/health-client.js";
+import { transportModes } from "../mesh/rpc/transport.js";
 import { projectRoot } from "../mesh/service.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing } from "../mesh/telemetry.js";
 import type { Server } from "node:http";
-import { topology, type ServiceName } from "../mesh/topology.js";
+import { gateway as gatewayTopology, topology, type ServiceName } from "../mesh/topology.js";
 import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
 import type { MeshClient } from "../mesh/rpc/client.js";
 import { createAuthenticator } from "./auth.js";
@@ -19,10 +20,13 @@ import { connectUpstreams, publicServices } from "./upstreams.js";
 
 const spec = {
   HOST: env.string("127.0.0.1"),
-  PORT: env.port(8080),
+  PORT: env.port(gatewayTopology.httpPort),
   /** Prometheus /metrics, on its own port as the services have it: never on the public one. */
-  METRICS_PORT: env.port(9450),
+  METRICS_PORT: env.port(gatewayTopology.metricsPort),
+  METRICS_HOST: env.optional(),
   CERTS_DIR: env.string(join(projectRoot, "certs")),
+  /** "sidecar": calls to services go in plaintext to the local Envoy, which speaks mTLS as the gateway. */
+  MESH_TRANSPORT: env.oneOf(transportModes, "mtls"),
   REDIS_URL: env.string("redis://127.0.0.1:6379"),
   JWT_ISSUER: env.string("shopmesh-identity"),
   JWT_AUDIENCE: env.string("shopmesh"),
@@ -61,13 +65,13 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   const tls = await loadTls(c.CERTS_DIR, "gateway").catch((err) => {
     throw new ConfigError(`CERTS_DIR ${c.CERTS_DIR} lacks the gateway's certificate (run \`npm run certs\`): ${err.message}`);
   });
-  const upstreams = connectUpstreams(tls, addresses, { timeoutMs: c.UPSTREAM_TIMEOUT_MS }, metrics);
+  const upstreams = connectUpstreams({ tls, transport: c.MESH_TRANSPORT, addresses, policy: { timeoutMs: c.UPSTREAM_TIMEOUT_MS }, metrics });
   const redis = new Redis(c.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 200, retryStrategy: (n) => Math.min(n * 200, 2_000) });
   redis.on("error", () => {}); // the limiter falls back to its local limit; see rate-limit.ts
   // Start counting in Redis when it is there (never wait long for it): counts made locally while
   // connecting would not be shared with the other replicas.
   await Promise.race([new Promise((resolve) => redis.once("ready", resolve)), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
-  const health = publicServices.map(([, name]) => healthClient(addresses(name)[0]!, name, tls));
+  const health = publicServices.map(([, name]) => healthClient(addresses(name)[0]!, name, tls, c.MESH_TRANSPORT));
 
   const server = createEdgeServer({
     upstreams,
@@ -97,7 +101,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
         resolve();
       });
     });
-    metricsServer = await serveMetrics(metrics, c.METRICS_PORT, c.HOST);
+    metricsServer = await serveMetrics(metrics, c.METRICS_PORT, c.METRICS_HOST ?? c.HOST);
   } catch (err) {
     if (server.listening) server.close();
     await release(); // e.g. a port is taken: close what was opened before failing

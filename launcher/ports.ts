@@ -1,14 +1,14 @@
 // Where `npm start` listens, or starts a server: the topology's ports for the services, these for
 // the rest, all moved by SHOPMESH_PORT_OFFSET (a second checkout beside the first, tests).
-import { serviceNames, topology, type ServiceName } from "../mesh/topology.js";
+import { gateway, serviceNames, topology, type ServiceName } from "../mesh/topology.js";
 
 /** The highest offset that keeps every port a port. */
 export const MAX_PORT_OFFSET = 65_535 - Math.max(...serviceNames.map((n) => topology[n].grpcPort));
 
 export function launcherPorts(offset: number) {
   return {
-    gateway: 8080 + offset,
-    gatewayMetrics: 9450 + offset,
+    gateway: gateway.httpPort + offset,
+    gatewayMetrics: gateway.metricsPort + offset,
     dashboard: 8081 + offset,
     nats: 4222 + offset,
     redis: 6379 + offset,

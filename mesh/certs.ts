@@ -71,6 +71,8 @@ export interface TlsFiles {
   ca: string;
   cert: string;
   key: string;
+  /** The files they were read from, where there are files: connections made later read them again (rotation). */
+  paths?: { ca: string; cert: string; key: string };
 }
 
 const exists = (path: string) => access(path).then(() => true, () => false);
@@ -142,8 +144,14 @@ function issuerFrom(caCert: x509.X509Certificate, keys: CryptoKeyPair, keyPem: s
   };
 }
 
-/** Reads a service's TLS files from `dir`. */
+/**
+ * Reads a service's TLS files from `dir`: `<service>.crt` and `.key` beside `ca.crt` (`npm run
+ * certs`), or, where `dir` holds one identity only, `tls.crt` and `tls.key` (a Kubernetes TLS
+ * secret as cert-manager writes it, and the compose setup's per-identity folders).
+ */
 export async function loadTls(dir: string, service: string): Promise<TlsFiles> {
-  const read = (name: string) => readFile(join(dir, name), "utf8");
-  return { ca: await read("ca.crt"), cert: await read(`${service}.crt`), key: await read(`${service}.key`) };
+  const base = (await exists(join(dir, `${service}.crt`))) ? service : "tls";
+  const paths = { ca: join(dir, "ca.crt"), cert: join(dir, `${base}.crt`), key: join(dir, `${base}.key`) };
+  const read = (path: string) => readFile(path, "utf8");
+  return { ca: await read(paths.ca), cert: await read(paths.cert), key: await read(paths.key), paths };
 }

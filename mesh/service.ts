@@ -2,6 +2,7 @@
 // database and apply its migrations, serve its handlers with the mesh runtime, expose metrics,
 // and on SIGTERM/SIGINT drain calls and close everything. A service provides only its name,
 // contract, config, migrations and handlers.
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { projectRoot } from "./project-root.js";
 import type { Server } from "node:http";
@@ -16,7 +17,8 @@ import { startEventing, type Eventing, type EventHandlerSpec } from "./events/ev
 import { startPeriodic } from "./periodic.js";
 import { serve } from "./rpc/serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
-import { topology, type ServiceName } from "./topology.js";
+import { appPort, topology, type ServiceName } from "./topology.js";
+import { checkListenHost, transportModes } from "./rpc/transport.js";
 
 export { projectRoot };
 
@@ -51,7 +53,8 @@ export interface ServiceDeps<C extends ConfigSpec> {
   every(name: string, intervalMs: number, job: () => Promise<unknown>): void;
   /**
    * A typed client for an upstream listed in the topology, at <UPSTREAM>_ADDRESSES (comma-separated
-   * host:port; default: its local port), over mTLS as this service. Closed when the service stops.
+   * host:port; default: its local port, which behind a sidecar is the sidecar's listener for it),
+   * over mTLS as this service or through the sidecar. Closed when the service stops.
    */
   upstream<U extends DescService>(service: U, name: ServiceName): MeshClient<U>;
 }
@@ -64,13 +67,20 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-function commonConfig(name: ServiceName) {
+function commonConfig(name: ServiceName, source: NodeJS.ProcessEnv) {
   const spec = topology[name];
   return {
+    // "sidecar": an Envoy beside the process speaks mTLS for it (mesh/rpc/transport.ts); the app
+    // then listens on loopback at grpcPort + appPortOffset, and Envoy on grpcPort.
+    MESH_TRANSPORT: env.oneOf(transportModes, "mtls"),
     HOST: env.string("127.0.0.1"),
-    PORT: env.port(spec.grpcPort),
+    PORT: env.port(appPort(name, source.MESH_TRANSPORT === "sidecar" ? "sidecar" : "mtls")),
     METRICS_PORT: env.port(spec.metricsPort),
+    // Where Prometheus scrapes: in a container the metrics port is open while gRPC stays on loopback.
+    METRICS_HOST: env.optional(),
     DATABASE_URL: env.url(["postgres:", "postgresql:"]),
+    // A file holding the database password (a mounted secret), so it is in no environment or file of the repo.
+    DATABASE_PASSWORD_FILE: env.optional(),
     DATA_DIR: env.string(join(projectRoot, ".data", name)),
     CERTS_DIR: env.string(join(projectRoot, "certs")),
     DRAIN_TIMEOUT_MS: env.int(10_000),
@@ -89,7 +99,8 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   source: NodeJS.ProcessEnv = process.env,
 ): Promise<RunningService> {
   if ((def.service as DescService) !== topology[def.name].contract) throw new Error(`${def.name} serves ${def.service.typeName}, but the topology gives it ${topology[def.name].contract.typeName}`);
-  const common = loadConfig(commonConfig(def.name), source);
+  const common = loadConfig(commonConfig(def.name, source), source);
+  checkListenHost(common.MESH_TRANSPORT, common.HOST); // before opening anything
   const config = loadConfig(def.config, source) as ConfigOf<C>;
   const logger = createLogger(def.name, source.LOG_LEVEL);
   initTracing(def.name);
@@ -100,7 +111,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   const dataDir = common.DATA_DIR.startsWith("memory://") ? common.DATA_DIR : join(common.DATA_DIR, "pglite");
   // Start-up phases are log lines the launcher shows as progress: migrating, (seeding,) serving.
   logger.info({ database: common.DATABASE_URL ? "postgres" : "pglite" }, "migrating");
-  const db = await openDb({ url: common.DATABASE_URL, dataDir });
+  const db = await openDb({ url: await databaseUrl(common.DATABASE_URL, common.DATABASE_PASSWORD_FILE), dataDir });
   const applied = [...(await migrate(db, meshMigrations, "mesh/")), ...(await migrate(db, def.migrations))];
   if (applied.length) logger.info({ applied, database: db.kind }, "migrations applied");
   let eventing: Eventing | undefined;
@@ -109,7 +120,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   const upstream = <U extends DescService>(service: U, name: ServiceName): MeshClient<U> => {
     const variable = `${name.toUpperCase()}_ADDRESSES`;
     const { [variable]: addresses } = loadConfig({ [variable]: env.addresses(`127.0.0.1:${topology[name].grpcPort}`) }, source);
-    const client = createClient(service, { upstream: name, addresses: addresses as string[], tls, metrics });
+    const client = createClient(service, { upstream: name, addresses: addresses as string[], tls, transport: common.MESH_TRANSPORT, metrics, policy: topology[name].resilience });
     onStop(() => client.close());
     return client;
   };
@@ -123,6 +134,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     service: def.service,
     impl,
     tls,
+    transport: common.MESH_TRANSPORT,
     logger,
     metrics,
     host: common.HOST,
@@ -144,7 +156,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
       deadLetters: { maxAgeMs: common.DEAD_LETTERS_MAX_AGE_HOURS * 3_600_000, maxBytes: common.EVENTS_MAX_MB * 1024 ** 2 },
     },
   });
-  const metricsServer: Server = await serveMetrics(metrics, common.METRICS_PORT, common.HOST);
+  const metricsServer: Server = await serveMetrics(metrics, common.METRICS_PORT, common.METRICS_HOST ?? common.HOST);
   const metricsPort = (metricsServer.address() as { port: number }).port;
   logger.info({ port: server.port, metrics_port: metricsPort, database: db.kind }, "serving");
   return {
@@ -162,6 +174,17 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
       logger.info("stopped");
     },
   };
+}
+
+/** DATABASE_URL with the password read from DATABASE_PASSWORD_FILE, when one is given. */
+async function databaseUrl(url: string | undefined, passwordFile: string | undefined): Promise<string | undefined> {
+  if (!url || !passwordFile) return url;
+  const password = await readFile(passwordFile, "utf8").catch((err) => {
+    throw new ConfigError(`DATABASE_PASSWORD_FILE ${passwordFile} cannot be read: ${err.code ?? err.message}`);
+  });
+  const withPassword = new URL(url);
+  withPassword.password = encodeURIComponent(password.trim());
+  return withPassword.href;
 }
 
 /**

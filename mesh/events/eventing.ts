@@ -16,7 +16,7 @@ import { durableName, natsConnectOptions } from "./nats-config.js";
 import type { Registry } from "prom-client";
 import { outboxBacklogGauge, startRelay, type Relay } from "./outbox.js";
 import type { Logger } from "../telemetry.js";
-import { topology, type ServiceName } from "../topology.js";
+import { ownerOfSubject, topology, type ServiceName } from "../topology.js";
 
 /** One event type a service reacts to. */
 export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
@@ -31,8 +31,12 @@ export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
 /** Typed helper so each spec's handler sees its own event type. */
 export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as unknown as EventHandlerSpec;
 
-/** The service that owns an event: its proto package shop.<owner>.v1. */
-export const ownerOf = (schema: DescMessage): string => schema.file.proto.package.split(".")[1]!;
+/** The service whose stream holds an event: the one whose topology eventSubjects match its subject. */
+export function ownerOf(schema: DescMessage): ServiceName {
+  const owner = ownerOfSubject(eventSubject(schema));
+  if (!owner) throw new Error(`no service in mesh/topology.ts owns ${eventSubject(schema)} (${schema.typeName})`);
+  return owner;
+}
 
 export interface Eventing {
   /** Wakes the outbox relay (after a commit that enqueued events). */

@@ -58,7 +58,10 @@ export function natsPermissions(service: ServiceName): NatsPermissions {
 
 /** Options every mesh process connects with: its certificate, always, and its own inbox prefix. */
 export function natsConnectOptions(identity: string, tls: TlsFiles): Partial<ConnectionOptions> {
-  return { name: identity, tls: { ca: tls.ca, cert: tls.cert, key: tls.key }, inboxPrefix: inboxPrefix(identity) };
+  // Given file names, the client reads them at every reconnect: a renewed certificate (cert-manager
+  // rewrites the mounted secret) is used from the next connection on, with no restart.
+  const files = tls.paths && { caFile: tls.paths.ca, certFile: tls.paths.cert, keyFile: tls.paths.key };
+  return { name: identity, tls: files ?? { ca: tls.ca, cert: tls.cert, key: tls.key }, inboxPrefix: inboxPrefix(identity) };
 }
 
 export interface NatsServerOptions {

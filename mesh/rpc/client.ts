@@ -1,9 +1,10 @@
 // Typed gRPC clients for calling another service: `client.getUser({ id })` with generated types
-// (Connect's Client<S> shape), over mTLS with the upstream's identity checked, and the mesh's
-// resilience policy on every call:
+// (Connect's Client<S> shape), over mTLS with the upstream's identity checked (or through the
+// local sidecar, which does that: transport.ts), and the mesh's resilience policy on every call:
 // - a deadline on every call: the default, or the caller's remaining deadline if shorter;
 // - retries with exponential backoff and jitter on UNAVAILABLE, only for idempotent methods
-//   (NO_SIDE_EFFECTS / IDEMPOTENT in the contract) or requests carrying an idempotency key;
+//   (NO_SIDE_EFFECTS / IDEMPOTENT in the contract) or requests carrying an idempotency key, and
+//   never a failure a sidecar answered itself (it retried at the transport level already);
 // - one circuit breaker per upstream: after consecutive failures that say the upstream itself is
 //   unhealthy (unreachable, or no answer in time) calls fail fast with UNAVAILABLE until a probe
 //   call succeeds; an answer the upstream chose to give (INTERNAL, INVALID_ARGUMENT, an
@@ -23,33 +24,15 @@ import {
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
-import { serviceFromSan, type TlsFiles } from "../certs.js";
+import type { TlsFiles } from "../certs.js";
 import { currentCallScope, headers } from "./call-scope.js";
-import { fromGrpcError, isRelayed, upstreamError } from "./errors.js";
+import { fromGrpcError, isRelayed, isSidecarReply, upstreamError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
+import { channelCredentials, type TransportMode } from "./transport.js";
 import { rpcMetrics } from "../telemetry.js";
+import { defaultResilience, type ResiliencePolicy } from "../topology.js";
 
-export interface ResiliencePolicy {
-  /** Deadline for a call when the caller has none (or a later one). */
-  timeoutMs: number;
-  /** Attempts in all, including the first, for retryable calls. */
-  maxAttempts: number;
-  initialBackoffMs: number;
-  maxBackoffMs: number;
-  /** Consecutive failures that open the breaker. */
-  breakerFailures: number;
-  /** How long an open breaker fails fast before letting a probe call through. */
-  breakerHalfOpenAfterMs: number;
-}
-
-export const defaultPolicy: ResiliencePolicy = {
-  timeoutMs: 5_000,
-  maxAttempts: 3,
-  initialBackoffMs: 50,
-  maxBackoffMs: 1_000,
-  breakerFailures: 5,
-  breakerHalfOpenAfterMs: 500,
-};
+export type { ResiliencePolicy };
 
 export interface ClientOptions {
   /** The upstream's service name: its certificate must carry spiffe://shopmesh/<upstream>. */
@@ -58,6 +41,9 @@ export interface ClientOptions {
   addresses: readonly string[];
   /** This service's own certificate and the CA, for mTLS. */
   tls: TlsFiles;
+  /** Default "mtls"; "sidecar": plaintext to the local sidecar's listener for the upstream. */
+  transport?: TransportMode;
+  /** Default: the mesh default (topology.ts); a service's own is topology[upstream].resilience. */
   policy?: Partial<ResiliencePolicy>;
   metrics?: Registry;
 }
@@ -83,6 +69,14 @@ const UPSTREAM_FAILURES = new Set([Code.Unavailable, Code.DeadlineExceeded]);
 const upstreamUnhealthy = (err: unknown) =>
   err instanceof ConnectError && err.cause !== DEADLINE_PASSED && UPSTREAM_FAILURES.has(err.code) && !isRelayed(err);
 
+/**
+ * An UNAVAILABLE worth another attempt here. Not one relayed from further down (retried where it
+ * happened), and not one the sidecar answered itself: it had retried the transport already, or it
+ * shed the call; retrying in both layers multiplies load on an upstream that is struggling.
+ */
+const retryable = (err: unknown) =>
+  err instanceof ConnectError && err.code === Code.Unavailable && !isRelayed(err) && !isSidecarReply(err);
+
 export function grpcTarget(addresses: readonly string[]): string {
   if (addresses.length === 0) throw new Error("a client needs at least one address");
   if (addresses.length === 1) return `dns:${addresses[0]}`;
@@ -91,14 +85,8 @@ export function grpcTarget(addresses: readonly string[]): string {
 }
 
 export function createClient<S extends DescService>(service: S, opts: ClientOptions): MeshClient<S> {
-  const policy = { ...defaultPolicy, ...opts.policy };
-  const credentials = grpc.credentials.createSsl(Buffer.from(opts.tls.ca), Buffer.from(opts.tls.key), Buffer.from(opts.tls.cert), {
-    // The CA proves the certificate is ours; this proves it is the service we meant to call.
-    checkServerIdentity: (_host, cert) => {
-      const peer = serviceFromSan(cert.subjectaltname);
-      return peer === opts.upstream ? undefined : new Error(`expected upstream ${opts.upstream}, certificate names ${peer ?? "no service"}`);
-    },
-  });
+  const policy = { ...defaultResilience, ...opts.policy };
+  const credentials = channelCredentials(opts.transport ?? "mtls", opts.tls, opts.upstream);
   const channel = new grpc.Client(grpcTarget(opts.addresses), credentials, {
     "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
     "grpc.enable_retries": 0,
@@ -120,8 +108,7 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
     { halfOpenAfter: policy.breakerHalfOpenAfterMs, breaker: new ConsecutiveBreaker(policy.breakerFailures) },
   );
   const retrying = wrap(
-    // A relayed UNAVAILABLE was retried where it happened already: retrying here too multiplies load.
-    retry(handleWhen((err) => err instanceof ConnectError && err.code === Code.Unavailable && !isRelayed(err)), {
+    retry(handleWhen(retryable), {
       maxAttempts: policy.maxAttempts - 1,
       backoff: new ExponentialBackoff({ initialDelay: policy.initialBackoffMs, maxDelay: policy.maxBackoffMs }),
     }),

@@ -5,6 +5,7 @@
 import { Metadata, type StatusObject, type ServiceError, status } from "@grpc/grpc-js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { ENVOY_OVERLOADED, SIDECAR_REPLY } from "./transport.js";
 
 const DETAILS_KEY = "grpc-status-details-bin";
 
@@ -24,6 +25,11 @@ export function upstreamError(error: ConnectError): ConnectError {
 
 /** True when the server that answered `error` was relaying its own upstream's failure. */
 export const isRelayed = (error: ConnectError): boolean => relayedByPeer.has(error);
+
+// Failures a sidecar answered itself (transport.ts: SIDECAR_REPLY, ENVOY_OVERLOADED): it retried
+// the transport already, or shed the call; the client must not retry them again.
+const answeredBySidecar = new WeakSet<ConnectError>();
+export const isSidecarReply = (error: ConnectError): boolean => answeredBySidecar.has(error);
 const RESERVED = /^(grpc-|:|content-type$|date$|te$|user-agent$)/;
 
 // An error travels in HTTP/2 trailers, and a peer refuses a header list above its limit (node's
@@ -77,5 +83,6 @@ export function fromGrpcError(error: ServiceError | Error): ConnectError {
   const result = new ConnectError(found?.rawMessage ?? error.details, found?.code ?? (error.code as number as Code));
   result.details.push(...(found?.details ?? []));
   if (error.metadata?.get(RELAYED_KEY).length) relayedByPeer.add(result);
+  if (error.metadata?.get(SIDECAR_REPLY).length || error.metadata?.get(ENVOY_OVERLOADED).length) answeredBySidecar.add(result);
   return result;
 }

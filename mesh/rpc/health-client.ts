@@ -1,7 +1,9 @@
-// Asks a service's grpc.health.v1 endpoint how it is, over mTLS (launcher, tests, probes).
+// Asks a service's grpc.health.v1 endpoint how it is, over mTLS or through the local sidecar
+// (launcher, the gateway's readiness, tests, the image's health check).
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import type { TlsFiles } from "../certs.js";
+import { channelCredentials, type TransportMode } from "./transport.js";
 
 const Health = grpc.makeClientConstructor(healthService, "Health");
 
@@ -13,8 +15,8 @@ export interface HealthClient {
   close(): void;
 }
 
-export function healthClient(address: string, upstream: string, tls: TlsFiles): HealthClient {
-  const credentials = grpc.credentials.createSsl(Buffer.from(tls.ca), Buffer.from(tls.key), Buffer.from(tls.cert));
+export function healthClient(address: string, upstream: string, tls: TlsFiles, transport: TransportMode = "mtls"): HealthClient {
+  const credentials = channelCredentials(transport, tls, upstream);
   // Reconnects within half a second, as the mesh's clients do: grpc-js's default back-off grows to
   // minutes after early refusals, which kept the gateway's /readyz failing long after its upstreams
   // had started.

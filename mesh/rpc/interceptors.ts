@@ -8,7 +8,6 @@ import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { createValidator, violationsToProto, type Violation } from "@bufbuild/protovalidate";
 import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
-import { serviceFromSan } from "../certs.js";
 import { callerKey, headers, type Caller } from "./call-scope.js";
 import { nulViolations } from "./nul-bytes.js";
 import { rpcMetrics, type Logger } from "../telemetry.js";
@@ -18,8 +17,8 @@ export interface CallInfo {
   ctx: CallContext;
   /** From the caller's x-request-id, or made up for this call. */
   requestId: string;
-  /** The peer certificate's subjectaltname, as node's TLS layer reports it (parsed on demand). */
-  peerSan(): string | undefined;
+  /** The ShopMesh service calling, as the transport proves it (certificate or sidecar's XFCC); read on demand. */
+  caller(): string | undefined;
 }
 export type Next = (request: Message, call: CallInfo) => Promise<unknown>;
 export type ServerInterceptor = (next: Next) => Next;
@@ -124,8 +123,8 @@ export function errorMapping(logger: Logger): ServerInterceptor {
  */
 export function peerAuthentication(trustedUserPeers: readonly string[]): ServerInterceptor {
   return (next) => (request, call) => {
-    const service = serviceFromSan(call.peerSan());
-    if (!service) throw new ConnectError("peer certificate names no ShopMesh service", Code.Unauthenticated);
+    const service = call.caller();
+    if (!service) throw new ConnectError("caller is not proven to be a ShopMesh service", Code.Unauthenticated);
     const edge = trustedUserPeers.includes(service);
     const caller: Caller = { service, edge };
     const userId = call.ctx.header(headers.userId);

@@ -1,6 +1,6 @@
 // serve(): a service's Connect handlers (ServiceImpl of its generated descriptor) served over
-// gRPC with mutual TLS, grpc.health.v1, server reflection and graceful drain, every call going
-// through the mesh's interceptor chain.
+// gRPC with mutual TLS (or plaintext on loopback behind a sidecar: transport.ts), grpc.health.v1,
+// server reflection and graceful drain, every call going through the mesh's interceptor chain.
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ReflectionService } from "@grpc/reflection";
@@ -9,7 +9,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
-import { serviceFromSan, type TlsFiles } from "../certs.js";
+import type { TlsFiles } from "../certs.js";
 import { CallContext } from "./call-context.js";
 import { runInCallScope, headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
@@ -19,11 +19,15 @@ import {
   type CallInfo, type Next,
 } from "./interceptors.js";
 import type { Logger } from "../telemetry.js";
+import { checkListenHost, serverTransport, type TransportMode } from "./transport.js";
 
 export interface ServeOptions<S extends DescService> {
   service: S;
   impl: ServiceImpl<S>;
+  /** The process's own certificate and the CA (in sidecar mode: only to know its own identity). */
   tls: TlsFiles;
+  /** Default "mtls". In "sidecar" mode `host` must be a loopback address. */
+  transport?: TransportMode;
   logger: Logger;
   metrics: Registry;
   /** Port to listen on; 0 picks a free one (see RunningServer.port). */
@@ -44,21 +48,26 @@ export interface RunningServer {
   drain(): Promise<void>;
 }
 
+type Transport = ReturnType<typeof serverTransport>;
+
 /**
- * Refuses, before any handler runs, a call from a peer whose certificate names no ShopMesh
- * service: the CA proves a certificate is ours, not that its holder is one of our services. It
- * guards every service on the server, health and reflection included (they have no interceptor
- * chain of their own); application calls then learn who is calling in peerAuthentication.
+ * Refuses, before any handler runs, a call whose caller is not proven to be a ShopMesh service: a
+ * certificate that names none (the CA proves a certificate is ours, not that its holder is one of
+ * our services), or behind a sidecar an XFCC that breaks its rules (transport.ts). It guards every
+ * service on the server, health and reflection included (they have no interceptor chain of their
+ * own); application calls then learn who is calling in peerAuthentication.
  */
-function meshPeersOnly(logger: Logger): grpc.ServerInterceptor {
+function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterceptor {
   return (method, call) => {
-    if (serviceFromSan(call.getAuthContext()?.sslPeerCertificate?.subjectaltname)) return new grpc.ServerInterceptingCall(call);
+    if (!transport.needsMetadata && transport.caller(call)) return new grpc.ServerInterceptingCall(call);
+    if (method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call)) return new grpc.ServerInterceptingCall(call);
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
-          onReceiveMetadata() {
-            logger.warn({ method: method.path, peer: call.getPeer() }, "refused a peer whose certificate names no ShopMesh service");
-            call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "peer certificate names no ShopMesh service" });
+          onReceiveMetadata(metadata, forward) {
+            if (transport.needsMetadata && transport.caller(call, metadata)) return forward(metadata);
+            logger.warn({ method: method.path, peer: call.getPeer() }, "refused a caller not proven to be a ShopMesh service");
+            call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "caller is not proven to be a ShopMesh service" });
           },
         });
       },
@@ -77,7 +86,10 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
 
 export async function serve<S extends DescService>(opts: ServeOptions<S>): Promise<RunningServer> {
   const { service, logger } = opts;
-  const server = new grpc.Server({ ...SERVER_OPTIONS, interceptors: [meshPeersOnly(logger)] });
+  const host = opts.host ?? "0.0.0.0";
+  checkListenHost(opts.transport ?? "mtls", host);
+  const transport = serverTransport(opts.transport ?? "mtls", opts.tls);
+  const server = new grpc.Server({ ...SERVER_OPTIONS, interceptors: [meshPeersOnly(logger, transport)] });
   const calls = new InFlight();
   const chain = (handler: Next) =>
     compose(
@@ -94,8 +106,8 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
         : () => {
             throw new ConnectError(`${methodPath(method)} is not implemented`, Code.Unimplemented);
           };
-    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), calls);
-    else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, calls);
+    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), calls, transport);
+    else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, calls, transport);
     else throw new Error(`${methodPath(method)}: ${method.methodKind} methods are not supported by the mesh runtime`);
   }
   server.addService(grpcServiceDefinition(service), handlers);
@@ -104,13 +116,8 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
   health.addToServer(server);
   new ReflectionService({ [service.typeName]: { fileDescriptorProtos: fileDescriptorProtos(service.file) } } as never).addToServer(server);
 
-  const credentials = grpc.ServerCredentials.createSsl(
-    Buffer.from(opts.tls.ca),
-    [{ cert_chain: Buffer.from(opts.tls.cert), private_key: Buffer.from(opts.tls.key) }],
-    true, // client certificates required and verified against our CA: mTLS, not TLS
-  );
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${opts.host ?? "0.0.0.0"}:${opts.port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
+    server.bindAsync(`${host.includes(":") ? `[${host}]` : host}:${opts.port}`, transport.credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
   );
 
   let draining = false;
@@ -194,18 +201,18 @@ class InFlight {
 type AnyCall = grpc.ServerUnaryCall<Message, unknown> | grpc.ServerWritableStream<Message, unknown>;
 
 /** The handler context and call scope for one incoming gRPC call. */
-function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo & { deadline?: number } {
+function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal, transport: Transport): CallInfo & { deadline?: number } {
   const rawDeadline = call.getDeadline();
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
   const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => (call.cancelled ? listener() : call.once("cancelled", listener)));
   const requestId = ctx.header(meshHeaders.requestId) ?? randomUUID();
-  return { method, ctx, requestId, peerSan: () => call.getAuthContext()?.sslPeerCertificate?.subjectaltname, deadline };
+  return { method, ctx, requestId, caller: () => transport.caller(call, call.metadata), deadline };
 }
 
-function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.handleUnaryCall<Message, unknown> {
+function unaryHandler(method: DescMethod, next: Next, calls: InFlight, transport: Transport): grpc.handleUnaryCall<Message, unknown> {
   return (call, callback) => {
     const done = calls.begin();
-    const info = callInfo(method, call, calls.signal);
+    const info = callInfo(method, call, calls.signal, transport);
     runInCallScope(info, () => next(call.request, info))
       .then(
         (response) => callback(null, create(method.output, response as never)),
@@ -223,10 +230,11 @@ function serverStreamHandler(
   impl: (...args: unknown[]) => unknown,
   chain: (handler: Next) => Next,
   calls: InFlight,
+  transport: Transport,
 ): grpc.handleServerStreamingCall<Message, unknown> {
   return (call) => {
     const done = calls.begin();
-    const info = callInfo(method, call, calls.signal);
+    const info = callInfo(method, call, calls.signal, transport);
     const run = chain(async (request, { ctx }) => {
       for await (const message of impl(request, ctx) as AsyncIterable<unknown>) {
         if (ctx.signal.aborted) break; // the client went away: stop the handler's generator

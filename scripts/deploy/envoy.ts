@@ -10,11 +10,10 @@
 // request went out). Status-based, idempotency-aware retries stay in the app, which sees the
 // idempotency key; retrying in both layers would multiply attempts.
 import { spiffeId } from "../../mesh/certs.js";
-import { serviceNames, topology, type ServiceName } from "../../mesh/topology.js";
+import { SIDECAR_REPLY } from "../../mesh/rpc/transport.js";
+import { appPort, serviceNames, sidecar, topology, type ServiceName } from "../../mesh/topology.js";
 
-export const APP_PORT_OFFSET = 10_000;
-export const ADMIN_PORT = 9901;
-export const OPS_PORT = 15021;
+const { adminPort: ADMIN_PORT, opsPort: OPS_PORT } = sidecar;
 /** Where the certificates and the SDS files that name them are mounted in the sidecar. */
 export const SDS_DIR = "/etc/envoy/sds";
 
@@ -111,12 +110,22 @@ function outboundListener(upstream: ServiceName) {
           retry_host_predicate: [{ name: "envoy.retry_host_predicates.previous_hosts", typed_config: any("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", {}) }],
           retry_back_off: { base_interval: "0.025s", max_interval: "0.250s" },
         },
-      })], [])],
+      })], [], {
+        // Marks a reply Envoy made itself (the upstream unreachable after these retries, or the
+        // call shed), so the app does not retry it again (mesh/rpc/client.ts).
+        local_reply_config: {
+          mappers: [{
+            filter: { response_flag_filter: {} },
+            headers_to_add: [{ header: { key: SIDECAR_REPLY, value: "%RESPONSE_FLAGS%" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" }],
+          }],
+        },
+      })],
     }],
   };
 }
 
 function upstreamCluster(upstream: ServiceName) {
+  const { resilience } = topology[upstream];
   return {
     name: upstream,
     type: "STRICT_DNS",
@@ -142,7 +151,14 @@ function upstreamCluster(upstream: ServiceName) {
     health_checks: [{ timeout: "1s", interval: "5s", unhealthy_threshold: 2, healthy_threshold: 1, grpc_health_check: {} }],
     circuit_breakers: { thresholds: [{ priority: "DEFAULT", max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 3 } }] },
     // Outlier detection sees connection and gateway failures; a grpc-status in trailers it cannot read.
-    outlier_detection: { consecutive_gateway_failure: 5, consecutive_local_origin_failure: 5, split_external_local_origin_errors: true, interval: "5s", base_ejection_time: "30s", max_ejection_percent: 50 },
+    outlier_detection: {
+      consecutive_gateway_failure: resilience.ejectAfterFailures,
+      consecutive_local_origin_failure: resilience.ejectAfterFailures,
+      split_external_local_origin_errors: true,
+      interval: "5s",
+      base_ejection_time: `${resilience.ejectForSeconds}s`,
+      max_ejection_percent: 50,
+    },
   };
 }
 
@@ -178,7 +194,7 @@ const adminCluster = {
 /** The sidecar of a service (inbound + outbound) or of the gateway (outbound only). */
 export function envoyConfig(name: ServiceName | "gateway", publicServices: readonly ServiceName[]): Json {
   const upstreams = (name === "gateway" ? publicServices : (topology[name].upstreams as readonly ServiceName[])) as readonly ServiceName[];
-  const app = name === "gateway" ? undefined : topology[name].grpcPort + APP_PORT_OFFSET;
+  const app = name === "gateway" ? undefined : appPort(name, "sidecar");
   return {
     node: { id: name, cluster: name },
     admin: { address: address("127.0.0.1", ADMIN_PORT) },

@@ -1,5 +1,7 @@
 // The whole mesh in this process: every service as its main() would start it, sharing one real
-// nats-server and redis-server, each with its own embedded database.
+// nats-server and redis-server, each with its own embedded database. Services named in `sidecars`
+// run as in a pod (MESH_TRANSPORT=sidecar) behind a test sidecar (sidecar-proxy.ts) that lets in
+// the callers the topology names (plus the "client" identity, as the dev overlay does).
 import type { DescService } from "@bufbuild/protobuf";
 import type { MeshClient } from "../../mesh/rpc/client.js";
 import { headers } from "../../mesh/rpc/call-scope.js";
@@ -13,6 +15,10 @@ import { createTestPki, type TestPki } from "./pki.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
 import { clientFor } from "./servers.js";
 import { startTestService, type ServiceUnderTest } from "./service.js";
+import { startTestSidecar } from "./sidecar-proxy.js";
+import type { ConfigSpec, ServiceDefinition } from "../../mesh/service.js";
+import { publicServices } from "../../gateway/upstreams.js";
+import { callersOf } from "../../scripts/deploy/envoy.js";
 
 type MeshServiceName = "identity" | "catalog" | "inventory" | "order" | "payment" | "notification";
 
@@ -37,6 +43,8 @@ export interface TestMesh {
 export interface MeshOptions {
   /** Extra environment per service, e.g. { order: { ORDER_TIMEOUT_SECONDS: "2" } }. */
   env?: Partial<Record<MeshServiceName, Record<string, string>>>;
+  /** Services that run behind a sidecar; the others speak mTLS themselves. */
+  sidecars?: readonly MeshServiceName[];
 }
 
 export async function startMesh(opts: MeshOptions = {}): Promise<TestMesh> {
@@ -44,19 +52,28 @@ export async function startMesh(opts: MeshOptions = {}): Promise<TestMesh> {
   const [nats, redis] = await Promise.all([startNats(pki), startRedis()]);
   const common = { NATS_URL: nats.url, REDIS_URL: redis.url, SCRYPT_LOG2_N: "12" };
   const envOf = (name: MeshServiceName) => ({ ...common, ...opts.env?.[name] });
-  const [identitySvc, catalogSvc, inventorySvc, paymentSvc, notificationSvc] = await Promise.all([
-    startTestService(identity, pki, envOf("identity")),
-    startTestService(catalog, pki, envOf("catalog")),
-    startTestService(inventory, pki, envOf("inventory")),
-    startTestService(payment, pki, envOf("payment")),
-    startTestService(notification, pki, envOf("notification")),
-  ]);
-  const orderEnv = (catalogAddress: string) => ({ ...envOf("order"), CATALOG_ADDRESSES: catalogAddress });
-  const orderSvc = await startTestService(order, pki, orderEnv(catalogSvc.address));
+  const definitions = { identity, catalog, inventory, order, payment, notification } as const;
+  const publicNames = publicServices.map(([, name]) => name);
+  /** Starts `name`, its upstreams at `upstreams` (name → address), behind a sidecar if the options say so. */
+  const start = async (name: MeshServiceName, upstreams: Partial<Record<MeshServiceName, string>> = {}): Promise<ServiceUnderTest<DescService>> => {
+    const def = definitions[name] as ServiceDefinition<DescService, ConfigSpec>;
+    const addresses = (of: Record<string, string>) => Object.fromEntries(Object.entries(of).map(([up, a]) => [`${up.toUpperCase()}_ADDRESSES`, a]));
+    if (!opts.sidecars?.includes(name)) return startTestService(def, pki, { ...envOf(name), ...addresses(upstreams as Record<string, string>) });
+    const sidecar = await startTestSidecar(pki, name, { appPort: 0, callers: [...callersOf(name, publicNames), "client"] });
+    const outbound: Record<string, string> = {};
+    for (const [up, address] of Object.entries(upstreams)) outbound[up] = await sidecar.outbound(up, address);
+    const svc = await startTestService(def, pki, { ...envOf(name), MESH_TRANSPORT: "sidecar", ...addresses(outbound) });
+    sidecar.appPort = svc.port;
+    const address = sidecar.inboundAddress;
+    return { ...svc, address, client: (as = "client") => clientFor(pki, def.service, name, [address], { as }), stop: async () => (await svc.stop(), await sidecar.close()) };
+  };
+  const [identitySvc, catalogSvc, inventorySvc, paymentSvc, notificationSvc] = await Promise.all(
+    (["identity", "catalog", "inventory", "payment", "notification"] as const).map((name) => start(name)),
+  );
+  const orderSvc = await start("order", { catalog: catalogSvc!.address });
   const services = { identity: identitySvc, catalog: catalogSvc, inventory: inventorySvc, order: orderSvc, payment: paymentSvc, notification: notificationSvc } as TestMesh["services"];
   await Promise.all(Object.values(services).map((s) => s.eventing.ready));
   const opened: { close(): void }[] = [];
-  const definitions = { identity, catalog, inventory, order, payment, notification } as const;
   const stopped = new Set<MeshServiceName>();
   return {
     pki,
@@ -82,7 +99,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<TestMesh> {
       await services[name].stop();
     },
     async startService(name) {
-      const svc = await startTestService(definitions[name] as never, pki, name === "order" ? orderEnv(services.catalog.address) : envOf(name));
+      const svc = await start(name, name === "order" ? { catalog: services.catalog.address } : {});
       await svc.eventing.ready;
       services[name] = svc as ServiceUnderTest<DescService>;
       stopped.delete(name);

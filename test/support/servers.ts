@@ -1,4 +1,4 @@
-// Servers for runtime tests: real serve() with real mTLS on a free port, with handlers written in
+// Servers for runtime tests: real serve() with real mTLS (or behind a test sidecar) on a free port, with handlers written in
 // the test (the runtime is under test here, not a service's logic).
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
@@ -7,6 +7,7 @@ import { serve, type RunningServer } from "../../mesh/rpc/serve.js";
 import { createClient, type ClientOptions, type MeshClient } from "../../mesh/rpc/client.js";
 import { createLogger } from "../../mesh/telemetry.js";
 import type { TestPki } from "./pki.js";
+import type { TransportMode } from "../../mesh/rpc/transport.js";
 
 export const silentLogger = createLogger("test", "silent");
 
@@ -20,7 +21,7 @@ export async function startServer<S extends DescService>(
   identity: string,
   service: S,
   impl: Partial<ServiceImpl<S>>,
-  opts: { ready?: () => Promise<boolean>; readyIntervalMs?: number; drainTimeoutMs?: number; port?: number } = {},
+  opts: { ready?: () => Promise<boolean>; readyIntervalMs?: number; drainTimeoutMs?: number; port?: number; transport?: TransportMode } = {},
 ): Promise<StubServer> {
   const full = Object.fromEntries(
     service.methods.map((m) => [m.localName, (impl as Record<string, unknown>)[m.localName] ?? (() => { throw new ConnectError("not in this test", Code.Unimplemented); })]),
