@@ -90,6 +90,8 @@ function commonConfig(name: ServiceName, source: NodeJS.ProcessEnv) {
     EVENTS_MAX_AGE_HOURS: env.int(7 * 24, 1),
     EVENTS_MAX_MB: env.int(1024, 1),
     DEAD_LETTERS_MAX_AGE_HOURS: env.int(30 * 24, 1),
+    // Copies of each stream NATS keeps: 3 on a three-node JetStream cluster, so a node can be lost.
+    EVENTS_REPLICAS: env.int(1, 1),
   };
 }
 
@@ -151,6 +153,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     metrics,
     subjects: topology[def.name].eventSubjects,
     handlers: def.consumers?.(deps) ?? [],
+    streamReplicas: common.EVENTS_REPLICAS,
     streamLimits: {
       events: { maxAgeMs: common.EVENTS_MAX_AGE_HOURS * 3_600_000, maxBytes: common.EVENTS_MAX_MB * 1024 ** 2 },
       deadLetters: { maxAgeMs: common.DEAD_LETTERS_MAX_AGE_HOURS * 3_600_000, maxBytes: common.EVENTS_MAX_MB * 1024 ** 2 },

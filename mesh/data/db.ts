@@ -35,10 +35,13 @@ export async function openDb(opts: DbOptions): Promise<Db> {
   return opts.url ? openPostgres(opts.url, opts.statementTimeoutMs ?? 5_000) : openPglite(opts.dataDir);
 }
 
+/** Connections one process holds at most; a deployment's budget is replicas × this (deploy/k8s). */
+export const POOL_SIZE = 10;
+
 function openPostgres(url: string, statementTimeoutMs: number): Db {
   const pool = new pg.Pool({
     connectionString: url,
-    max: 10,
+    max: POOL_SIZE,
     connectionTimeoutMillis: statementTimeoutMs,
     statement_timeout: statementTimeoutMs,
     idle_in_transaction_session_timeout: statementTimeoutMs * 2,

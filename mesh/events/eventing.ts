@@ -58,6 +58,8 @@ export interface EventingOptions {
   handlers: readonly EventHandlerSpec[];
   /** Limits of the streams this service creates (its own, and the dead-letter stream). */
   streamLimits?: StreamLimits;
+  /** Copies NATS keeps of the streams this service creates (EVENTS_REPLICAS). */
+  streamReplicas?: number;
   /** The service's registry, for outbox_pending_events (also while NATS is away). */
   metrics?: Registry;
 }
@@ -129,7 +131,7 @@ export function startEventing(opts: EventingOptions): Eventing {
     if (!jsm) return teardown();
     const js = connection.jetstream();
     await retrying({ stream: streamName(opts.service) }, () =>
-      ensureStreams(jsm, opts.service, opts.subjects, { deadLetters: opts.handlers.length > 0, limits: opts.streamLimits }));
+      ensureStreams(jsm, opts.service, opts.subjects, { deadLetters: opts.handlers.length > 0, limits: opts.streamLimits, replicas: opts.streamReplicas }));
     relay = startRelay({ db: opts.db, js, logger: opts.logger });
     const start = async (spec: EventHandlerSpec) => {
       const stream = streamName(ownerOf(spec.event));

@@ -59,6 +59,8 @@ export interface EnsureStreamsOptions {
   /** Also the shared dead-letter stream (default true; services that consume need it). */
   deadLetters?: boolean;
   limits?: StreamLimits;
+  /** Copies NATS keeps of each stream: 1 on one server, 3 on a three-node cluster (deploy/k8s). */
+  replicas?: number;
 }
 
 /**
@@ -67,14 +69,14 @@ export interface EnsureStreamsOptions {
  * events then wait in their outbox, dead letters come back to their consumer.
  */
 export async function ensureStreams(jsm: JetStreamManager, service: string, subjects: readonly string[], opts: EnsureStreamsOptions = {}): Promise<void> {
-  const { deadLetters = true, limits = defaultStreamLimits } = opts;
+  const { deadLetters = true, limits = defaultStreamLimits, replicas = 1 } = opts;
   const streams: { name: string; subjects: string[]; limit: StreamLimit }[] = [];
   if (deadLetters) streams.push({ name: DLQ_STREAM, subjects: ["dlq.>"], limit: limits.deadLetters });
   if (subjects.length) streams.push({ name: streamName(service), subjects: [...subjects], limit: limits.events });
   for (const { name, subjects, limit } of streams) {
     const config = {
       name, subjects, storage: StorageType.File, duplicate_window: nanos(DUPLICATE_WINDOW_MS),
-      max_age: nanos(limit.maxAgeMs), max_bytes: limit.maxBytes, discard: DiscardPolicy.New,
+      max_age: nanos(limit.maxAgeMs), max_bytes: limit.maxBytes, discard: DiscardPolicy.New, num_replicas: replicas,
     };
     try {
       await jsm.streams.info(name);

@@ -191,8 +191,11 @@ const adminCluster = {
   load_assignment: { cluster_name: "admin", endpoints: [{ lb_endpoints: [{ endpoint: { address: address("127.0.0.1", ADMIN_PORT) } }] }] },
 };
 
-/** The sidecar of a service (inbound + outbound) or of the gateway (outbound only). */
-export function envoyConfig(name: ServiceName | "gateway", publicServices: readonly ServiceName[]): Json {
+/**
+ * The sidecar of a service (inbound + outbound) or of the gateway (outbound only). `extraCallers`
+ * are let in besides the topology's callers (the dev overlay's CLI identity, `client`).
+ */
+export function envoyConfig(name: ServiceName | "gateway", publicServices: readonly ServiceName[], extraCallers: readonly string[] = []): Json {
   const upstreams = (name === "gateway" ? publicServices : (topology[name].upstreams as readonly ServiceName[])) as readonly ServiceName[];
   const app = name === "gateway" ? undefined : appPort(name, "sidecar");
   return {
@@ -207,7 +210,7 @@ export function envoyConfig(name: ServiceName | "gateway", publicServices: reado
     },
     static_resources: {
       listeners: [
-        ...(name === "gateway" ? [] : [inboundListener(name, callersOf(name, publicServices))]),
+        ...(name === "gateway" ? [] : [inboundListener(name, [...callersOf(name, publicServices), ...extraCallers])]),
         ...upstreams.map(outboundListener),
         opsListener(app !== undefined),
       ],

@@ -9,7 +9,6 @@ import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/
 import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import type { IService } from "kubernetes-models/v1/Service";
 import { Secret } from "kubernetes-models/v1/Secret";
-import { spiffeId } from "../../mesh/certs.js";
 import { gateway, serviceNames, sidecar, topology, type Resources, type ServiceName } from "../../mesh/topology.js";
 import { envoyConfig } from "./envoy.js";
 import { yamlFile } from "./files.js";
@@ -32,24 +31,7 @@ export function devResources(r: Resources): Resources {
   return { cpu: scale(r.cpu, 4, "m"), memory: scale(r.memory, 2, "Mi"), memoryLimit: r.memoryLimit };
 }
 
-/** `config` with `caller` added to every RBAC policy's principals. */
-export function withCaller(config: Record<string, unknown>, caller: string): Record<string, unknown> {
-  const copy = structuredClone(config);
-  const visit = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(visit);
-    if (!node || typeof node !== "object") return;
-    const object = node as Record<string, unknown>;
-    if (typeof object["@type"] === "string" && object["@type"].endsWith(".rbac.v3.RBAC")) {
-      const policies = (object.rules as { policies: Record<string, { principals: unknown[] }> }).policies;
-      for (const policy of Object.values(policies)) policy.principals.push({ authenticated: { principal_name: { exact: spiffeId(caller) } } });
-    }
-    Object.values(object).forEach(visit);
-  };
-  visit(copy);
-  return copy;
-}
-
-export const devEnvoyConfigText = (name: ServiceName) => yamlFile(withCaller(envoyConfig(name, edgeServices()), DEV_CALLER));
+export const devEnvoyConfigText = (name: ServiceName) => yamlFile(envoyConfig(name, edgeServices(), [DEV_CALLER]));
 
 function devDeploymentPatch(name: Workload): DeepPartial<IDeployment> {
   const app = name === "gateway" ? gateway.resources : topology[name].resources;

@@ -6,6 +6,7 @@
 // CloudNativePG has no TypeScript models: the interfaces below type the fields used here (so tsc
 // rejects a misspelt one), named as in its CRDs (postgresql.cnpg.io/v1).
 import type { IObjectMeta } from "@kubernetes-models/apimachinery/apis/meta/v1/ObjectMeta";
+import { POOL_SIZE } from "../../mesh/data/db.js";
 import type { IResourceRequirements } from "kubernetes-models/v1/ResourceRequirements";
 import { serviceNames, topology, type ServiceName } from "../../mesh/topology.js";
 import { postgresServerIdentity } from "./k8s-certificates.js";
@@ -44,20 +45,18 @@ export interface CnpgDatabase {
   spec: { name: string; owner: string; cluster: { name: string }; ensure: "present" | "absent"; databaseReclaimPolicy: "retain" | "delete" };
 }
 
-/** The pg pool's `max` per process (mesh/data/db.ts, openPostgres). */
-export const POOL_MAX = 10;
 /** Beyond the apps: superuser_reserved_connections (3), the operator's instance manager and an operator's psql. */
 export const RESERVED_CONNECTIONS = 3 + 10;
 
 export interface ConnectionBudget {
-  /** Each service's most connections: maxReplicas × POOL_MAX (also its role's connection limit). */
+  /** Each service's most connections: maxReplicas × POOL_SIZE (also its role's connection limit). */
   perService: Record<ServiceName, number>;
   apps: number;
   maxConnections: number;
 }
 
 export function connectionBudget(): ConnectionBudget {
-  const perService = Object.fromEntries(serviceNames.map((name) => [name, topology[name].scaling.maxReplicas * POOL_MAX])) as Record<ServiceName, number>;
+  const perService = Object.fromEntries(serviceNames.map((name) => [name, topology[name].scaling.maxReplicas * POOL_SIZE])) as Record<ServiceName, number>;
   const apps = Object.values(perService).reduce((sum, n) => sum + n, 0);
   return { perService, apps, maxConnections: apps + RESERVED_CONNECTIONS };
 }

@@ -7,7 +7,7 @@
 // identity that runs, NetworkPolicies that allow exactly the topology's calls, and PostgreSQL's
 // connection budget. Nothing here ran in a cluster: this is what can be proved without one.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -25,7 +25,6 @@ import { Service } from "kubernetes-models/v1/Service";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { spiffeId } from "../../mesh/certs.js";
 import { natsServerConfig } from "../../mesh/events/nats-config.js";
-import { projectRoot } from "../../mesh/project-root.js";
 import { certificateHolders, gateway, natsServerIdentity, serviceNames, sidecar, topology, type ServiceName } from "../../mesh/topology.js";
 import { callersOf, SDS_DIR } from "../../scripts/deploy/envoy.js";
 import { deployFiles } from "../../scripts/deploy/files.js";
@@ -33,7 +32,8 @@ import { edgeServices, natsChart, natsPodLabels, postgresPodLabels, type Workloa
 import { natsChartPaths, natsValues } from "../../scripts/deploy/k8s-nats.js";
 import { meshFlows, networkPolicies } from "../../scripts/deploy/k8s-network.js";
 import { DEV_CALLER } from "../../scripts/deploy/k8s-overlays.js";
-import { POOL_MAX, RESERVED_CONNECTIONS } from "../../scripts/deploy/k8s-postgres.js";
+import { RESERVED_CONNECTIONS } from "../../scripts/deploy/k8s-postgres.js";
+import { POOL_SIZE } from "../../mesh/data/db.js";
 import { ENVOY_DNS_REFRESH_SECONDS, ENVOY_HASH_ANNOTATION, PRESTOP_SECONDS } from "../../scripts/deploy/k8s-workloads.js";
 import { K8S_ROOT, kubernetesFiles } from "../../scripts/deploy/kubernetes.js";
 import { contentHash } from "../../scripts/deploy/k8s-common.js";
@@ -380,20 +380,17 @@ describe("generated Kubernetes manifests", () => {
   });
 
   it("keep PostgreSQL within max_connections at every service's maxReplicas, with a role, a database and a password file per service", () => {
-    const dbSource = readFileSync(join(projectRoot, "mesh/data/db.ts"), "utf8");
-    const poolMax = Number(/new pg\.Pool\(\{[^}]*?\bmax: (\d+)/s.exec(dbSource)?.[1]);
-    expect(poolMax, "POOL_MAX is mesh/data/db.ts's pool size").toBe(POOL_MAX);
     for (const variant of variants) {
       const objects = built[variant];
       const cluster = find(objects, "Cluster", "postgres");
       const maxConnections = Number(cluster.spec.postgresql.parameters.max_connections);
-      const needed = serviceNames.reduce((sum, name) => sum + topology[name].scaling.maxReplicas * poolMax, 0);
+      const needed = serviceNames.reduce((sum, name) => sum + topology[name].scaling.maxReplicas * POOL_SIZE, 0);
       expect(needed + RESERVED_CONNECTIONS, `${variant}: replicas × pool + reserved`).toBeLessThanOrEqual(maxConnections);
       const roles = cluster.spec.managed.roles;
       expect(roles.reduce((sum: number, r: any) => sum + r.connectionLimit, 0) + RESERVED_CONNECTIONS).toBeLessThanOrEqual(maxConnections);
       for (const name of serviceNames) {
         const role = roles.find((r: any) => r.name === name);
-        expect(role, name).toMatchObject({ login: true, ensure: "present", connectionLimit: topology[name].scaling.maxReplicas * poolMax });
+        expect(role, name).toMatchObject({ login: true, ensure: "present", connectionLimit: topology[name].scaling.maxReplicas * POOL_SIZE });
         expect(find(objects, "Database", name).spec).toMatchObject({ name, owner: name, cluster: { name: "postgres" } });
         const deployment = find(objects, "Deployment", name);
         const app = container(deployment, "app");
