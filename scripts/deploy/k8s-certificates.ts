@@ -1,13 +1,15 @@
 // cert-manager objects: a self-signed bootstrap Issuer signs the mesh CA, whose Issuer signs one
 // certificate per identity with its SPIFFE id as URI SAN (the identity Envoy's RBAC, the app and
-// NATS's verify_and_map check), nats-server's server certificates, and PostgreSQL's.
+// NATS's verify_and_map check) and its name as common name (the PostgreSQL role it logs in as:
+// k8s-postgres.ts), nats-server's server certificates, and PostgreSQL's server and replication
+// certificates.
 //
 // Rotation: cert-manager renews each certificate `renewBefore` its end and rewrites its secret.
 // Envoy watches its SDS directory and loads the new one in place (k8s-workloads.ts); nats-server's
-// chart runs a config reloader that reloads it; CloudNativePG reloads PostgreSQL's. The app reads
-// CERTS_DIR once, at start: it uses its certificate only for NATS (mesh calls go through Envoy),
-// and a NATS reconnect after that certificate expired would fail, so the duration stays well
-// above a pod's usual life until the app reloads it.
+// chart runs a config reloader that reloads it; CloudNativePG reloads PostgreSQL's (their secrets
+// carry its reload label). The app uses its certificate for NATS and PostgreSQL (mesh calls go
+// through Envoy) and reads the files again for each new connection to either, so a renewed
+// certificate is taken up without a restart.
 import { Certificate } from "@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate";
 import { Issuer } from "@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer";
 import { spiffeId } from "../../mesh/certs.js";
@@ -29,6 +31,11 @@ export const serviceDnsNames = (service: string) => [service, `${service}.${NAME
 export const natsRoutesIdentity = `${natsChart.release}-routes`;
 const natsHeadless = `${natsChart.release}-headless`;
 export const postgresServerIdentity = `${POSTGRES_CLUSTER}-server`;
+/** CloudNativePG's standbys stream from the primary as the role streaming_replica, by certificate. */
+export const postgresReplicationIdentity = `${POSTGRES_CLUSTER}-replication`;
+export const POSTGRES_REPLICATION_ROLE = "streaming_replica";
+/** CloudNativePG reloads PostgreSQL when a secret with this label changes (a renewed certificate). */
+const cnpgReload = { labels: { "cnpg.io/reload": "true" } };
 
 const issuerRef = { name: CA_ISSUER, kind: "Issuer" };
 const privateKey = { algorithm: "ECDSA", size: 256, rotationPolicy: "Always" } as const;
@@ -51,12 +58,29 @@ export function identityCertificate(identity: string): Certificate {
 }
 
 /** A server-only certificate with no SPIFFE id: it can never pass for a mesh identity. */
-function serverCertificate(identity: string, dnsNames: string[], usages: Certificate["spec"]["usages"] = ["digital signature", "server auth"]): Certificate {
+function serverCertificate(identity: string, dnsNames: string[], usages: Certificate["spec"]["usages"] = ["digital signature", "server auth"], extra: Partial<Certificate["spec"]> = {}): Certificate {
   return new Certificate({
     metadata: meta(identity, "certificate"),
-    spec: { secretName: tlsSecret(identity), issuerRef, commonName: identity, dnsNames, usages, privateKey, ...certificateLifetime },
+    spec: { secretName: tlsSecret(identity), issuerRef, commonName: identity, dnsNames, usages, privateKey, ...certificateLifetime, ...extra },
   });
 }
+
+/**
+ * The client certificate of CloudNativePG's standbys: common name streaming_replica, from the mesh
+ * CA (the cluster's client CA). No SPIFFE id and no DNS name: it is good for that role only.
+ */
+export const postgresReplicationCertificate = () => new Certificate({
+  metadata: meta(postgresReplicationIdentity, "certificate"),
+  spec: {
+    secretName: tlsSecret(postgresReplicationIdentity),
+    secretTemplate: cnpgReload,
+    issuerRef,
+    commonName: POSTGRES_REPLICATION_ROLE,
+    usages: ["digital signature", "client auth"],
+    privateKey,
+    ...certificateLifetime,
+  },
+});
 
 export function certificateObjects() {
   return [
@@ -81,6 +105,7 @@ export function certificateObjects() {
     // Servers of the NATS cluster connect to each other both ways: client and server usages, still no SPIFFE id.
     serverCertificate(natsRoutesIdentity, [`*.${natsHeadless}`, `*.${natsHeadless}.${NAMESPACE}.svc`, `*.${natsHeadless}.${NAMESPACE}.svc.cluster.local`], ["digital signature", "server auth", "client auth"]),
     // CloudNativePG's Services for the primary, the replicas and any instance.
-    serverCertificate(postgresServerIdentity, ["rw", "ro", "r"].flatMap((suffix) => serviceDnsNames(`${POSTGRES_CLUSTER}-${suffix}`))),
+    serverCertificate(postgresServerIdentity, ["rw", "ro", "r"].flatMap((suffix) => serviceDnsNames(`${POSTGRES_CLUSTER}-${suffix}`)), undefined, { secretTemplate: cnpgReload }),
+    postgresReplicationCertificate(),
   ];
 }

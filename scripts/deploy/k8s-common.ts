@@ -7,7 +7,6 @@ import type { IObjectMeta } from "@kubernetes-models/apimachinery/apis/meta/v1/O
 import packageJson from "../../package.json" with { type: "json" };
 import { publicServices } from "../../gateway/upstreams.js";
 import type { Resources, ServiceName } from "../../mesh/topology.js";
-import { yamlFile } from "./files.js";
 
 /** Every ShopMesh object lives here (the base kustomization sets it); certificates name it in their DNS SANs. */
 export const NAMESPACE = "shopmesh";
@@ -41,8 +40,6 @@ export const NATS_MONITOR_PORT = 8222;
 export const POSTGRES_CLUSTER = "postgres";
 export const POSTGRES_PORT = 5432;
 export const postgresPodLabels = { "cnpg.io/cluster": POSTGRES_CLUSTER };
-/** The role password of `service` (type basic-auth: username, password), read by CloudNativePG and mounted in the app. */
-export const postgresSecret = (service: ServiceName) => `postgres-${service}`;
 
 export const REDIS = "redis";
 export const REDIS_PORT = 6379;
@@ -51,12 +48,13 @@ export const redisClients: readonly Workload[] = ["catalog", "gateway"];
 
 /** The TLS secret cert-manager writes for an identity (tls.crt, tls.key, ca.crt). */
 export const tlsSecret = (identity: string) => `${identity}-tls`;
+/** The keys of such a secret, which are also the file names where it is mounted. */
+export const tlsKeys = { cert: "tls.crt", key: "tls.key", ca: "ca.crt" } as const;
 
 /** Where a Deployment mounts things. Envoy's SDS paths come from scripts/deploy/envoy.ts (SDS_DIR). */
 export const mounts = {
   envoyBootstrap: "/etc/envoy/bootstrap",
   appCerts: "/etc/shopmesh/certs",
-  dbPassword: "/etc/shopmesh/db",
 } as const;
 
 /** Namespaces outside ours that reach in: Prometheus scrapes metrics, the CloudNativePG operator manages its instances. */
@@ -93,7 +91,3 @@ export const SECRET_MODE = 0o440;
 
 /** A short content hash: put on a pod template, a changed ConfigMap rolls the pods. */
 export const contentHash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
-
-/** A generated manifest file: Kubernetes objects (models or plain CRD objects) as YAML documents. */
-export const manifestFile = (objects: readonly object[]) =>
-  yamlFile(objects.map((object) => ("toJSON" in object && typeof object.toJSON === "function" ? object.toJSON() : object)), { multi: true });

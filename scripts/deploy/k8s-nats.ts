@@ -79,6 +79,17 @@ export function natsValues(): NatsValues {
   };
 }
 
+/**
+ * How many copies of each stream the services ask NATS to keep (EVENTS_REPLICAS): one per server
+ * of the cluster the values describe, 1 when clustering is off (a single server).
+ */
+export function streamReplicas(values: { config: { cluster: { enabled: boolean; replicas?: number } } }): number {
+  const { cluster } = values.config;
+  if (!cluster.enabled) return 1;
+  if (cluster.replicas === undefined) throw new Error("streamReplicas: a NATS cluster's values must say how many servers it has");
+  return cluster.replicas;
+}
+
 /** The dev overlay's: one server (no cluster), a small volume. */
 export const natsDevValues = {
   config: { cluster: { enabled: false }, jetstream: { enabled: true, fileStore: { pvc: { size: "1Gi" } } } },

@@ -1,19 +1,19 @@
 // What the dev and prod overlays change in the base.
-//   dev:  one replica of everything and smaller requests, one PostgreSQL instance,
-//         the CLI's `client` identity (a certificate, and a caller every sidecar accepts), and the
-//         role passwords as dev-only secrets.
+//   dev:  one replica of everything and smaller requests, one PostgreSQL instance, one NATS
+//         server (so one copy of each stream), the CLI's `client` identity (a certificate, and a
+//         caller every sidecar accepts).
 //   prod: the base as it is (autoscalers, disruption budgets), NetworkPolicies, the gateway behind
 //         a LoadBalancer. Images by digest: a release pipeline sets them (see kubernetes.ts).
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import type { IService } from "kubernetes-models/v1/Service";
-import { Secret } from "kubernetes-models/v1/Secret";
-import { gateway, serviceNames, sidecar, topology, type Resources, type ServiceName } from "../../mesh/topology.js";
+import { gateway, sidecar, topology, type Resources, type ServiceName } from "../../mesh/topology.js";
 import { envoyConfig } from "./envoy.js";
 import { yamlFile } from "./files.js";
 import { identityCertificate } from "./k8s-certificates.js";
-import { contentHash, edgeServices, meta, POSTGRES_CLUSTER, postgresSecret, resources, type Workload } from "./k8s-common.js";
+import { contentHash, edgeServices, POSTGRES_CLUSTER, resources, type Workload } from "./k8s-common.js";
+import { natsDevValues, streamReplicas } from "./k8s-nats.js";
 import type { CnpgCluster } from "./k8s-postgres.js";
 import { APP_CONTAINER, ENVOY_CONFIG_FILE, envoyConfigMap, ENVOY_CONTAINER, ENVOY_HASH_ANNOTATION } from "./k8s-workloads.js";
 
@@ -45,7 +45,12 @@ function devDeploymentPatch(name: Workload): DeepPartial<IDeployment> {
         ...(name === "gateway" ? {} : { metadata: { annotations: { [ENVOY_HASH_ANNOTATION]: contentHash(devEnvoyConfigText(name)) } } }),
         spec: {
           initContainers: [{ name: ENVOY_CONTAINER, resources: resources(devResources(sidecar.resources)) }],
-          containers: [{ name: APP_CONTAINER, resources: resources(devResources(app)) }],
+          containers: [{
+            name: APP_CONTAINER,
+            resources: resources(devResources(app)),
+            // Merged by name into the base's env: as many stream copies as the dev NATS has servers.
+            ...(name === "gateway" ? {} : { env: [{ name: "EVENTS_REPLICAS", value: String(streamReplicas(natsDevValues)) }] }),
+          }],
         },
       },
     },
@@ -70,18 +75,6 @@ export const devPostgresPatch: DeepPartial<CnpgCluster> = {
   metadata: { name: POSTGRES_CLUSTER },
   spec: { instances: 1, storage: { size: "1Gi" }, resources: { requests: { cpu: "100m", memory: "256Mi" }, limits: { memory: "1Gi" } } },
 };
-
-/**
- * Dev-only role passwords, in the repository on purpose: the dev overlay then applies as it is.
- * In prod these secrets are created apart (see kubernetes.ts), never committed.
- */
-export function devPostgresSecrets(): Secret[] {
-  return serviceNames.map((name) => new Secret({
-    metadata: { ...meta(postgresSecret(name), "database"), labels: { ...meta(postgresSecret(name), "database").labels, "cnpg.io/reload": "true" } },
-    type: "kubernetes.io/basic-auth",
-    stringData: { username: name, password: `dev-only-${name}` },
-  }));
-}
 
 export const devClientCertificate = () => identityCertificate(DEV_CALLER);
 

@@ -20,9 +20,11 @@ import type { IVolume } from "kubernetes-models/v1/Volume";
 import { gateway, sidecar, topology, type Resources, type ServiceName } from "../../mesh/topology.js";
 import { envoyConfig, SDS_DIR, sdsFiles } from "./envoy.js";
 import {
-  APP_UID, containerSecurity, contentHash, edgeServices, ENVOY_UID, images, meta, mounts, NATS_CLIENT_PORT, natsChart, POSTGRES_CLUSTER, POSTGRES_PORT,
-  podSecurity, postgresSecret, REDIS, REDIS_PORT, redisClients, resources, SECRET_MODE, selector, tlsSecret, type Workload,
+  APP_UID, containerSecurity, contentHash, edgeServices, ENVOY_UID, images, meta, mounts, NATS_CLIENT_PORT, natsChart,
+  podSecurity, REDIS, REDIS_PORT, redisClients, resources, SECRET_MODE, selector, tlsKeys, tlsSecret, type Workload,
 } from "./k8s-common.js";
+import { natsValues, streamReplicas } from "./k8s-nats.js";
+import { databaseUrl } from "./k8s-postgres.js";
 import { yamlFile } from "./files.js";
 
 /** The two containers of every pod. The HPA scales on the app container's usage. */
@@ -49,9 +51,6 @@ export const ENVOY_HASH_ANNOTATION = "checksum/envoy-config";
 
 /** Its Envoy config as envoy/<name>.yaml holds it. */
 export const envoyConfigText = (name: Workload) => yamlFile(envoyConfig(name, edgeServices()));
-
-export const databaseUrl = (service: ServiceName) =>
-  `postgres://${service}@${POSTGRES_CLUSTER}-rw:${POSTGRES_PORT}/${service}?sslmode=verify-full&sslrootcert=${mounts.appCerts}/ca.crt`;
 
 const httpProbe = (path: string, port: number | string, timing: Partial<IProbe>): IProbe => ({ httpGet: { path, port }, timeoutSeconds: 2, ...timing });
 
@@ -87,8 +86,9 @@ function serviceEnv(name: ServiceName): IEnvVar[] {
     { name: "METRICS_PORT", value: String(spec.metricsPort) },
     { name: "CERTS_DIR", value: mounts.appCerts },
     { name: "DATABASE_URL", value: databaseUrl(name) },
-    { name: "DATABASE_PASSWORD_FILE", value: `${mounts.dbPassword}/password` },
     { name: "NATS_URL", value: `tls://${natsChart.release}:${NATS_CLIENT_PORT}` },
+    // A copy of each stream on every NATS server (the dev overlay, one server, sets 1).
+    { name: "EVENTS_REPLICAS", value: String(streamReplicas(natsValues())) },
     ...(redisClients.includes(name) ? [{ name: "REDIS_URL", value: `redis://${REDIS}:${REDIS_PORT}` }] : []),
     { name: "DRAIN_TIMEOUT_MS", value: String(DRAIN_SECONDS.service * 1000) },
     { name: "LOG_LEVEL", value: "info" },
@@ -135,14 +135,13 @@ function appContainer(name: Workload): IContainer {
     securityContext: containerSecurity(APP_UID),
     volumeMounts: [
       { name: "certs", mountPath: mounts.appCerts, readOnly: true },
-      ...(isGateway ? [] : [{ name: "db-password", mountPath: mounts.dbPassword, readOnly: true }]),
       { name: "tmp", mountPath: "/tmp" },
     ],
   };
 }
 
 function volumes(name: Workload): IVolume[] {
-  const certItems = ["tls.crt", "tls.key", "ca.crt"];
+  const certItems = Object.values(tlsKeys);
   return [
     { name: "envoy-bootstrap", configMap: { name: envoyConfigMap(name), items: [{ key: ENVOY_CONFIG_FILE, path: ENVOY_CONFIG_FILE }] } },
     {
@@ -159,7 +158,6 @@ function volumes(name: Workload): IVolume[] {
       },
     },
     { name: "certs", secret: { secretName: tlsSecret(name), defaultMode: SECRET_MODE, items: certItems.map((key) => ({ key, path: key })) } },
-    ...(name === "gateway" ? [] : [{ name: "db-password", secret: { secretName: postgresSecret(name), defaultMode: SECRET_MODE, items: [{ key: "password", path: "password" }] } }]),
     { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
   ];
 }

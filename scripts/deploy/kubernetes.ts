@@ -1,27 +1,32 @@
 // deploy/k8s/: the Kubernetes manifests, derived from the topology (`npm run deploy:gen`).
 //   base/                 every object: per workload <name>.yaml, certificates, PostgreSQL, Redis
 //   base/nats/values.yaml values for the official NATS Helm chart (installed with helm, not kustomize)
-//   overlays/dev/         one replica, small requests, the `client` identity, dev-only DB passwords
+//   overlays/dev/         one replica, small requests, one NATS server, the `client` identity
 //   overlays/prod/        NetworkPolicies, the gateway behind a LoadBalancer
 //
 // Prerequisites in the cluster: cert-manager, the CloudNativePG operator, the NATS chart installed
-// as release "nats" in the namespace with base/nats/values.yaml. In prod, the role password
-// secrets (postgres-<service>, type kubernetes.io/basic-auth: username, password) are created
-// apart, and a release pipeline pins every image by digest (`kustomize edit set image
-// shopmesh=<registry>/shopmesh@sha256:…` in overlays/prod) before applying.
+// as release "nats" in the namespace with base/nats/values.yaml (dev: plus
+// overlays/dev/nats-values.yaml). No secret is created by hand and none is in the repository:
+// every key is cert-manager's, and services log in to PostgreSQL with their certificates
+// (k8s-postgres.ts). In prod a release pipeline pins every image by digest (`kustomize edit set
+// image shopmesh=<registry>/shopmesh@sha256:…` in overlays/prod) before applying.
 import { Namespace } from "kubernetes-models/v1/Namespace";
 import { serviceNames } from "../../mesh/topology.js";
 import { yamlFile } from "./files.js";
 import { certificateObjects } from "./k8s-certificates.js";
-import { manifestFile, meta, NAMESPACE, type Workload } from "./k8s-common.js";
+import { meta, NAMESPACE, type Workload } from "./k8s-common.js";
 import { natsDevValues, natsValues } from "./k8s-nats.js";
 import { networkPolicies } from "./k8s-network.js";
-import { devClientCertificate, devPostgresPatch, devPostgresSecrets, devWorkloadPatches, prodGatewayServicePatch } from "./k8s-overlays.js";
+import { devClientCertificate, devPostgresPatch, devWorkloadPatches, prodGatewayServicePatch } from "./k8s-overlays.js";
 import { postgresCluster, postgresDatabases } from "./k8s-postgres.js";
 import { redisObjects } from "./k8s-redis.js";
 import { workloadObjects } from "./k8s-workloads.js";
 
 export const K8S_ROOT = "deploy/k8s";
+
+/** A generated manifest file: Kubernetes objects (models or plain CRD objects) as YAML documents. */
+const manifestFile = (objects: readonly object[]) =>
+  yamlFile(objects.map((object) => ("toJSON" in object && typeof object.toJSON === "function" ? object.toJSON() : object)), { multi: true });
 const workloads: Workload[] = [...serviceNames, "gateway"];
 
 interface Kustomization {
@@ -60,7 +65,6 @@ export function kubernetesFiles(): Record<string, string> {
   }, { namespace: NAMESPACE });
   const dev = kustomizeFolder({
     "client-certificate.yaml": manifestFile([devClientCertificate()]),
-    "postgres-secrets.yaml": manifestFile(devPostgresSecrets()),
   }, {
     namespace: NAMESPACE,
     bases: ["../../base"],

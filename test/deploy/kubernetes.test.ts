@@ -4,8 +4,10 @@
 // on the fields used; then what no schema knows: requests on every container, autoscalers and
 // disruption budgets that find their pods, ports that agree across the app's env, Envoy, the
 // Services and the probes, the sidecar's config equal to envoy/<name>.yaml, a certificate for every
-// identity that runs, NetworkPolicies that allow exactly the topology's calls, and PostgreSQL's
-// connection budget. Nothing here ran in a cluster: this is what can be proved without one.
+// identity that runs, NetworkPolicies that allow exactly the topology's calls, PostgreSQL's
+// connection budget and its login by certificate only (tried on a real server in
+// postgres-cert-auth.test.ts), stream copies matching NATS's servers. Nothing here ran in a
+// cluster: this is what can be proved without one.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,7 +22,6 @@ import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPol
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Namespace } from "kubernetes-models/v1/Namespace";
-import { Secret } from "kubernetes-models/v1/Secret";
 import { Service } from "kubernetes-models/v1/Service";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { spiffeId } from "../../mesh/certs.js";
@@ -85,7 +86,6 @@ const models: Record<string, new (data: any) => { validate(): void }> = {
   "v1/ServiceAccount": ServiceAccount,
   "v1/ConfigMap": ConfigMap,
   "v1/Service": Service,
-  "v1/Secret": Secret,
   "apps/v1/Deployment": Deployment,
   "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
   "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
@@ -112,15 +112,19 @@ function checkCnpg(object: Obj) {
     checkKeys("Cluster.spec.storage", spec.storage, ["size", "storageClass"], ["size"]);
     if (!QUANTITY.test(spec.storage.size)) throw new Error("Cluster.spec.storage.size");
     checkKeys("Cluster.spec.affinity", spec.affinity, ["enablePodAntiAffinity", "topologyKey"]);
-    checkKeys("Cluster.spec.postgresql", spec.postgresql, ["parameters"]);
+    checkKeys("Cluster.spec.postgresql", spec.postgresql, ["parameters", "pg_hba", "pg_ident"]);
     for (const [k, v] of Object.entries(spec.postgresql.parameters)) if (typeof v !== "string") throw new Error(`postgresql.parameters.${k} must be a string`);
+    if (spec.postgresql.pg_hba !== undefined && !(Array.isArray(spec.postgresql.pg_hba) && spec.postgresql.pg_hba.every((l: unknown) => typeof l === "string"))) throw new Error("postgresql.pg_hba must be a list of strings");
     checkKeys("Cluster.spec.certificates", spec.certificates, ["serverTLSSecret", "serverCASecret", "clientCASecret", "replicationTLSSecret", "serverAltDNSNames"]);
     checkKeys("Cluster.spec.managed", spec.managed, ["roles"]);
     for (const role of spec.managed.roles) {
-      checkKeys("Cluster.spec.managed.roles[]", role, ["name", "ensure", "login", "connectionLimit", "passwordSecret"], ["name"]);
+      checkKeys("Cluster.spec.managed.roles[]", role, ["name", "ensure", "login", "connectionLimit", "passwordSecret", "disablePassword"], ["name"]);
       if (!["present", "absent"].includes(role.ensure)) throw new Error("role.ensure");
       if (!Number.isInteger(role.connectionLimit)) throw new Error("role.connectionLimit must be an integer");
-      checkKeys("role.passwordSecret", role.passwordSecret, ["name"], ["name"]);
+      if (role.passwordSecret) checkKeys("role.passwordSecret", role.passwordSecret, ["name"], ["name"]);
+      if (role.disablePassword !== undefined && typeof role.disablePassword !== "boolean") throw new Error("role.disablePassword must be a boolean");
+      // CloudNativePG refuses a role with both.
+      if (role.passwordSecret && role.disablePassword) throw new Error("role: passwordSecret and disablePassword together");
     }
   } else if (object.kind === "Database") {
     checkKeys("Database.spec", object.spec, ["name", "owner", "cluster", "ensure", "databaseReclaimPolicy"], ["name", "owner", "cluster"]);
@@ -156,6 +160,9 @@ describe("generated Kubernetes manifests", () => {
     const cluster = structuredClone(find(built.prod, "Cluster", "postgres"));
     cluster.spec.instance = 3;
     expect(() => validate(cluster)).toThrow(/unknown field\(s\) instance/);
+    const certificates = structuredClone(find(built.prod, "Cluster", "postgres"));
+    certificates.spec.certificates.clientCaSecret = certificates.spec.certificates.clientCASecret;
+    expect(() => validate(certificates)).toThrow(/certificates: unknown field\(s\) clientCaSecret/);
   });
 
   it("list in each kustomization.yaml exactly the files generated beside it (Helm values apart)", () => {
@@ -379,7 +386,7 @@ describe("generated Kubernetes manifests", () => {
     }
   });
 
-  it("keep PostgreSQL within max_connections at every service's maxReplicas, with a role, a database and a password file per service", () => {
+  it("keep PostgreSQL within max_connections at every service's maxReplicas, with a role and a database per service", () => {
     for (const variant of variants) {
       const objects = built[variant];
       const cluster = find(objects, "Cluster", "postgres");
@@ -389,26 +396,80 @@ describe("generated Kubernetes manifests", () => {
       const roles = cluster.spec.managed.roles;
       expect(roles.reduce((sum: number, r: any) => sum + r.connectionLimit, 0) + RESERVED_CONNECTIONS).toBeLessThanOrEqual(maxConnections);
       for (const name of serviceNames) {
-        const role = roles.find((r: any) => r.name === name);
-        expect(role, name).toMatchObject({ login: true, ensure: "present", connectionLimit: topology[name].scaling.maxReplicas * POOL_SIZE });
+        expect(roles.find((r: any) => r.name === name), name).toMatchObject({ login: true, ensure: "present", connectionLimit: topology[name].scaling.maxReplicas * POOL_SIZE });
         expect(find(objects, "Database", name).spec).toMatchObject({ name, owner: name, cluster: { name: "postgres" } });
+      }
+    }
+  });
+
+  it("let each service into PostgreSQL with its own certificate, into its own database only, with no password anywhere", () => {
+    for (const variant of variants) {
+      const objects = built[variant];
+      const cluster = find(objects, "Cluster", "postgres");
+      const certificates = ofKind(objects, "Certificate");
+      const bySecret = (secret: string) => certificates.find((c) => c.spec.secretName === secret);
+      const meshIssuer = ofKind(objects, "Issuer").find((issuer) => issuer.spec.ca)!.metadata.name;
+      // The client CA is the mesh CA (the ca.crt of a certificate it issued), never the CA's own secret with its key.
+      const { certificates: tls } = cluster.spec;
+      const clientCa = bySecret(tls.clientCASecret);
+      expect(clientCa?.spec.issuerRef.name, `${variant} clientCASecret`).toBe(meshIssuer);
+      expect(clientCa?.spec.isCA, "the instances may read clientCASecret: it must not hold the CA's key").toBeFalsy();
+      const replication = bySecret(tls.replicationTLSSecret)!;
+      expect(replication.spec).toMatchObject({ commonName: "streaming_replica", issuerRef: { name: meshIssuer }, usages: expect.arrayContaining(["client auth"]) });
+      expect(replication.spec.uris).toBeUndefined();
+      const server = bySecret(tls.serverTLSSecret)!;
+      expect(server.spec.dnsNames).toContain("postgres-rw");
+      expect(server.spec.issuerRef.name).toBe(meshIssuer);
+      for (const certificate of [server, replication]) expect(certificate.spec.secretTemplate?.labels?.["cnpg.io/reload"], `${certificate.metadata.name} reloads`).toBeDefined();
+
+      // pg_hba (first match wins): a role's first rule is its own database by certificate; all else is refused.
+      const rules = cluster.spec.postgresql.pg_hba.map((line: string) => line.trim().split(/\s+/));
+      for (const rule of rules) expect(["cert", "reject"], rule.join(" ")).toContain(rule.at(-1));
+      for (const name of serviceNames) {
+        const own = rules.filter(([, , user]: string[]) => user === name || user === "all");
+        expect(own.map((r: string[]) => r.join(" ")), `${variant} ${name}`).toEqual([`hostssl ${name} ${name} all cert`, `host all ${name} all reject`]);
+        const role = cluster.spec.managed.roles.find((r: any) => r.name === name);
+        expect(role.passwordSecret, name).toBeUndefined();
+        expect(role.disablePassword, name).toBe(true);
+        // Its certificate's common name is the role pg_hba's `cert` maps it to.
+        expect(find(objects, "Certificate", name).spec).toMatchObject({ commonName: name, issuerRef: { name: meshIssuer }, usages: expect.arrayContaining(["client auth"]) });
+
         const deployment = find(objects, "Deployment", name);
         const app = container(deployment, "app");
-        const url = new URL(envOf(app).DATABASE_URL!);
-        expect([url.username, url.pathname.slice(1), url.hostname, url.searchParams.get("sslmode")]).toEqual([name, name, "postgres-rw", "verify-full"]);
-        expect(url.searchParams.get("sslrootcert")).toBe(`${envOf(app).CERTS_DIR}/ca.crt`);
-        const passwordVolume = podSpec(deployment).volumes.find((v: any) => v.name === "db-password");
-        expect(passwordVolume.secret.secretName).toBe(role.passwordSecret.name);
-        const mount = app.volumeMounts.find((m: any) => m.name === "db-password").mountPath;
-        expect(envOf(app).DATABASE_PASSWORD_FILE).toBe(`${mount}/${passwordVolume.secret.items[0].path}`);
-        expect(passwordVolume.secret.items[0].key).toBe("password");
+        const env = envOf(app);
+        const url = new URL(env.DATABASE_URL!);
+        expect([url.username, url.password, url.pathname.slice(1), url.hostname, url.searchParams.get("sslmode")]).toEqual([name, "", name, "postgres-rw", "verify-full"]);
+        // The files it names are the certificate volume's: the service's own cert-manager secret.
+        const certsVolume = podSpec(deployment).volumes.find((v: any) => v.name === "certs").secret;
+        expect(certsVolume.secretName).toBe(find(objects, "Certificate", name).spec.secretName);
+        const fileOf = (key: string) => `${env.CERTS_DIR}/${certsVolume.items.find((i: any) => i.key === key).path}`;
+        expect([url.searchParams.get("sslcert"), url.searchParams.get("sslkey"), url.searchParams.get("sslrootcert")]).toEqual([fileOf("tls.crt"), fileOf("tls.key"), fileOf("ca.crt")]);
+        expect(env.DATABASE_PASSWORD_FILE, name).toBeUndefined();
+        expect(podSpec(deployment).volumes.map((v: any) => v.name), name).toEqual(["envoy-bootstrap", "envoy-sds", "certs", "tmp"]);
       }
-      // The server's certificate comes from the mesh CA, for the names the apps dial.
-      const server = ofKind(objects, "Certificate").find((c) => c.spec.secretName === cluster.spec.certificates.serverTLSSecret)!;
-      expect(server.spec.dnsNames).toContain("postgres-rw");
-      expect(server.spec.issuerRef.name).toBe(ofKind(objects, "Certificate").find((c) => c.spec.uris)!.spec.issuerRef.name);
-      // Role passwords: dev-only secrets in the dev overlay; never in the repository for prod.
-      expect(ofKind(objects, "Secret").map((s) => s.metadata.name).sort(), variant).toEqual(variant === "dev" ? roles.map((r: any) => r.passwordSecret.name).sort() : []);
+      // No secret in the repository, for any overlay: every key is cert-manager's.
+      expect(ofKind(objects, "Secret"), variant).toEqual([]);
+    }
+  });
+
+  it("ask NATS for as many copies of each stream as its overlay's NATS cluster has servers", () => {
+    const base = parse(files[`${K8S_ROOT}/base/nats/values.yaml`]!);
+    // helm install -f base/nats/values.yaml -f overlays/dev/nats-values.yaml: the second merges over the first.
+    const merge = (a: any, b: any): any => (typeof a === "object" && typeof b === "object" && !Array.isArray(b)
+      ? Object.fromEntries([...new Set([...Object.keys(a), ...Object.keys(b)])].map((k) => [k, k in b ? (k in a ? merge(a[k], b[k]) : b[k]) : a[k]]))
+      : b);
+    const servers = (values: any) => (values.config.cluster.enabled ? values.config.cluster.replicas : 1);
+    const natsServers: Record<Variant, number> = {
+      base: servers(base),
+      prod: servers(base),
+      dev: servers(merge(base, parse(files[`${K8S_ROOT}/overlays/dev/nats-values.yaml`]!))),
+    };
+    expect(natsServers).toEqual({ base: 3, prod: 3, dev: 1 });
+    for (const variant of variants) {
+      for (const name of serviceNames) {
+        expect(Number(envOf(container(find(built[variant], "Deployment", name), "app")).EVENTS_REPLICAS), `${variant} ${name}`).toBe(natsServers[variant]);
+      }
+      expect(envOf(container(find(built[variant], "Deployment", "gateway"), "app")).EVENTS_REPLICAS, "the gateway publishes no events").toBeUndefined();
     }
   });
 
