@@ -6,14 +6,14 @@ import { join } from "node:path";
 import { loadTls } from "../mesh/certs.js";
 import { projectRoot } from "../mesh/project-root.js";
 import { healthClient } from "../mesh/rpc/health-client.js";
-import { isLoopback } from "../mesh/rpc/transport.js";
 import { appPort, gateway, serviceNames, type ServiceName } from "../mesh/topology.js";
 
 const TIMEOUT_MS = 2_000;
 const name = process.argv[2] ?? "";
 const env = process.env;
 // A process listening on every address answers on loopback too.
-const host = env.HOST && env.HOST !== "0.0.0.0" && env.HOST !== "::" ? env.HOST : "127.0.0.1";
+const listening = env.HOST && env.HOST !== "0.0.0.0" && env.HOST !== "::" ? env.HOST : "127.0.0.1";
+const host = listening.includes(":") && !listening.startsWith("[") ? `[${listening}]` : listening; // IPv6 in a URL or target
 const transport = env.MESH_TRANSPORT === "sidecar" ? "sidecar" : "mtls";
 
 async function healthy(): Promise<boolean> {
@@ -22,7 +22,6 @@ async function healthy(): Promise<boolean> {
     return res.ok;
   }
   if (!(serviceNames as string[]).includes(name)) throw new Error(`usage: healthcheck <${[...serviceNames, gateway.name].join("|")}>`);
-  if (transport === "sidecar" && !isLoopback(host)) throw new Error(`HOST ${host} is not loopback: a sidecar-mode service never listens there`);
   const tls = await loadTls(env.CERTS_DIR ?? join(projectRoot, "certs"), name);
   const client = healthClient(`${host}:${env.PORT ?? appPort(name as ServiceName, transport)}`, name, tls, transport);
   try {

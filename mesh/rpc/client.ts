@@ -28,7 +28,7 @@ import type { TlsFiles } from "../certs.js";
 import { currentCallScope, headers } from "./call-scope.js";
 import { fromGrpcError, isRelayed, isSidecarReply, upstreamError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
-import { channelCredentials, type TransportMode } from "./transport.js";
+import { channelCredentials, checkUpstreamAddresses, type TransportMode } from "./transport.js";
 import { rpcMetrics } from "../telemetry.js";
 import { defaultResilience, type ResiliencePolicy } from "../topology.js";
 
@@ -86,6 +86,7 @@ export function grpcTarget(addresses: readonly string[]): string {
 
 export function createClient<S extends DescService>(service: S, opts: ClientOptions): MeshClient<S> {
   const policy = { ...defaultResilience, ...opts.policy };
+  checkUpstreamAddresses(opts.transport ?? "mtls", opts.addresses);
   const credentials = channelCredentials(opts.transport ?? "mtls", opts.tls, opts.upstream);
   const channel = new grpc.Client(grpcTarget(opts.addresses), credentials, {
     "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),

@@ -3,7 +3,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import type { TlsFiles } from "../certs.js";
-import { channelCredentials, type TransportMode } from "./transport.js";
+import { channelCredentials, checkUpstreamAddresses, type TransportMode } from "./transport.js";
 
 const Health = grpc.makeClientConstructor(healthService, "Health");
 
@@ -16,6 +16,7 @@ export interface HealthClient {
 }
 
 export function healthClient(address: string, upstream: string, tls: TlsFiles, transport: TransportMode = "mtls"): HealthClient {
+  checkUpstreamAddresses(transport, [address]);
   const credentials = channelCredentials(transport, tls, upstream);
   // Reconnects within half a second, as the mesh's clients do: grpc-js's default back-off grows to
   // minutes after early refusals, which kept the gateway's /readyz failing long after its upstreams

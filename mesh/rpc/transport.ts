@@ -36,18 +36,36 @@ export function isLoopback(host: string): boolean {
   return isIP(bare) === 6 && /^(0{0,4}:){7}0{0,3}1$|^::1$/.test(bare);
 }
 
-/** Plaintext is safe only where nothing but the sidecar can connect: a sidecar-mode app listens on loopback. */
+/** Where a sidecar-mode app listens, and where its sidecar's `app` cluster sends (envoy/<name>.yaml). */
+export const SIDECAR_APP_HOST = "127.0.0.1";
+
+/**
+ * Plaintext is safe only where nothing but the sidecar can connect: a sidecar-mode app listens on
+ * loopback, at exactly the address its sidecar forwards to (any other would pass as loopback and
+ * leave Envoy nothing to reach).
+ */
 export function checkListenHost(mode: TransportMode, host: string): void {
-  if (mode === "sidecar" && !isLoopback(host)) throw new ConfigError(`HOST must be a loopback address behind a sidecar (MESH_TRANSPORT=sidecar), got "${host}"`);
+  if (mode === "sidecar" && host !== SIDECAR_APP_HOST) throw new ConfigError(`HOST must be ${SIDECAR_APP_HOST} behind a sidecar (MESH_TRANSPORT=sidecar), got "${host}"`);
+}
+
+/**
+ * A sidecar-mode client speaks plaintext, so only to its own sidecar: an address elsewhere (one
+ * left over from a direct-mTLS setup) would send end users' ids in clear to whoever answers.
+ */
+export function checkUpstreamAddresses(mode: TransportMode, addresses: readonly string[]): void {
+  if (mode !== "sidecar") return;
+  const elsewhere = addresses.filter((a) => !isLoopback(a.slice(0, a.lastIndexOf(":"))));
+  if (elsewhere.length) throw new ConfigError(`behind a sidecar (MESH_TRANSPORT=sidecar) upstream addresses must be the sidecar's loopback listeners, got ${elsewhere.join(", ")}`);
 }
 
 /** The host part of grpc-js's getPeer() ("127.0.0.1:5000", "::1:5000", "[::1]:5000"). */
 const peerHost = (peer: string) => peer.slice(0, peer.lastIndexOf(":"));
 
 /**
- * Splits an XFCC value into its elements, each a list of [key, value] pairs. Values may be
- * double-quoted (Envoy quotes a Subject, which may hold , ; =) with \" and \\ escaped. Returns
- * undefined when the value does not parse: a header we cannot read proves nothing.
+ * Splits an XFCC value into its elements, each a list of [key, value] pairs, kept exactly as sent
+ * (nothing trimmed). Values may be double-quoted (Envoy quotes a Subject, which may hold , ; =)
+ * with \" and \\ escaped. Returns undefined when the value does not parse: a header we cannot
+ * read proves nothing.
  */
 export function parseXfcc(value: string): [string, string][][] | undefined {
   const elements: [string, string][][] = [];
@@ -56,7 +74,7 @@ export function parseXfcc(value: string): [string, string][][] | undefined {
   for (;;) {
     const eq = value.indexOf("=", i);
     if (eq < 0) return undefined;
-    const key = value.slice(i, eq).trim();
+    const key = value.slice(i, eq);
     if (!/^[A-Za-z]+$/.test(key)) return undefined;
     i = eq + 1;
     let text = "";
@@ -66,7 +84,7 @@ export function parseXfcc(value: string): [string, string][][] | undefined {
     } else {
       while (i < value.length && !",;".includes(value[i]!)) text += value[i++];
     }
-    pairs.push([key, text.trim()]);
+    pairs.push([key, text]);
     const separator = value[i++];
     if (separator === ";") continue;
     elements.push(pairs);
@@ -87,13 +105,13 @@ export function callerFromXfcc(peer: string, values: readonly unknown[], self: s
   if (!isLoopback(peerHost(peer)) || values.length !== 1 || typeof values[0] !== "string") return undefined;
   const elements = parseXfcc(values[0]);
   if (elements?.length !== 1) return undefined;
+  // A key given twice, in any case, is ambiguous: refused.
   const only = (key: string) => {
-    const found = elements[0]!.filter(([k]) => k === key);
-    return found.length === 1 ? found[0]![1] : undefined;
+    const found = elements[0]!.filter(([k]) => k.toLowerCase() === key.toLowerCase());
+    return found.length === 1 && found[0]![0] === key ? found[0]![1] : undefined;
   };
   if (only("By") !== spiffeId(self)) return undefined;
-  const uri = only("URI");
-  return uri === undefined ? undefined : serviceFromSan(`URI:${uri}`);
+  return /^spiffe:\/\/shopmesh\/([a-z0-9-]+)$/.exec(only("URI") ?? "")?.[1];
 }
 
 /** The ShopMesh service a certificate names (its URI SAN), e.g. a process's own. */

@@ -10,7 +10,7 @@
 // request went out). Status-based, idempotency-aware retries stay in the app, which sees the
 // idempotency key; retrying in both layers would multiply attempts.
 import { spiffeId } from "../../mesh/certs.js";
-import { SIDECAR_REPLY } from "../../mesh/rpc/transport.js";
+import { SIDECAR_APP_HOST, SIDECAR_REPLY } from "../../mesh/rpc/transport.js";
 import { appPort, serviceNames, sidecar, topology, type ServiceName } from "../../mesh/topology.js";
 
 const { adminPort: ADMIN_PORT, opsPort: OPS_PORT } = sidecar;
@@ -29,6 +29,12 @@ export function callersOf(name: ServiceName, publicServices: readonly ServiceNam
   const callers = serviceNames.filter((other) => (topology[other].upstreams as readonly string[]).includes(name));
   return [...(publicServices.includes(name) ? ["gateway"] : []), ...callers];
 }
+
+/**
+ * Requests in flight per cluster. Long streams count too (a WatchOrder holds one for minutes), so
+ * the bound is well above Envoy's default of 1024, where unary calls would start to be shed.
+ */
+const requestLimits = { priority: "DEFAULT", max_connections: 1024, max_pending_requests: 1024, max_requests: 16_384 };
 
 /** HTTP/2 to a cluster, with keepalive pings so a dead peer is noticed. */
 const http2Options = any("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {
@@ -115,7 +121,10 @@ function outboundListener(upstream: ServiceName) {
         // call shed), so the app does not retry it again (mesh/rpc/client.ts).
         local_reply_config: {
           mappers: [{
-            filter: { response_flag_filter: {} },
+            // Only what Envoy retried (a connection failure, retries exhausted) or shed (overflow).
+            // A replica dying mid-call (UC, UR) or no healthy host (UH) Envoy did not retry: the
+            // app may, so those replies stay unmarked.
+            filter: { response_flag_filter: { flags: ["UF", "URX", "UO"] } },
             headers_to_add: [{ header: { key: SIDECAR_REPLY, value: "%RESPONSE_FLAGS%" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" }],
           }],
         },
@@ -149,12 +158,19 @@ function upstreamCluster(upstream: ServiceName) {
       }),
     },
     health_checks: [{ timeout: "1s", interval: "5s", unhealthy_threshold: 2, healthy_threshold: 1, grpc_health_check: {} }],
-    circuit_breakers: { thresholds: [{ priority: "DEFAULT", max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 3 } }] },
-    // Outlier detection sees connection and gateway failures; a grpc-status in trailers it cannot read.
+    circuit_breakers: { thresholds: [{ ...requestLimits, retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 3 } }] },
+    // Ejects a replica only for failures of the replica itself, seen at the transport: connections
+    // refused or reset, timeouts. Not for gRPC statuses: Envoy reads a trailers-only status (how
+    // grpc-js answers every error) as a 5xx, so five INTERNALs, or five UNAVAILABLEs relayed from
+    // further down, would eject a healthy replica; the app's breaker already tells those apart.
     outlier_detection: {
-      consecutive_gateway_failure: resilience.ejectAfterFailures,
-      consecutive_local_origin_failure: resilience.ejectAfterFailures,
       split_external_local_origin_errors: true,
+      consecutive_local_origin_failure: resilience.ejectAfterFailures,
+      enforcing_consecutive_local_origin_failure: 100,
+      enforcing_consecutive_5xx: 0,
+      enforcing_consecutive_gateway_failure: 0,
+      enforcing_success_rate: 0,
+      enforcing_local_origin_success_rate: 0,
       interval: "5s",
       base_ejection_time: `${resilience.ejectForSeconds}s`,
       max_ejection_percent: 50,
@@ -167,7 +183,8 @@ function appCluster(port: number) {
     name: "app",
     type: "STATIC",
     connect_timeout: "1s",
-    load_assignment: { cluster_name: "app", endpoints: [{ lb_endpoints: [{ endpoint: { address: address("127.0.0.1", port) } }] }] },
+    circuit_breakers: { thresholds: [requestLimits] },
+    load_assignment: { cluster_name: "app", endpoints: [{ lb_endpoints: [{ endpoint: { address: address(SIDECAR_APP_HOST, port) } }] }] },
     typed_extension_protocol_options: { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Options },
   };
 }
@@ -204,7 +221,9 @@ export function envoyConfig(name: ServiceName | "gateway", publicServices: reado
     layered_runtime: {
       layers: [{
         name: "static",
-        // Before Envoy 1.38 a timeout Envoy enforced came back as UNAVAILABLE, which apps retry.
+        // A timeout Envoy's router enforces answers DEADLINE_EXCEEDED, not UNAVAILABLE (which apps
+        // retry); from Envoy 1.38. These routes set none (the caller's grpc-timeout bounds each
+        // stream), so this only keeps a route timeout added later honest.
         static_layer: { "envoy.reloadable_features.grpc_timeout_returns_deadline_exceeded": true },
       }],
     },

@@ -53,7 +53,15 @@ describe("generated Envoy sidecars", () => {
         const cluster = config.static_resources.clusters.find((c: any) => c.name === u);
         expect(cluster.transport_socket.typed_config.common_tls_context.combined_validation_context.default_validation_context.match_typed_subject_alt_names).toEqual([{ san_type: "URI", matcher: { exact: `spiffe://shopmesh/${u}` } }]);
         expect(cluster.health_checks[0].grpc_health_check).toEqual({});
-        expect(cluster.outlier_detection).toBeDefined();
+        // Ejection for transport failures of the replica only, never for a gRPC status it answered.
+        expect(cluster.outlier_detection).toMatchObject({
+          split_external_local_origin_errors: true,
+          consecutive_local_origin_failure: topology[u as ServiceName].resilience.ejectAfterFailures,
+          enforcing_consecutive_local_origin_failure: 100,
+          enforcing_consecutive_5xx: 0,
+          enforcing_consecutive_gateway_failure: 0,
+          enforcing_success_rate: 0,
+        });
         expect(cluster.circuit_breakers.thresholds[0].retry_budget).toBeDefined();
       }
     }
@@ -79,7 +87,9 @@ describe("generated Envoy sidecars", () => {
     for (const name of [...serviceNames, "gateway"]) {
       for (const l of sidecar(name).static_resources.listeners.filter((x: any) => x.name.startsWith("outbound-"))) {
         const [mapper] = manager(l).local_reply_config.mappers;
-        expect(mapper.filter).toEqual({ response_flag_filter: {} }); // any response flag: UF, URX, UO, UH …
+        // Only replies to what Envoy retried or shed: a replica dying mid-call (UC, UR) or no
+        // healthy host (UH) stays unmarked, for the app to retry when the call allows it.
+        expect(mapper.filter).toEqual({ response_flag_filter: { flags: ["UF", "URX", "UO"] } });
         expect(mapper.headers_to_add.map((h: any) => h.header.key)).toEqual([SIDECAR_REPLY]);
       }
     }

@@ -16,6 +16,7 @@ import { spiffeId } from "../../mesh/certs.js";
 import { ConfigError } from "../../mesh/config.js";
 import { catalog } from "../../services/catalog/catalog.js";
 import { startService } from "../../mesh/service.js";
+import { createClient } from "../../mesh/rpc/client.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { clientFor, rejection, startServer, type StubServer } from "../support/servers.js";
 import { startTestSidecar, type TestSidecar } from "../support/sidecar-proxy.js";
@@ -96,6 +97,12 @@ describe("the XFCC rules", () => {
     expect(callerFromXfcc(peer, [`By=${spiffeId(self)};URI=spiffe://elsewhere/gateway`], self)).toBeUndefined();
     expect(callerFromXfcc(peer, [`By=${spiffeId(self)};URI=spiffe://shopmesh/gateway, DNS:x`], self)).toBeUndefined();
     expect(callerFromXfcc(peer, [`By=${spiffeId(self)};URI="spiffe://shopmesh/gateway`], self)).toBeUndefined();
+    // Nothing trimmed, no key twice in another case, and a URI that is exactly one SPIFFE id.
+    expect(callerFromXfcc(peer, [`By=${spiffeId(self)} ;URI=spiffe://shopmesh/gateway`], self)).toBeUndefined();
+    expect(callerFromXfcc(peer, [`By=${spiffeId(self)};URI=spiffe://shopmesh/gateway\t`], self)).toBeUndefined();
+    expect(callerFromXfcc(peer, [`by=${spiffeId("catalog")};By=${spiffeId(self)};URI=spiffe://shopmesh/gateway`], self)).toBeUndefined();
+    expect(callerFromXfcc(peer, [`By=${spiffeId(self)};uri=spiffe://shopmesh/order;URI=spiffe://shopmesh/gateway`], self)).toBeUndefined();
+    expect(callerFromXfcc(peer, [`By=${spiffeId(self)};URI="spiffe://shopmesh/x y, URI:spiffe://shopmesh/gateway"`], self)).toBeUndefined();
   });
 
   it("parse Envoy's quoting, and refuse what does not parse", () => {
@@ -112,10 +119,22 @@ describe("the XFCC rules", () => {
 });
 
 describe("a service behind its sidecar", () => {
-  it("refuses to start unless it listens on loopback only", async () => {
-    const err = await startService(catalog, { MESH_TRANSPORT: "sidecar", HOST: "0.0.0.0", PORT: "0", METRICS_PORT: "0", CERTS_DIR: await pki.dir(["catalog"]), DATA_DIR: "memory://", LOG_LEVEL: "silent" }).catch((e) => e);
-    expect(err).toBeInstanceOf(ConfigError);
-    expect(err.message).toMatch(/HOST must be a loopback address/);
+  it("refuses to start unless it listens on 127.0.0.1, where its sidecar forwards", async () => {
+    for (const HOST of ["0.0.0.0", "::", "::1", "192.0.2.1"]) {
+      const err = await startService(catalog, { MESH_TRANSPORT: "sidecar", HOST, PORT: "0", METRICS_PORT: "0", CERTS_DIR: await pki.dir(["catalog"]), DATA_DIR: "memory://", LOG_LEVEL: "silent" }).catch((e) => e);
+      expect(err, HOST).toBeInstanceOf(ConfigError);
+      expect(err.message).toMatch(/HOST must be 127\.0\.0\.1 behind a sidecar/);
+    }
+  });
+
+  it("calls upstreams only through its sidecar's loopback listeners, never in plaintext elsewhere", async () => {
+    const tls = await pki.tls("order");
+    for (const address of ["catalog:50052", "10.0.0.7:50052"]) {
+      expect(() => createClient(IdentityService, { upstream: "catalog", addresses: [address], tls, transport: "sidecar" }), address).toThrow(ConfigError);
+      expect(() => healthClient(address, "catalog", tls, "sidecar"), address).toThrow(ConfigError);
+    }
+    createClient(IdentityService, { upstream: "catalog", addresses: ["127.0.0.1:50052"], tls, transport: "sidecar" }).close();
+    createClient(IdentityService, { upstream: "catalog", addresses: ["catalog:50052"], tls }).close(); // direct mTLS: anywhere
   });
 
   it("knows its caller from the sidecar's XFCC, never from one the caller sent", async () => {
@@ -214,6 +233,21 @@ describe("retries with a sidecar", () => {
     expect(isSidecarReply(err)).toBe(true);
     expect(sidecar.counters.localReplies).toBe(1); // one call from the app…
     expect(sidecar.counters.connects).toBe(3); // …which the sidecar tried three times
+  });
+
+  it("retries an idempotent call whose upstream replica died mid-call (Envoy does not retry that, nor mark it)", async () => {
+    let calls = 0;
+    const app = await stub("identity", IdentityService, { getUser: (_req, ctx) => (calls++, whoCalled(ctx)) }, "sidecar");
+    const inbound = await sidecarFor("identity", app, ["order"]);
+    const orderSidecar = await startTestSidecar(pki, "order", { appPort: 1, callers: [] });
+    cleanups.push(() => orderSidecar.close());
+    const client = await clientFor(pki, IdentityService, "identity", [await orderSidecar.outbound("identity", inbound.inboundAddress)], { as: "order", transport: "sidecar", policy: { ...fast, maxAttempts: 3 } });
+    cleanups.push(() => client.close());
+    inbound.dropNextInbound(1);
+    expect((await client.getUser({ id: USER })).user?.email).toBe("order");
+    expect(orderSidecar.counters.forwarded).toBe(2); // the app's retry went out again through its sidecar
+    expect(calls).toBe(1);
+    expect(orderSidecar.counters.localReplies).toBe(0);
   });
 
   it("retries an UNAVAILABLE the upstream app answered, which the sidecar passed on untouched", async () => {

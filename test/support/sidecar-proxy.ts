@@ -9,7 +9,10 @@
 // - outbound, per upstream: a plaintext h2c listener on loopback that forwards over mTLS as this
 //   identity, checking the upstream's SPIFFE id exactly; a connection that fails is retried twice
 //   (retry_on connect-failure, num_retries 2), then answered by the proxy itself with UNAVAILABLE
-//   and the SIDECAR_REPLY header (local_reply_config).
+//   and the SIDECAR_REPLY header (local_reply_config, flags UF and URX). A stream reset after the
+//   request went out (a replica dying mid-call) is not retried and its reply is not marked, as
+//   Envoy's flags for it (UC, UR) are not in the filter. The inbound side marks nothing: the real
+//   inbound listener has no local_reply_config.
 // Headers, bodies, trailers, grpc-timeout and cancellation pass through unchanged.
 import http2 from "node:http2";
 import { createHash } from "node:crypto";
@@ -37,6 +40,8 @@ export interface TestSidecar {
   appPort: number;
   /** Starts an outbound listener for `upstream` at `address`; returns its loopback host:port. */
   outbound(upstream: string, address: string): Promise<string>;
+  /** Resets the next `n` inbound calls once their request has arrived, as a replica dying mid-call. */
+  dropNextInbound(n: number): void;
   counters: SidecarCounters;
   close(): Promise<void>;
 }
@@ -114,6 +119,7 @@ export async function startTestSidecar(pki: TestPki, identity: string, opts: { a
     sessions.add(s.on("error", () => {}).on("close", () => sessions.delete(s)));
   };
   let app = sessionTo(`http://127.0.0.1:${opts.appPort}`, undefined, counters);
+  let toDrop = 0;
 
   const inbound = http2.createSecureServer({ ca: tls.ca, cert: tls.cert, key: tls.key, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
   inbound.on("stream", async (down, headers) => {
@@ -122,13 +128,17 @@ export async function startTestSidecar(pki: TestPki, identity: string, opts: { a
     const uri = /(?:^|, )URI:(spiffe:\/\/shopmesh\/[^,]+)/.exec(peer.subjectaltname ?? "")?.[1];
     const caller = serviceFromSan(peer.subjectaltname);
     if (!uri || !caller || !opts.callers.includes(caller)) return grpcReply(down, 7, "RBAC: access denied");
+    if (toDrop > 0) {
+      toDrop--;
+      return down.on("error", () => {}).on("end", () => down.close(http2.constants.NGHTTP2_INTERNAL_ERROR)).resume();
+    }
     const { [XFCC]: _dropped, ...rest } = headers;
     const hash = createHash("sha256").update(peer.raw).digest("hex");
     try {
       relay(down, { ...rest, [XFCC]: `By=${spiffeId(identity)};Hash=${hash};URI=${uri}` }, await app.get(1), counters);
     } catch {
       counters.localReplies++;
-      grpcReply(down, 14, "upstream connect error or disconnect/reset before headers", { [SIDECAR_REPLY]: "UF" });
+      grpcReply(down, 14, "upstream connect error or disconnect/reset before headers");
     }
   });
   inbound.on("session", track);
@@ -146,6 +156,9 @@ export async function startTestSidecar(pki: TestPki, identity: string, opts: { a
       app = sessionTo(`http://127.0.0.1:${port}`, undefined, counters);
     },
     counters,
+    dropNextInbound(n) {
+      toDrop += n;
+    },
     async outbound(upstream, address) {
       const target = sessionTo(`https://${address}`, {
         ca: tls.ca, cert: tls.cert, key: tls.key, ALPNProtocols: ["h2"], servername: upstream,
