@@ -11,29 +11,15 @@
 // - PostgreSQL with a role and a database per service, NATS with JetStream and the configuration
 //   mesh/events/nats-config.ts generates (TLS, a user per SPIFFE id), Redis.
 // Nothing is published but the gateway's port, on localhost.
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { publicServices } from "../../gateway/upstreams.js";
 import { natsServerConfig } from "../../mesh/events/nats-config.js";
-import { projectRoot } from "../../mesh/project-root.js";
 import { appPort, certificateHolders, gateway, natsServerIdentity, serviceNames, sidecar, topology, type ServiceName } from "../../mesh/topology.js";
 import { databaseRoles, IMAGE_USER, SUPERUSER } from "./compose-secrets.js";
 import { SDS_DIR } from "./envoy.js";
 import { yamlFile } from "./files.js";
+import { images } from "./images.js";
 
-const { version } = JSON.parse(readFileSync(join(projectRoot, "package.json"), "utf8")) as { version: string };
 
-/** Every image, pinned. */
-export const images = {
-  /** Built from the Dockerfile by the `certs` service; every app container runs it. */
-  shopmesh: `shopmesh:${version}`,
-  /** 1.38 is the first Envoy with grpc_timeout_returns_deadline_exceeded, which the sidecars set; .7 is its latest patch. */
-  envoy: "envoyproxy/envoy:v1.38.7",
-  postgres: "postgres:17.11-bookworm",
-  /** The alpine variant: the scratch one has no shell and no wget for a health check. */
-  nats: "nats:2.14.5-alpine",
-  redis: "redis:7.4.11-bookworm",
-} as const;
 
 /** Where things are, inside the containers. */
 export const paths = {

@@ -4,7 +4,6 @@ import { createHash } from "node:crypto";
 import type { IResourceRequirements } from "kubernetes-models/v1/ResourceRequirements";
 import type { ISecurityContext } from "kubernetes-models/v1/SecurityContext";
 import type { IObjectMeta } from "@kubernetes-models/apimachinery/apis/meta/v1/ObjectMeta";
-import packageJson from "../../package.json" with { type: "json" };
 import { publicServices } from "../../gateway/upstreams.js";
 import type { Resources, ServiceName } from "../../mesh/topology.js";
 
@@ -20,13 +19,6 @@ export const APP_UID = 10_001;
 /** The Envoy image's own user. */
 export const ENVOY_UID = 101;
 
-/** Images: ours is tagged with the package version (a release pipeline pins its digest: see the prod overlay). */
-export const images = {
-  app: `shopmesh:${packageJson.version}`,
-  envoy: "envoyproxy/envoy:v1.38.0",
-  redis: "redis:7.4.2-alpine",
-  postgres: "ghcr.io/cloudnative-pg/postgresql:17.5",
-} as const;
 
 /** The official NATS Helm chart (not a kustomize resource: installed with helm and deploy/k8s/base/nats/values.yaml). */
 export const natsChart = { repo: "https://nats-io.github.io/k8s/helm/charts/", name: "nats", version: "2.14.2", release: "nats" } as const;

@@ -11,12 +11,13 @@
 //
 // CloudNativePG has no TypeScript models: the interfaces below type the fields used here (so tsc
 // rejects a misspelt one), named as in its CRDs (postgresql.cnpg.io/v1).
+import { images } from "./images.js";
 import type { IObjectMeta } from "@kubernetes-models/apimachinery/apis/meta/v1/ObjectMeta";
 import { POOL_SIZE } from "../../mesh/data/db.js";
 import type { IResourceRequirements } from "kubernetes-models/v1/ResourceRequirements";
 import { serviceNames, topology, type ServiceName } from "../../mesh/topology.js";
 import { postgresReplicationIdentity, postgresServerIdentity } from "./k8s-certificates.js";
-import { images, meta, mounts, POSTGRES_CLUSTER, POSTGRES_PORT, tlsKeys, tlsSecret } from "./k8s-common.js";
+import { meta, mounts, POSTGRES_CLUSTER, POSTGRES_PORT, tlsKeys, tlsSecret } from "./k8s-common.js";
 
 export interface CnpgRole {
   name: string;
@@ -104,7 +105,7 @@ export function postgresCluster(): CnpgCluster {
     metadata: meta(POSTGRES_CLUSTER, "database"),
     spec: {
       instances: POSTGRES_INSTANCES,
-      imageName: images.postgres,
+      imageName: images.cnpgPostgres,
       primaryUpdateStrategy: "unsupervised",
       enableSuperuserAccess: false,
       storage: { size: "20Gi" },

@@ -1,8 +1,9 @@
 // Redis for the catalog's cache and the gateway's shared rate limits: one pod, nothing persisted
 // (both tolerate losing it: the cache refills, the limiter falls back to its local count).
+import { images } from "./images.js";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { Service } from "kubernetes-models/v1/Service";
-import { containerSecurity, images, meta, podSecurity, REDIS, REDIS_PORT, resources, selector } from "./k8s-common.js";
+import { containerSecurity, meta, podSecurity, REDIS, REDIS_PORT, resources, selector } from "./k8s-common.js";
 
 /** The redis image's own user (alpine). */
 const REDIS_UID = 999;

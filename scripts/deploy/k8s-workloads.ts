@@ -7,6 +7,7 @@
 // grpcPort for inbound mTLS and the upstreams' ports on loopback for outbound; the app listens
 // h2c on loopback (MESH_TRANSPORT=sidecar). Readiness asks the app's gRPC health through Envoy's
 // ops port, so a pod is ready only when both answer.
+import { images } from "./images.js";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Service } from "kubernetes-models/v1/Service";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
@@ -20,7 +21,7 @@ import type { IVolume } from "kubernetes-models/v1/Volume";
 import { gateway, sidecar, topology, type Resources, type ServiceName } from "../../mesh/topology.js";
 import { envoyConfig, SDS_DIR, sdsFiles } from "./envoy.js";
 import {
-  APP_UID, containerSecurity, contentHash, edgeServices, ENVOY_UID, images, meta, mounts, NATS_CLIENT_PORT, natsChart,
+  APP_UID, containerSecurity, contentHash, edgeServices, ENVOY_UID, meta, mounts, NATS_CLIENT_PORT, natsChart,
   podSecurity, REDIS, REDIS_PORT, redisClients, resources, SECRET_MODE, selector, tlsKeys, tlsSecret, type Workload,
 } from "./k8s-common.js";
 import { natsValues, streamReplicas } from "./k8s-nats.js";
@@ -125,7 +126,7 @@ function appContainer(name: Workload): IContainer {
       };
   return {
     name: APP_CONTAINER,
-    image: images.app,
+    image: images.shopmesh,
     command: ["node", isGateway ? "dist/gateway/main.js" : `dist/services/${name}/main.js`],
     env: isGateway ? gatewayEnv : serviceEnv(name),
     ports: [...(isGateway ? [{ name: "http", containerPort: gateway.httpPort }] : []), { name: "metrics", containerPort: metricsPort }],
