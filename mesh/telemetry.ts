@@ -8,7 +8,7 @@
 import { createServer, type Server } from "node:http";
 import { trace } from "@opentelemetry/api";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
-import { BatchSpanProcessor, type SpanExporter, type SpanProcessor, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { AlwaysOffSampler, BatchSpanProcessor, type SpanExporter, type SpanProcessor, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { pino, type Logger } from "pino";
@@ -43,6 +43,9 @@ export function initTracing(service: string, exporter?: SpanExporter): void {
   provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ "service.name": process.env.OTEL_SERVICE_NAME ?? service }),
     spanProcessors,
+    // With nowhere to send spans, record none: each span is then only its ids (which logs and
+    // traceparent headers carry on), not attributes, events and timings built to be dropped.
+    ...(spanProcessors.length === 0 ? { sampler: new AlwaysOffSampler() } : {}),
   });
   provider.register();
 }
@@ -100,12 +103,25 @@ export function rpcMetrics(registry: Registry, side: "server" | "client") {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   }));
-  return (method: DescMethod) => {
-    const end = latency.startTimer();
-    return (code: string) => {
+  // The labelled children, bound once per method and code: finding them per call (hashing the
+  // label values) costs more than counting.
+  const children = new Map<DescMethod, Map<string, { handled: Counter.Internal; latency: Histogram.Internal<string> }>>();
+  const child = (method: DescMethod, code: string) => {
+    let byCode = children.get(method);
+    if (!byCode) children.set(method, (byCode = new Map()));
+    let found = byCode.get(code);
+    if (!found) {
       const labels = { grpc_service: method.parent.typeName, grpc_method: method.name, grpc_code: code };
-      handled.inc(labels);
-      end(labels);
+      byCode.set(code, (found = { handled: handled.labels(labels), latency: latency.labels(labels) }));
+    }
+    return found;
+  };
+  return (method: DescMethod) => {
+    const started = performance.now();
+    return (code: string) => {
+      const { handled, latency } = child(method, code);
+      handled.inc();
+      latency.observe((performance.now() - started) / 1000);
     };
   };
 }

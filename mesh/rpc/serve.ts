@@ -59,13 +59,18 @@ type Transport = ReturnType<typeof serverTransport>;
  */
 function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterceptor {
   return (method, call) => {
-    if (!transport.needsMetadata && transport.caller(call)) return new grpc.ServerInterceptingCall(call);
-    if (method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call)) return new grpc.ServerInterceptingCall(call);
+    // Proven once per call (a peer certificate is costly to read) and handed to the handler in
+    // metadata under VERIFIED_CALLER, which is always overwritten here: a caller cannot set it.
+    const proven = transport.needsMetadata ? undefined : transport.caller(call);
+    const openHealth = !proven && method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call);
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, forward) {
-            if (transport.needsMetadata && transport.caller(call, metadata)) return forward(metadata);
+            const caller = proven ?? transport.caller(call, metadata);
+            metadata.remove(VERIFIED_CALLER);
+            if (caller) metadata.set(VERIFIED_CALLER, caller);
+            if (caller || openHealth) return forward(metadata);
             logger.warn({ method: method.path, peer: call.getPeer() }, "refused a caller not proven to be a ShopMesh service");
             call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "caller is not proven to be a ShopMesh service" });
           },
@@ -74,6 +79,9 @@ function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterce
     });
   };
 }
+
+/** Where meshPeersOnly leaves the caller it proved, for the handler's chain. */
+const VERIFIED_CALLER = "x-mesh-verified-caller";
 
 // Keepalive: detect dead peers on idle connections; allow clients' pings at our client's interval.
 const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -106,8 +114,8 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
         : () => {
             throw new ConnectError(`${methodPath(method)} is not implemented`, Code.Unimplemented);
           };
-    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), calls, transport);
-    else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, calls, transport);
+    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), calls);
+    else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, calls);
     else throw new Error(`${methodPath(method)}: ${method.methodKind} methods are not supported by the mesh runtime`);
   }
   server.addService(grpcServiceDefinition(service), handlers);
@@ -201,18 +209,18 @@ class InFlight {
 type AnyCall = grpc.ServerUnaryCall<Message, unknown> | grpc.ServerWritableStream<Message, unknown>;
 
 /** The handler context and call scope for one incoming gRPC call. */
-function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal, transport: Transport): CallInfo & { deadline?: number } {
+function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo & { deadline?: number } {
   const rawDeadline = call.getDeadline();
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
   const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => (call.cancelled ? listener() : call.once("cancelled", listener)));
   const requestId = ctx.header(meshHeaders.requestId) ?? randomUUID();
-  return { method, ctx, requestId, caller: () => transport.caller(call, call.metadata), deadline };
+  return { method, ctx, requestId, caller: () => call.metadata.get(VERIFIED_CALLER)[0] as string | undefined, deadline };
 }
 
-function unaryHandler(method: DescMethod, next: Next, calls: InFlight, transport: Transport): grpc.handleUnaryCall<Message, unknown> {
+function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.handleUnaryCall<Message, unknown> {
   return (call, callback) => {
     const done = calls.begin();
-    const info = callInfo(method, call, calls.signal, transport);
+    const info = callInfo(method, call, calls.signal);
     runInCallScope(info, () => next(call.request, info))
       .then(
         (response) => callback(null, create(method.output, response as never)),
@@ -230,11 +238,10 @@ function serverStreamHandler(
   impl: (...args: unknown[]) => unknown,
   chain: (handler: Next) => Next,
   calls: InFlight,
-  transport: Transport,
 ): grpc.handleServerStreamingCall<Message, unknown> {
   return (call) => {
     const done = calls.begin();
-    const info = callInfo(method, call, calls.signal, transport);
+    const info = callInfo(method, call, calls.signal);
     const run = chain(async (request, { ctx }) => {
       for await (const message of impl(request, ctx) as AsyncIterable<unknown>) {
         if (ctx.signal.aborted) break; // the client went away: stop the handler's generator
