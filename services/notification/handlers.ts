@@ -51,11 +51,18 @@ export function notificationHandlers(db: Db): ServiceImpl<typeof NotificationSer
   };
 }
 
+/** One formatter per currency, made on first use: building one costs far more than formatting. */
+const formats = new Map<string, { format: Intl.NumberFormat; scale: number }>();
+
 /** Money for people: minor units scaled by the currency's own decimals (2 for EUR, 0 for JPY). */
-function amount(m: Money | undefined): string {
+export function amount(m: Money | undefined): string {
   if (!m) return "";
-  const format = new Intl.NumberFormat("en", { style: "currency", currency: m.currencyCode });
-  return format.format(Number(m.amountMinor) / 10 ** (format.resolvedOptions().maximumFractionDigits ?? 2));
+  let found = formats.get(m.currencyCode);
+  if (!found) {
+    const format = new Intl.NumberFormat("en", { style: "currency", currency: m.currencyCode });
+    formats.set(m.currencyCode, (found = { format, scale: 10 ** (format.resolvedOptions().maximumFractionDigits ?? 2) }));
+  }
+  return found.format.format(Number(m.amountMinor) / found.scale);
 }
 
 export function notificationConsumers(db: Db, sender: Sender): EventHandlerSpec[] {
