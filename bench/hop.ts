@@ -2,7 +2,7 @@
 // (logging, metrics, tracing, validation on) against raw node:http2 request/response over the
 // same mTLS, and against bare grpc-js (same adapter, no interceptors) to show what the runtime's
 // interceptors cost. Same process, same load generator, same run.
-//   npm run bench            (BENCH_SECONDS=5 BENCH_CONCURRENCY=64 by default)
+//   npm run bench:hop        (BENCH_SECONDS=5 BENCH_CONCURRENCY=64 by default)
 import http2 from "node:http2";
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";

@@ -1,14 +1,18 @@
 // The whole mesh as an operator runs it: one real PostgreSQL server with a database per service,
 // nats-server and redis-server, every service as its own node process (as `npm start` starts
 // them), and the gateway as its own process. Each process keeps its ports across restarts, so a
-// killed service comes back where its callers look for it. Used by the chaos and fuzz runs.
+// killed service comes back where its callers look for it. Used by the chaos and fuzz runs, and by
+// the benchmarks (bench/all.ts), which run the bundles of a built copy, on PostgreSQL or PGlite.
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { healthClient } from "../../mesh/rpc/health-client.js";
 import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
 import { treeCpuTicks } from "../../launcher/proc-stat.js";
+import { seedPgliteFolders } from "../../launcher/pglite-template.js";
 import { createTestPki, type TestPki } from "./pki.js";
 import { portFree } from "./ports.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
@@ -29,6 +33,8 @@ export interface MeshProcess {
   tail(): string[];
   /** A number that grows while it makes progress: lines written plus CPU time used. */
   progress(): number;
+  /** Its process id while it runs. */
+  pid(): number | undefined;
 }
 
 export interface ProcessMesh {
@@ -36,10 +42,11 @@ export interface ProcessMesh {
   /** Its connect() is the operator's connection (NATS is locked: TLS and a certificate of the test CA). */
   nats: NatsTestServer;
   redis: TestServer;
-  postgres: TestPostgres;
+  /** The server holding every service's database; undefined in the PGlite layout. */
+  postgres: TestPostgres | undefined;
   processes: Record<ProcessName, MeshProcess>;
   gatewayUrl: string;
-  /** The PostgreSQL URL of a service's own database. */
+  /** The PostgreSQL URL of a service's own database (throws in the PGlite layout). */
   databaseUrl(name: ServiceName): string;
   /** Resolves when the service answers SERVING on grpc.health.v1 (or the gateway's /healthz is 200). */
   /** Resolves once it answers; fails when it exits or shows no progress (output, CPU time) for `stallMs`. */
@@ -56,6 +63,18 @@ export interface ProcessMeshOptions {
   envFor?: Partial<Record<ProcessName, Record<string, string>>>;
   /** Every line any process writes (stdout and stderr). */
   onLine?(name: ProcessName, line: string): void;
+  /**
+   * Runs every process from the bundles `node scripts/build.mjs` made in `<root>/dist`, in `root`,
+   * with `nodeArgs`, as `npm start` does; by default the TypeScript sources run through tsx.
+   */
+  bundles?: { root: string; nodeArgs?: readonly string[] };
+  /**
+   * "pglite": no PostgreSQL server; each service embeds PGlite in `<root>/.data/<service>` (the
+   * bundles' root, else a temporary folder), seeded as the launcher seeds it. Default "postgres".
+   */
+  database?: "postgres" | "pglite";
+  /** Starts the PostgreSQL server instead of the default one (200 connections), e.g. with other settings. */
+  startPostgres?(): Promise<TestPostgres>;
 }
 
 const TAIL = 40;
@@ -74,8 +93,12 @@ async function stablePort(): Promise<number> {
   }
 }
 
-function managedProcess(name: ProcessName, port: number, env: Record<string, string>, onLine: ProcessMeshOptions["onLine"]): MeshProcess {
-  const entry = name === "gateway" ? join("gateway", "main.ts") : join("services", name, "main.ts");
+function managedProcess(name: ProcessName, port: number, env: Record<string, string>, opts: ProcessMeshOptions): MeshProcess {
+  const { onLine, bundles } = opts;
+  const dir = name === "gateway" ? "gateway" : join("services", name);
+  const [cwd, args] = bundles
+    ? [bundles.root, [...(bundles.nodeArgs ?? []), join("dist", dir, "main.js")]]
+    : [projectRoot, ["--import", "tsx", join(dir, "main.ts")]];
   let child: ChildProcess | undefined;
   const tail: string[] = [];
   let lines = 0;
@@ -86,7 +109,7 @@ function managedProcess(name: ProcessName, port: number, env: Record<string, str
     running,
     start() {
       if (running()) throw new Error(`${name} is already running`);
-      child = spawn(process.execPath, ["--import", "tsx", entry], { cwd: projectRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+      child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
       for (const stream of [child.stdout!, child.stderr!]) {
         createInterface({ input: stream }).on("line", (line) => {
           tail.push(line);
@@ -104,7 +127,22 @@ function managedProcess(name: ProcessName, port: number, env: Record<string, str
     },
     tail: () => [...tail],
     progress: () => lines + (child?.pid ? treeCpuTicks(child.pid) ?? 0 : 0),
+    pid: () => (running() ? child!.pid : undefined),
   };
+}
+
+/** A folder for the PGlite databases, seeded from one template as the launcher does (a fresh PGlite initdb costs ~6 s of CPU each). */
+async function pgliteRoot(opts: ProcessMeshOptions, started: { stop(): Promise<void> }[]): Promise<string> {
+  let root = opts.bundles?.root;
+  if (!root) {
+    const made = mkdtempSync(join(tmpdir(), "shopmesh-pglite-"));
+    symlinkSync(join(projectRoot, "node_modules"), join(made, "node_modules")); // the template maker imports PGlite from here
+    started.push({ stop: async () => rmSync(made, { recursive: true, force: true }) });
+    root = made;
+  }
+  mkdirSync(join(root, ".data"), { recursive: true });
+  await seedPgliteFolders(root, serviceNames);
+  return root;
 }
 
 export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<ProcessMesh> {
@@ -122,19 +160,22 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
   live.add(stop);
   try {
     const pki = await createTestPki();
-    const [nats, redis, postgres] = await Promise.all([startNats(pki), startRedis(), startPostgres({ maxConnections: 200 })]);
-    started.push(nats, redis, postgres);
+    const pglite = opts.database === "pglite";
+    const [nats, redis, postgres] = await Promise.all([startNats(pki), startRedis(), pglite ? undefined : (opts.startPostgres?.() ?? startPostgres({ maxConnections: 200 }))]);
+    started.push(nats, redis, ...(postgres ? [postgres] : []));
     const database = (name: ServiceName) => `shop_${name}`; // "order" is an SQL keyword
-    for (const name of serviceNames) await postgres.createDatabase(database(name));
+    if (postgres) for (const name of serviceNames) await postgres.createDatabase(database(name));
+    const dataRoot = pglite ? await pgliteRoot(opts, started) : undefined;
+    const databaseOf = (name: ServiceName): Record<string, string> => (postgres ? { DATABASE_URL: postgres.url(database(name)) } : { DATA_DIR: join(dataRoot!, ".data", name) });
     const certsDir = await pki.dir([...serviceNames, "gateway", "client"]);
     const ports = Object.fromEntries(await Promise.all([...serviceNames, "gateway"].map(async (n) => [n, { port: await stablePort(), metrics: await stablePort() }])));
     const addresses = Object.fromEntries(serviceNames.map((n) => [`${n.toUpperCase()}_ADDRESSES`, `127.0.0.1:${ports[n].port}`]));
     const common = { NATS_URL: nats.url, REDIS_URL: redis.url, CERTS_DIR: certsDir, LOG_LEVEL: "info", ...addresses, ...opts.env };
     for (const name of serviceNames) {
-      const env = { ...common, PORT: String(ports[name].port), METRICS_PORT: String(ports[name].metrics), DATABASE_URL: postgres.url(database(name)), ...opts.envFor?.[name] };
-      processes[name] = managedProcess(name, ports[name].port, env, opts.onLine);
+      const env = { ...common, PORT: String(ports[name].port), METRICS_PORT: String(ports[name].metrics), ...databaseOf(name), ...opts.envFor?.[name] };
+      processes[name] = managedProcess(name, ports[name].port, env, opts);
     }
-    processes.gateway = managedProcess("gateway", ports.gateway.port, { ...common, PORT: String(ports.gateway.port), METRICS_PORT: String(ports.gateway.metrics), ...opts.envFor?.gateway }, opts.onLine);
+    processes.gateway = managedProcess("gateway", ports.gateway.port, { ...common, PORT: String(ports.gateway.port), METRICS_PORT: String(ports.gateway.metrics), ...opts.envFor?.gateway }, opts);
     const gatewayUrl = `http://127.0.0.1:${ports.gateway.port}`;
 
     // A fresh channel per check: a long-lived one backs off (up to minutes) while its service is down.
@@ -164,7 +205,11 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
     await Promise.all(serviceNames.map((n) => waitReady(n)));
     processes.gateway.start();
     await waitReady("gateway");
-    return { pki, nats, redis, postgres, processes, gatewayUrl, databaseUrl: (n) => postgres.url(database(n)), waitReady, health: check, stop };
+    const databaseUrl = (n: ServiceName) => {
+      if (!postgres) throw new Error("the PGlite layout has no PostgreSQL server");
+      return postgres.url(database(n));
+    };
+    return { pki, nats, redis, postgres, processes, gatewayUrl, databaseUrl, waitReady, health: check, stop };
   } catch (err) {
     await stop();
     throw err;
