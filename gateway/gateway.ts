@@ -1,5 +1,5 @@
 // The gateway process: configuration, the clients to every public service, token verification,
-// the shared rate limiter, and the edge server.
+// the shared rate limiter, the cache of public reads with its invalidation feed, and the edge server.
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { loadTls } from "../mesh/certs.js";
@@ -14,7 +14,11 @@ import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
 import type { MeshClient } from "../mesh/rpc/client.js";
 import { createAuthenticator } from "./auth.js";
 import { openapiDocument } from "./openapi.js";
+import { startInvalidationFeed } from "./invalidation-feed.js";
+import { ProductFreshness } from "./product-freshness.js";
+import { publicReads } from "./public-reads.js";
 import { createRateLimiter } from "./rate-limit.js";
+import { ResponseCache } from "./response-cache.js";
 import { createEdgeServer } from "./server.js";
 import { connectUpstreams, publicServices } from "./upstreams.js";
 
@@ -44,6 +48,12 @@ const spec = {
   /** Proxies in front of the gateway that append X-Forwarded-For (0: clients connect directly). */
   TRUSTED_PROXY_HOPS: env.int(0, 0),
   UPSTREAM_TIMEOUT_MS: env.int(5_000, 100),
+  /** NATS, for the events that invalidate the cache of public reads; without it nothing is cached. */
+  NATS_URL: env.url(["nats:", "tls:"]),
+  /** The cache of public reads (see public-reads.ts): its bounds, and the longest an answer is kept. 0 entries: no cache. */
+  CACHE_MAX_ENTRIES: env.int(10_000, 0),
+  CACHE_MAX_BYTES: env.int(16 * 1_048_576, 0),
+  CACHE_MAX_AGE_MS: env.int(10_000, 1),
   LOG_LEVEL: env.string("info"),
 };
 
@@ -72,6 +82,23 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   // connecting would not be shared with the other replicas.
   await Promise.race([new Promise((resolve) => redis.once("ready", resolve)), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   const health = publicServices.map(([, name]) => healthClient(addresses(name)[0]!, name, tls, c.MESH_TRANSPORT));
+  const cache = new ResponseCache({ maxEntries: c.CACHE_MAX_ENTRIES, maxBytes: c.CACHE_MAX_BYTES, maxAgeMs: c.CACHE_MAX_AGE_MS, metrics });
+  const freshness = new ProductFreshness();
+  const feed = c.NATS_URL && c.CACHE_MAX_ENTRIES > 0
+    ? startInvalidationFeed({
+      url: c.NATS_URL, tls, subjects: gatewayTopology.cacheInvalidatedBy, logger,
+      event(subject, payload) {
+        cache.invalidate(); // first: whatever happens below, nothing older is served from here on
+        try {
+          freshness.announced(subject, payload);
+        } catch (err) {
+          logger.warn({ err }, "an invalidating event that does not decode");
+        }
+      },
+      live: () => cache.resume(),
+      lost: () => cache.suspend(),
+    })
+    : undefined;
 
   const server = createEdgeServer({
     upstreams,
@@ -83,6 +110,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
     maxBodyBytes: c.MAX_BODY_BYTES,
     bodyIdleTimeoutMs: c.BODY_IDLE_TIMEOUT_MS,
     trustedProxyHops: c.TRUSTED_PROXY_HOPS,
+    publicReads: publicReads(cache, freshness),
     ready: async () => (await Promise.all(health.map((h) => h.check("", 1_000).catch(() => "DOWN")))).every((s) => s === "SERVING"),
     openapi: openapiDocument(publicServices.map(([s]) => s)),
   });
@@ -91,6 +119,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
     if (metricsServer) await new Promise((resolve) => metricsServer!.close(resolve));
     for (const client of upstreams.values()) client.close();
     health.forEach((h) => h.close());
+    await feed?.stop();
     redis.disconnect();
     await shutdownTracing();
   };

@@ -8,6 +8,7 @@ import { authorize } from "./access.js";
 import { toHttpError } from "./errors.js";
 import { proxyStream, proxyUnary, type EdgeCall } from "./proxy.js";
 import { readBody, type BodyLimits } from "./request-body.js";
+import type { PublicReads } from "./public-reads.js";
 import type { Upstreams } from "./upstreams.js";
 
 /** Reads the body (see request-body.ts), and parses it as JSON when there is one. */
@@ -24,9 +25,13 @@ async function readJson(req: IncomingMessage, limits: BodyLimits): Promise<JsonV
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), ...extraHeaders });
-  res.end(text);
+  sendJsonBytes(res, status, JSON.stringify(body), extraHeaders);
+}
+
+/** Answers JSON already serialized (e.g. from the cache of public reads). */
+export function sendJsonBytes(res: ServerResponse, status: number, body: string | Buffer, extraHeaders: Record<string, string> = {}): void {
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), ...extraHeaders });
+  res.end(body);
 }
 
 export function sendError(res: ServerResponse, err: unknown, tokenGiven = false): void {
@@ -41,6 +46,7 @@ export interface RestOptions {
   routes: readonly Route[];
   upstreams: Upstreams;
   body: BodyLimits;
+  publicReads?: PublicReads;
 }
 
 /** Handles a REST request; false when no route's path matches (the caller answers 404). */
@@ -69,7 +75,11 @@ export async function handleRest(opts: RestOptions, req: IncomingMessage, res: S
     res.end();
     return true;
   }
-  const response = await proxyUnary(opts.upstreams, method, request, call);
-  sendJson(res, 200, toJson(method.output, response));
+  const read = () => proxyUnary(opts.upstreams, method, request, call);
+  if (opts.publicReads?.covers(method) && req.method === "GET" && body === undefined && !req.headers.authorization) {
+    sendJsonBytes(res, 200, await opts.publicReads.answer(method, url.pathname + url.search, read));
+    return true;
+  }
+  sendJson(res, 200, toJson(method.output, await read()));
   return true;
 }

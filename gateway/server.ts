@@ -17,6 +17,7 @@ import type { Logger } from "../mesh/telemetry.js";
 import type { Authenticator } from "./auth.js";
 import { deriveRoutes } from "./http-rules.js";
 import type { EdgeCall } from "./proxy.js";
+import type { PublicReads } from "./public-reads.js";
 import type { RateLimiter } from "./rate-limit.js";
 import { BodyRefused, discardRest, tooLarge, type BodyLimits } from "./request-body.js";
 import { handleRest, sendError, sendJson } from "./rest.js";
@@ -35,6 +36,8 @@ export interface EdgeOptions {
   bodyIdleTimeoutMs: number;
   /** Proxies in front of the gateway that append to X-Forwarded-For (0: clients connect directly). */
   trustedProxyHops: number;
+  /** The cache of public reads (REST GETs); without it every read goes to its service. */
+  publicReads?: PublicReads;
   /** True while every upstream answers SERVING (for /readyz). */
   ready(): Promise<boolean>;
   openapi: object;
@@ -124,6 +127,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
   const bodyLimits: BodyLimits = { maxBytes: opts.maxBodyBytes, idleTimeoutMs: opts.bodyIdleTimeoutMs };
   const serveRpc = createRpcHandler({ upstreams: opts.upstreams, body: bodyLimits, logger: opts.logger });
   const record = httpMetrics(opts.metrics);
+  const restOptions = { routes, upstreams: opts.upstreams, body: bodyLimits, publicReads: opts.publicReads };
   const tracer = trace.getTracer("shopmesh-gateway");
   const openapiText = JSON.stringify(opts.openapi);
   // Probes may come often and from anywhere: check the upstreams at most once a second.
@@ -199,7 +203,7 @@ export function createEdgeServer(opts: EdgeOptions): Server {
       await serveRpc(req, res, url.pathname, call);
       return "connect";
     }
-    const restRoute = await handleRest({ routes, upstreams: opts.upstreams, body: bodyLimits }, req, res, url, call);
+    const restRoute = await handleRest(restOptions, req, res, url, call);
     if (!restRoute) sendJson(res, 404, { code: "not_found", message: `no route for ${req.method} ${url.pathname}`, details: [] });
     return restRoute ? "rest" : "unmatched";
   }

@@ -2,7 +2,7 @@
 // whom it calls, which events it owns and which it consumes, how callers treat it (deadline,
 // retries, breaker, ejection), what it needs to run (resources) and how far it scales. Derived
 // from it: the launcher's processes (launcher/), the gateway's upstreams (gateway/upstreams.ts),
-// the nats-server configuration and each service's NATS permissions (mesh/events/nats-config.ts),
+// the nats-server configuration and each NATS user's permissions (mesh/events/nats-config.ts),
 // the clients' resilience policy (mesh/service.ts), and every deploy file (`npm run deploy:gen`:
 // envoy/, docker-compose.yml, deploy/k8s/). Each fact is written down once, here.
 import type { DescService } from "@bufbuild/protobuf";
@@ -144,7 +144,13 @@ export const gateway = {
   metricsPort: 9450,
   resources: { cpu: "200m", memory: "160Mi", memoryLimit: "512Mi" },
   scaling: defaultScaling,
-} as const satisfies { name: string; httpPort: number; metricsPort: number; resources: Resources; scaling: Scaling };
+  /**
+   * Events after which the gateway drops its cached public reads (gateway/response-cache.ts) of the
+   * service that owns them. Every replica subscribes to exactly these (core NATS), and NATS lets it
+   * do exactly that and nothing else (mesh/events/nats-config.ts).
+   */
+  cacheInvalidatedBy: ["shop.product.updated"],
+} as const satisfies { name: string; httpPort: number; metricsPort: number; resources: Resources; scaling: Scaling; cacheInvalidatedBy: readonly string[] };
 
 /**
  * Where a service runs behind an Envoy sidecar (MESH_TRANSPORT=sidecar), the same in every pod or

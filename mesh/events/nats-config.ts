@@ -4,17 +4,18 @@
 // nats-server speaks TLS only and requires a client certificate from the mesh CA
 // (`verify_and_map`): it maps the certificate to a NATS user by its SAN — DNS names first, then
 // the URI — so each service's user is its SPIFFE id, spiffe://shopmesh/<name> (no user is named
-// after a DNS name). A certificate of the CA that maps to no user (the gateway's) is refused.
+// after a DNS name). A certificate of the CA that maps to no user is refused.
 //
 // A service may publish only its own events, dead-letter only its own consumers' messages, use
 // only the JetStream API calls its own stream and consumers need, and receive only on its own
-// inbox prefix, so it cannot read another service's replies. The "client" identity (CLI tools,
-// `npm run dlq`, tests) is the operator: full rights.
+// inbox prefix, so it cannot read another service's replies. The gateway may only subscribe to the
+// events that invalidate its cache (topology's gateway.cacheInvalidatedBy) and publish nothing.
+// The "client" identity (CLI tools, `npm run dlq`, tests) is the operator: full rights.
 import type { ConnectionOptions } from "nats";
 import type { TlsFiles } from "../certs.js";
 import { spiffeId } from "../certs.js";
 import { DLQ_STREAM, streamName } from "./events.js";
-import { ownerOfSubject, serviceNames, topology, type ServiceName } from "../topology.js";
+import { gateway, ownerOfSubject, serviceNames, topology, type ServiceName } from "../topology.js";
 
 /** The identity with every right on NATS: operators, their tools and tests. */
 export const natsOperator = "client";
@@ -56,6 +57,15 @@ export function natsPermissions(service: ServiceName): NatsPermissions {
   return { publish, subscribe: [`${inboxPrefix(service)}.>`] };
 }
 
+/** The gateway's NATS user: it subscribes (core NATS) to its cache's invalidating events, and publishes nothing. */
+export function gatewayNatsPermissions(): { publish: { deny: string[] }; subscribe: { allow: string[] } } {
+  for (const subject of gateway.cacheInvalidatedBy) {
+    if (!ownerOfSubject(subject)) throw new Error(`topology: the gateway's cache is invalidated by ${subject}, which no service publishes`);
+  }
+  // An empty allow list would allow everything: deny publishing outright.
+  return { publish: { deny: [">"] }, subscribe: { allow: [...gateway.cacheInvalidatedBy] } };
+}
+
 /** Options every mesh process connects with: its certificate, always, and its own inbox prefix. */
 export function natsConnectOptions(identity: string, tls: TlsFiles): Partial<ConnectionOptions> {
   // Given file names, the client reads them at every reconnect: a renewed certificate (cert-manager
@@ -86,6 +96,7 @@ export function natsServerConfig(opts: NatsServerOptions): string {
       const { publish, subscribe } = natsPermissions(name);
       return { user: spiffeId(name), permissions: { publish: { allow: publish }, subscribe: { allow: subscribe } } };
     }),
+    { user: spiffeId(gateway.name), permissions: gatewayNatsPermissions() },
   ];
   const config = {
     host: opts.host,

@@ -188,8 +188,9 @@ function serviceApp(name: ServiceName): Service {
 
 /** The gateway serves the public port itself, on every address of the namespace its sidecar owns. */
 function gatewayApp(): Service {
-  const env = { HOST: "0.0.0.0", PORT: String(gateway.httpPort), METRICS_PORT: String(gateway.metricsPort), REDIS_URL: redisUrl };
-  const dependsOn = { redis: healthy(), ...Object.fromEntries(publicServices.map(([, name]) => [name, healthy()])) };
+  // NATS: the events that invalidate its cache of public reads.
+  const env = { HOST: "0.0.0.0", PORT: String(gateway.httpPort), METRICS_PORT: String(gateway.metricsPort), REDIS_URL: redisUrl, NATS_URL: `tls://nats:${infraPorts.nats}` };
+  const dependsOn = { redis: healthy(), nats: healthy(), ...Object.fromEntries(publicServices.map(([, name]) => [name, healthy()])) };
   return appBase("gateway", "dist/gateway/main.js", env, dependsOn, gateway.resources.memoryLimit);
 }
 

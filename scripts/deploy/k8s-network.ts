@@ -1,6 +1,7 @@
 // The prod overlay's NetworkPolicies: nothing moves in the namespace unless a flow below names it,
 // and every flow comes from the topology: a service's callers reach its grpcPort (its Envoy), the
-// services reach NATS and PostgreSQL, the catalog and the gateway reach Redis, anyone reaches the
+// services reach NATS and PostgreSQL, the gateway reaches NATS (its cache's invalidations), the
+// catalog and the gateway reach Redis, anyone reaches the
 // gateway's HTTP port, Prometheus scrapes the metrics ports, the NATS servers route to each other,
 // the CloudNativePG operator reaches its instances. A flow is allowed on both ends: the source's
 // egress and the destination's ingress.
@@ -50,6 +51,7 @@ export function meshFlows(): Flow[] {
     // Every service runs the outbox and its consumers on NATS, and keeps its state in PostgreSQL.
     flows.push({ from: workload(name), to: nats, port: NATS_CLIENT_PORT }, { from: workload(name), to: postgres, port: POSTGRES_PORT });
   }
+  flows.push({ from: workload("gateway"), to: nats, port: NATS_CLIENT_PORT }); // its cache's invalidations
   for (const client of redisClients) flows.push({ from: workload(client), to: redis, port: REDIS_PORT });
   flows.push({ from: anywhere, to: workload("gateway"), port: gateway.httpPort });
   for (const name of [...serviceNames, "gateway" as const]) {

@@ -105,6 +105,8 @@ const gatewayEnv: IEnvVar[] = [
   { name: "METRICS_PORT", value: String(gateway.metricsPort) },
   { name: "CERTS_DIR", value: mounts.appCerts },
   { name: "REDIS_URL", value: `redis://${REDIS}:${REDIS_PORT}` },
+  // The events that invalidate its cache of public reads.
+  { name: "NATS_URL", value: `tls://${natsChart.release}:${NATS_CLIENT_PORT}` },
   { name: "LOG_LEVEL", value: "info" },
 ];
 

@@ -115,10 +115,10 @@ describe("who may connect to NATS", () => {
     expect(await session({ ca, cert, key })).toBe("PONG");
   });
 
-  it("refuses a mesh certificate that maps to no NATS user (the gateway never uses NATS)", async () => {
-    const { ca, cert, key } = await pki.tls("gateway");
+  it("refuses a mesh certificate that maps to no NATS user", async () => {
+    const { ca, cert, key } = await pki.tls("intruder");
     expect(await session({ ca, cert, key })).toMatch(/^-ERR 'Authorization Violation'/);
-    expect((await refusal(connectAs("gateway"))).message).toMatch(/authorization/i);
+    expect((await refusal(connectAs("intruder"))).message).toMatch(/authorization/i);
   });
 });
 

@@ -1,0 +1,104 @@
+// The gateway's side of NATS: a plain core subscription to the events that invalidate its cache
+// (topology's gateway.cacheInvalidatedBy), so every replica sees every one, over TLS with the
+// gateway's own certificate (NATS lets it subscribe to exactly these subjects, publish nothing).
+// The cache may be on only while the feed surely delivers: `live` is called once the server has
+// confirmed the subscriptions (a flush after SUB: a refused one is reported before the PONG), `lost`
+// on any doubt: disconnect, a stale connection, a refused subscription, the connection closed.
+// Events missed while it was away are unknowable, so the cache starts empty each time it is live.
+import { connect, type NatsConnection, type Subscription } from "nats";
+import type { TlsFiles } from "../mesh/certs.js";
+import { natsConnectOptions } from "../mesh/events/nats-config.js";
+import type { Logger } from "../mesh/telemetry.js";
+
+export interface InvalidationFeedOptions {
+  url: string;
+  tls: TlsFiles;
+  subjects: readonly string[];
+  logger: Logger;
+  /** An event arrived on `subject`. */
+  event(subject: string, payload: Uint8Array): void;
+  live(): void;
+  lost(): void;
+  /**
+   * How often the client pings the server; two unanswered pings count as a lost connection. A
+   * connection that died without closing is noticed within about twice this.
+   */
+  pingIntervalMs?: number;
+}
+
+export interface InvalidationFeed {
+  stop(): Promise<void>;
+}
+
+export function startInvalidationFeed(opts: InvalidationFeedOptions): InvalidationFeed {
+  let nc: NatsConnection | undefined;
+  let stopping = false;
+  /** Bumped by every loss: a confirmation that began before one is void. */
+  let epoch = 0;
+  const lose = () => {
+    epoch++;
+    opts.lost();
+  };
+
+  const started = (async () => {
+    // Until the first connection, tried here (connect's own waitOnFirstConnect cannot be stopped).
+    for (let attempt = 0; !nc && !stopping; attempt++) {
+      try {
+        nc = await connect({
+          servers: opts.url, ...natsConnectOptions("gateway", opts.tls), timeout: 5_000,
+          maxReconnectAttempts: -1, reconnectTimeWait: 500, pingInterval: opts.pingIntervalMs ?? 2_000, maxPingOut: 2,
+        });
+      } catch (err) {
+        if (attempt % 30 === 0) opts.logger.warn({ err, nats: opts.url }, "cannot reach NATS: the edge cache stays off until it can");
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    }
+    if (!nc) return;
+    if (stopping) return void (await nc.close());
+    const connection = nc;
+    const subs: Subscription[] = opts.subjects.map((subject) =>
+      connection.subscribe(subject, {
+        callback: (err, msg) => {
+          if (err) {
+            opts.logger.error({ err, subject }, "NATS refused the cache's invalidation subscription: the cache stays off");
+            return lose();
+          }
+          opts.event(msg.subject, msg.data);
+        },
+      }));
+    const confirm = async () => {
+      const at = epoch;
+      try {
+        await connection.flush();
+      } catch {
+        return; // the connection went away meanwhile: its loss was reported
+      }
+      if (at === epoch && !stopping && subs.every((s) => !s.isClosed())) {
+        opts.logger.info({ subjects: opts.subjects }, "cache invalidations live: the edge cache is on");
+        opts.live();
+      }
+    };
+    void confirm();
+    for await (const status of connection.status()) {
+      if (stopping) break;
+      if (status.type === "disconnect" || status.type === "staleConnection" || status.type === "reconnecting") {
+        if (status.type === "disconnect") opts.logger.warn({ nats: opts.url }, "NATS disconnected: the edge cache is off until it is back");
+        lose();
+      } else if (status.type === "reconnect") {
+        lose(); // events published meanwhile were missed
+        void confirm(); // the client subscribes again on reconnecting
+      }
+    }
+  })();
+  started.catch((err) => opts.logger.error({ err }, "cache invalidation feed failed: the edge cache stays off"));
+  // However the connection ends (closed, refused for good), the cache must not stay on.
+  void started.then(() => nc?.closed()).then(() => !stopping && lose(), () => {});
+
+  return {
+    async stop() {
+      stopping = true;
+      lose();
+      await nc?.close().catch(() => {});
+    },
+  };
+}
