@@ -193,8 +193,10 @@ export function createEdgeServer(opts: EdgeOptions): Server {
       return "rate-limited";
     }
     if (refused) throw refused;
+    // Aborted only when the client left before the answer was complete (the upstream call is then
+    // cancelled): aborting after every finished answer cost a DOMException each time.
     const abort = new AbortController();
-    res.once("close", () => abort.abort());
+    res.once("close", () => res.writableFinished || abort.abort());
     const idempotencyKey = req.headers["idempotency-key"]?.toString();
     const call: EdgeCall = { user, requestId, idempotencyKey, signal: abort.signal, report };
     calls.set(req, call);
