@@ -60,9 +60,9 @@ export async function handleRest(opts: RestOptions, req: IncomingMessage, res: S
   const { method } = match.route;
   authorize(method, call.user); // before reading a body the caller may not send here
   const body = await readJson(req, opts.body);
-  const request = buildRequest(match, body, url.searchParams);
+  const request = () => buildRequest(match, body, url.searchParams);
   if (method.methodKind === "server_streaming") {
-    const stream = proxyStream(opts.upstreams, method, request, call)[Symbol.asyncIterator]();
+    const stream = proxyStream(opts.upstreams, method, request(), call)[Symbol.asyncIterator]();
     const first = await stream.next(); // errors before the first message still get a JSON error
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
     const write = (m: typeof first.value) => res.write(`data: ${JSON.stringify(toJson(method.output, m))}\n\n`);
@@ -75,8 +75,9 @@ export async function handleRest(opts: RestOptions, req: IncomingMessage, res: S
     res.end();
     return true;
   }
-  const read = () => proxyUnary(opts.upstreams, method, request, call);
+  const read = () => proxyUnary(opts.upstreams, method, request(), call);
   if (opts.publicReads?.covers(method) && req.method === "GET" && body === undefined && !req.headers.authorization) {
+    // The key is the whole target: a stored answer's request was built from it once already.
     sendJsonBytes(res, 200, await opts.publicReads.answer(method, url.pathname + url.search, read));
     return true;
   }
