@@ -26,6 +26,8 @@ export interface BodyLimits {
 
 export const tooLarge = (limits: BodyLimits, rest?: AsyncIterator<Buffer>) => new BodyRefused(413, "resource_exhausted", `the request body exceeds ${limits.maxBytes} bytes`, rest);
 
+const EMPTY = Buffer.alloc(0);
+
 /** The next chunk of a body, or "idle" when none comes within `idleMs`. */
 async function nextChunk(body: AsyncIterator<Buffer>, idleMs: number): Promise<IteratorResult<Buffer> | "idle"> {
   let timer: NodeJS.Timeout | undefined;
@@ -35,6 +37,9 @@ async function nextChunk(body: AsyncIterator<Buffer>, idleMs: number): Promise<I
 
 /** The whole body, or BodyRefused (413 past the limit, 408 when it stops arriving). */
 export async function readBody(req: IncomingMessage, limits: BodyLimits): Promise<Buffer> {
+  // Neither Content-Length nor Transfer-Encoding: HTTP/1.1 framing says there is no body (RFC 9112
+  // §6.3), so there is nothing to wait for (most GETs; waiting costs a timer and a stream iterator).
+  if (req.headers["transfer-encoding"] === undefined && (req.headers["content-length"] ?? "0") === "0") return EMPTY;
   const chunks: Buffer[] = [];
   let size = 0;
   const body = req[Symbol.asyncIterator]();
