@@ -20,6 +20,7 @@ const gateways: RunningGateway[] = [];
 beforeAll(async () => {
   redis = await startRedis();
   redisClient = new Redis(redis.url);
+  redisClient.on("error", () => {}); // while the last test has Redis down
   const pki = await createTestPki();
   const nowhere = `127.0.0.1:${await freePort()}`;
   const env = {
