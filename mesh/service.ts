@@ -33,7 +33,7 @@ export interface ServiceDefinition<S extends DescService, C extends ConfigSpec> 
   /** The service's own environment variables, beyond the common ones. */
   config: C;
   handlers(deps: ServiceDeps<C>): Promise<ServiceImpl<S>> | ServiceImpl<S>;
-  /** The events this service reacts to (consumed at least once; use handleOnce for one effect). */
+  /** The events this service reacts to (each applied once through the inbox; see EventHandlerSpec). */
   consumers?(deps: ServiceDeps<C>): EventHandlerSpec[];
 }
 
@@ -42,8 +42,6 @@ export interface ServiceDeps<C extends ConfigSpec> {
   logger: Logger;
   metrics: Registry;
   config: ConfigOf<C>;
-  /** Wakes the outbox relay: call after committing a transaction that enqueued events. */
-  publishOutbox(): void;
   /** Registers cleanup to run when the service stops (after its calls and consumers have drained). */
   onStop(cleanup: () => Promise<void> | void): void;
   /**
@@ -130,7 +128,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     const periodic = startPeriodic(name, intervalMs, job, logger);
     onStop(() => periodic.stop());
   };
-  const deps: ServiceDeps<C> = { db, logger, metrics, config, publishOutbox: () => eventing?.notify(), onStop, every, upstream };
+  const deps: ServiceDeps<C> = { db, logger, metrics, config, onStop, every, upstream };
   const impl = await def.handlers(deps);
   const server = await serve({
     service: def.service,

@@ -13,9 +13,27 @@ export interface Queryable {
   query<T extends Row = Row>(sql: string, params?: unknown[]): Promise<T[]>;
 }
 
+/**
+ * A transaction in progress. Work registered with `atCommit` runs at its end: `before` as its last
+ * statements (so several writes of one kind can become one multi-row statement), `after` once it
+ * has committed (so what follows a commit, such as publishing its events, never runs for a
+ * rollback).
+ */
+export interface Tx extends Queryable {
+  /** The database this transaction runs on. */
+  readonly db: Db;
+  /** The transaction's registration under `key`, made by `make` on first use. */
+  atCommit<H extends CommitHooks>(key: symbol, make: () => H): H;
+}
+
+export interface CommitHooks {
+  before?(q: Queryable): Promise<void>;
+  after?(): void;
+}
+
 export interface Db extends Queryable {
   /** Runs `fn` in one transaction: committed if it resolves, rolled back if it throws. */
-  tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  tx<T>(fn: (q: Tx) => Promise<T>): Promise<T>;
   /** True while the database answers (readiness). */
   ping(): Promise<boolean>;
   close(): Promise<void>;
@@ -53,26 +71,32 @@ function openPostgres(url: string, statementTimeoutMs: number): Db {
       return (await c.query<T>(sql, params)).rows;
     },
   });
-  return {
+  const db: Db = {
     kind: "postgres",
     ...run(pool),
     async tx(fn) {
       const client = await pool.connect();
+      const ending = new CommitWork(db);
+      let result: Awaited<ReturnType<typeof fn>>;
       try {
         await client.query("BEGIN");
-        const result = await fn(run(client));
+        const q = ending.tx(run(client));
+        result = await fn(q);
+        await ending.before(q);
         await client.query("COMMIT");
-        return result;
       } catch (err) {
         await client.query("ROLLBACK").catch(() => {});
         throw err;
       } finally {
         client.release();
       }
+      ending.after();
+      return result;
     },
     ping: () => pool.query("SELECT 1").then(() => true, () => false),
     close: () => pool.end(),
   };
+  return db;
 }
 
 async function openPglite(dataDir?: string): Promise<Db> {
@@ -85,13 +109,48 @@ async function openPglite(dataDir?: string): Promise<Db> {
       return (await c.query<T>(sql, params)).rows;
     },
   });
-  return {
+  const self: Db = {
     kind: "pglite",
     ...run(db),
-    tx: (fn) => db.transaction((t) => fn(run(t))),
+    async tx(fn) {
+      const ending = new CommitWork(self);
+      const result = await db.transaction(async (t) => {
+        const q = ending.tx(run(t));
+        const value = await fn(q);
+        await ending.before(q);
+        return value;
+      });
+      ending.after();
+      return result;
+    },
     ping: () => db.query("SELECT 1").then(() => true, () => false),
     close: () => db.close(),
   };
+  return self;
+}
+
+/** What a transaction's `atCommit` registrations ask of its end. */
+class CommitWork {
+  private readonly hooks = new Map<symbol, CommitHooks>();
+
+  constructor(private readonly db: Db) {}
+
+  tx(q: Queryable): Tx {
+    const atCommit = <H extends CommitHooks>(key: symbol, make: () => H): H => {
+      if (!this.hooks.has(key)) this.hooks.set(key, make());
+      return this.hooks.get(key) as H;
+    };
+    return { db: this.db, query: q.query, atCommit };
+  }
+
+  async before(q: Queryable): Promise<void> {
+    for (const hooks of this.hooks.values()) await hooks.before?.(q);
+  }
+
+  /** After the commit: hooks must not throw (the transaction has committed; the caller must hear so). */
+  after(): void {
+    for (const hooks of this.hooks.values()) hooks.after?.();
+  }
 }
 
 /**

@@ -8,22 +8,35 @@
 // Each service creates and updates only its own stream (and the shared dead-letter stream if it
 // consumes); a consumer of another service's stream waits until that stream's owner has made it.
 import type { DescMessage } from "@bufbuild/protobuf";
+import { context } from "@opentelemetry/api";
 import { connect, type NatsConnection } from "nats";
 import type { TlsFiles } from "../certs.js";
-import type { Db } from "../data/db.js";
+import type { Db, Tx } from "../data/db.js";
 import { consume, ensureStreams, eventSubject, streamName, type Delivered, type RunningConsumer, type StreamLimits } from "./events.js";
 import { durableName, natsConnectOptions } from "./nats-config.js";
 import type { Registry } from "prom-client";
+import { applyOnce } from "./inbox.js";
 import { outboxBacklogGauge, startRelay, type Relay } from "./outbox.js";
 import type { Logger } from "../telemetry.js";
 import { ownerOfSubject, topology, type ServiceName } from "../topology.js";
 
-/** One event type a service reacts to. */
+/**
+ * One event type a service reacts to. Events that arrive together are applied in one transaction,
+ * each once (the inbox, under the consumer's name), and the events they enqueue are published
+ * right after its commit.
+ */
 export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
   event: S;
-  /** Short name, unique within the service; the durable consumer is `<service>-<name>`. */
+  /** Short name, unique within the service; the durable consumer is `<service>-<name>`, the inbox key `<name>`. */
   name: string;
-  handler: (event: Delivered<S>) => Promise<void>;
+  /** The event's effect on the service's database, inside a transaction other events of the batch share. */
+  apply?: (q: Tx, event: Delivered<S>) => Promise<void>;
+  /**
+   * What follows the commit (waking watchers, starting a charge). It runs for every delivery,
+   * redeliveries too (a process may have died between the commit and this), so it is idempotent;
+   * if it throws, the event comes again.
+   */
+  then?: (event: Delivered<S>) => Promise<void> | void;
   maxDeliver?: number;
   backoffMs?: readonly number[];
 }
@@ -32,6 +45,15 @@ export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
 export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as unknown as EventHandlerSpec;
 
 /** The service whose stream holds an event: the one whose topology eventSubjects match its subject. */
+/** A batch of one consumer's events: their effects in one transaction, then what follows each. */
+function handlerOf(db: Db, spec: EventHandlerSpec): (events: Delivered[]) => Promise<void> {
+  return async (events) => {
+    const { apply, then } = spec;
+    if (apply) await applyOnce(db, spec.name, events, (q, event) => context.with(event.context, () => apply(q, event)));
+    if (then) await Promise.all(events.map((event) => context.with(event.context, () => then(event))));
+  };
+}
+
 export function ownerOf(schema: DescMessage): ServiceName {
   const owner = ownerOfSubject(eventSubject(schema));
   if (!owner) throw new Error(`no service in mesh/topology.ts owns ${eventSubject(schema)} (${schema.typeName})`);
@@ -139,7 +161,7 @@ export function startEventing(opts: EventingOptions): Eventing {
         durable: durableName(opts.service, spec.name),
         stream,
         event: spec.event,
-        handler: spec.handler,
+        handler: handlerOf(opts.db, spec),
         logger: opts.logger,
         maxDeliver: spec.maxDeliver,
         backoffMs: spec.backoffMs,

@@ -10,13 +10,14 @@
 // subjects (topology.eventSubjects); dead letters go to SHOP_DLQ under dlq.<consumer>.<subject>.
 // Streams keep events for a bounded time and size (StreamLimits): nothing sits there forever.
 //
-// Consumers are durable pull consumers with explicit ack. A failed handler is retried with growing
-// delays; after its last delivery the message goes to the dead-letter stream with its original
-// headers and the reason, and is terminated on the source stream.
-// A message held by a process that died comes back after the ack wait (5 s); a handler that is
-// still running sends heartbeats, so a slow handler is not redelivered under its own feet.
+// Consumers are durable pull consumers with explicit ack, handing events over in batches (what
+// arrived together). A failed handler is retried with growing delays; after its last delivery the
+// message goes to the dead-letter stream with its original headers and the reason, and is
+// terminated on the source stream. A message held by a process that died comes back after the ack
+// wait (5 s); messages this process holds get heartbeats, so slow work is not redelivered under
+// its own feet.
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
-import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span } from "@opentelemetry/api";
 import {
   AckPolicy, DeliverPolicy, DiscardPolicy, headers as natsHeaders, nanos, StorageType,
   type JetStreamClient, type JetStreamManager, type JsMsg, type MsgHdrs, type PubAck,
@@ -139,6 +140,8 @@ export interface Delivered<S extends DescMessage = DescMessage> {
   data: MessageShape<S>;
   /** 1 on first delivery. */
   deliveryCount: number;
+  /** The trace context of this event's handling (its consumer span): run its work inside it. */
+  context: Context;
 }
 
 export interface ConsumerOptions<S extends DescMessage> {
@@ -151,14 +154,18 @@ export interface ConsumerOptions<S extends DescMessage> {
    * consumer keeps to what nats-server 2.9 (Debian's) supports: a single filter subject.
    */
   event: S;
-  handler: (event: Delivered<S>) => Promise<void>;
+  /**
+   * Handles the events that arrived together, at least once each. Resolving acknowledges them
+   * all; throwing has each handled again on its own, so one bad event holds up no other.
+   */
+  handler: (events: Delivered<S>[]) => Promise<void>;
   logger: Logger;
   /** Deliveries before a message is dead-lettered. */
   maxDeliver?: number;
   /**
    * How long a delivery may go without an ack or a heartbeat before JetStream sends it again: the
-   * delay before a message held by a process that died is redelivered. A running handler sends
-   * heartbeats (msg.working()), so it may take longer than this.
+   * delay before a message held by a process that died is redelivered. Messages this process
+   * holds get heartbeats (msg.working()), so handling may take longer than this.
    */
   ackWaitMs?: number;
   /** Delay before the n-th retry (the last one repeats). */
@@ -172,13 +179,13 @@ export interface RunningConsumer {
 const header = (h: MsgHdrs | undefined, key: string) => h?.get(key) || undefined;
 
 export const DEFAULT_ACK_WAIT_MS = 5_000;
-/** Events a consumer handles at once. */
-const HANDLER_CONCURRENCY = 4;
 /**
- * Messages pulled ahead of the handlers. Each waits in our buffer without heartbeats, so the buffer
- * must drain well within the ack wait or JetStream redelivers.
+ * The most events handed to the handler at once. Under load events queue up while a batch is
+ * handled, and the next batch takes them all: one transaction for many events instead of one each.
  */
-const PULL_BATCH = 8;
+const MAX_BATCH = 32;
+/** Messages pulled ahead of the handler: what JetStream sends before we ask again. */
+const PULL_BATCH = 2 * MAX_BATCH;
 /**
  * Lifetime of one pull request; idle heartbeats come every half of it. It also paces how soon the
  * client notices a lost pull and, after NATS restarts, retries finding its consumer (nats.js waits
@@ -186,7 +193,7 @@ const PULL_BATCH = 8;
  */
 const PULL_EXPIRES_MS = 2_000;
 
-/** Starts a durable pull consumer and runs `handler` for each event, at least once. */
+/** Starts a durable pull consumer and hands its events to `handler` in batches, each event at least once. */
 export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: JetStreamManager, opts: ConsumerOptions<S>): Promise<RunningConsumer> {
   const maxDeliver = opts.maxDeliver ?? 5;
   const backoff = opts.backoffMs ?? [100, 500, 2_000, 5_000];
@@ -236,85 +243,119 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
     opts.logger.error({ consumer: opts.durable, subject: msg.subject, event_id: header(msg.headers, "ce-id"), reason }, "event dead-lettered");
   };
 
-  /** Keeps JetStream from redelivering `msg` while this process works on it; stops when `done` resolves. */
-  const heartbeat = async (msg: JsMsg, done: Promise<unknown>) => {
-    const beat = () => {
-      try {
-        msg.working();
-      } catch {} // the connection is closing: JetStream redelivers after the ack wait, as it should
-    };
-    beat(); // time spent waiting in our buffer is not the handler's
-    const timer = setInterval(beat, ackWait / 3);
-    try {
-      return await done;
-    } finally {
-      clearInterval(timer);
-    }
-  };
-
-  const handle = async (msg: JsMsg) => {
+  /** A message decoded into an event with its consumer span, or dead-lettered (undefined). */
+  const decode = async (msg: JsMsg): Promise<{ msg: JsMsg; event: Delivered<S>; span: Span } | undefined> => {
     const count = msg.info.deliveryCount;
-    if (count > maxDeliver) return deadLetter(msg, `not acknowledged after ${maxDeliver} deliveries (handler crashed or timed out)`);
+    if (count > maxDeliver) return void (await deadLetter(msg, `not acknowledged after ${maxDeliver} deliveries (handler crashed or timed out)`));
     const type = header(msg.headers, "ce-type");
     const id = header(msg.headers, "ce-id");
     if (type !== schema.typeName || !id) {
-      return deadLetter(msg, `not a ${schema.typeName} event (ce-type ${type ?? "missing"}, ce-id ${id ?? "missing"})`);
+      return void (await deadLetter(msg, `not a ${schema.typeName} event (ce-type ${type ?? "missing"}, ce-id ${id ?? "missing"})`));
     }
     let data: MessageShape<S>;
     try {
       data = fromBinary(schema, msg.data);
     } catch (err) {
-      return deadLetter(msg, `payload does not decode as ${schema.typeName}: ${(err as Error).message}`);
+      return void (await deadLetter(msg, `payload does not decode as ${schema.typeName}: ${(err as Error).message}`));
     }
-    const parent = propagation.extract(context.active(), msg.headers, {
+    const parent = propagation.extract(ROOT_CONTEXT, msg.headers, {
       get: (h, key) => h?.get(key) || undefined,
       keys: (h) => h?.keys() ?? [],
     });
-    await tracer.startActiveSpan(`consume ${msg.subject}`, { kind: SpanKind.CONSUMER, attributes: { "messaging.system": "nats", "messaging.destination.name": msg.subject, "messaging.message.id": id } }, parent, async (span) => {
-      try {
-        await opts.handler({
-          id,
-          type,
-          source: header(msg.headers, "ce-source") ?? "",
-          time: new Date(header(msg.headers, "ce-time") ?? Date.now()),
-          subject: msg.subject,
-          data,
-          deliveryCount: count,
-        });
-        msg.ack();
-      } catch (err) {
-        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
-        if (count >= maxDeliver) await deadLetter(msg, `handler failed on delivery ${count}: ${(err as Error).message}`);
-        else {
-          const delay = backoff[Math.min(count - 1, backoff.length - 1)]!;
-          opts.logger.warn({ consumer: opts.durable, event_id: id, delivery: count, retry_in_ms: delay, err }, "event handler failed; will retry");
-          msg.nak(delay);
-        }
-      } finally {
-        span.end();
-      }
-    });
+    const span = tracer.startSpan(`consume ${msg.subject}`, { kind: SpanKind.CONSUMER, attributes: { "messaging.system": "nats", "messaging.destination.name": msg.subject, "messaging.message.id": id, "messaging.consumer.group.name": opts.durable } }, parent);
+    const event: Delivered<S> = {
+      id, type, data, subject: msg.subject, deliveryCount: count,
+      source: header(msg.headers, "ce-source") ?? "",
+      time: new Date(header(msg.headers, "ce-time") ?? Date.now()),
+      context: trace.setSpan(parent, span),
+    };
+    return { msg, event, span };
   };
 
-  // Up to HANDLER_CONCURRENCY events at once: handlers are idempotent (inbox) and guarded by state,
-  // and events of one consumer never depend on each other's order, so a backlog left by an outage
-  // drains several times faster on a database server that runs transactions in parallel.
-  const loop = (async () => {
-    const running = new Set<Promise<void>>();
-    for await (const msg of messages) {
-      const done: Promise<void> = heartbeat(msg, handle(msg)).then(() => {})
-        .catch((err) => opts.logger.error({ err, consumer: opts.durable }, "event not handled; JetStream will redeliver"))
-        .finally(() => running.delete(done));
-      running.add(done);
-      if (running.size >= HANDLER_CONCURRENCY) await Promise.race(running);
+  /** After a failed attempt: again later with a growing delay, or to the dead letters after the last. */
+  const failed = async ({ msg, event, span }: { msg: JsMsg; event: Delivered<S>; span: Span }, err: unknown) => {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+    const count = event.deliveryCount;
+    if (count >= maxDeliver) await deadLetter(msg, `handler failed on delivery ${count}: ${(err as Error).message}`);
+    else {
+      const delay = backoff[Math.min(count - 1, backoff.length - 1)]!;
+      opts.logger.warn({ consumer: opts.durable, event_id: event.id, delivery: count, retry_in_ms: delay, err }, "event handler failed; will retry");
+      msg.nak(delay);
     }
-    await Promise.all(running);
+  };
+
+  const handleBatch = async (msgs: JsMsg[]) => {
+    const decoded = (await Promise.all(msgs.map(decode))).filter((d) => d !== undefined);
+    if (!decoded.length) return;
+    try {
+      await opts.handler(decoded.map((d) => d.event));
+      for (const d of decoded) d.msg.ack();
+    } catch (err) {
+      if (decoded.length === 1) await failed(decoded[0]!, err);
+      else {
+        for (const d of decoded) {
+          try {
+            await opts.handler([d.event]);
+            d.msg.ack();
+          } catch (err) {
+            await failed(d, err);
+          }
+        }
+      }
+    } finally {
+      for (const d of decoded) d.span.end();
+    }
+  };
+
+  // One batch at a time: while it is handled, what arrives queues up and becomes the next batch.
+  // Every message this process holds, queued or being handled, gets heartbeats, so JetStream
+  // redelivers only what a dead process held.
+  const queue: JsMsg[] = [];
+  let handling: JsMsg[] = [];
+  let arrived: (() => void) | undefined;
+  let taken: (() => void) | undefined;
+  let ended = false;
+  const beat = () => {
+    for (const msg of [...handling, ...queue]) {
+      try {
+        msg.working();
+      } catch {} // the connection is closing: JetStream redelivers after the ack wait, as it should
+    }
+  };
+  const heartbeats = setInterval(beat, ackWait / 3);
+  const reader = (async () => {
+    try {
+      for await (const msg of messages) {
+        queue.push(msg);
+        arrived?.();
+        while (queue.length >= PULL_BATCH) await new Promise<void>((resolve) => (taken = resolve));
+      }
+    } finally {
+      ended = true;
+      arrived?.();
+    }
+  })();
+  const worker = (async () => {
+    for (;;) {
+      if (!queue.length) {
+        if (ended) return;
+        await new Promise<void>((resolve) => (arrived = resolve));
+        arrived = undefined;
+        continue;
+      }
+      handling = queue.splice(0, MAX_BATCH);
+      taken?.();
+      await handleBatch(handling).catch((err) => opts.logger.error({ err, consumer: opts.durable }, "events not handled; JetStream will redeliver"));
+      handling = [];
+    }
   })();
 
   return {
     async stop() {
       await messages.close();
-      await loop;
+      await reader;
+      await worker;
+      clearInterval(heartbeats);
     },
   };
 }

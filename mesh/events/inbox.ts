@@ -1,14 +1,26 @@
-// The inbox: exactly-once effect for at-least-once delivery. The consumer's effect and the record
-// that it handled this event id commit in one transaction; a redelivery finds the record and
-// does nothing. Two deliveries racing each other serialize on the primary key.
-import type { Db, Queryable } from "../data/db.js";
+// The inbox: exactly-once effect for at-least-once delivery. A consumer's effects and the records
+// that it handled those event ids commit in one transaction; a redelivery finds its record and
+// does nothing. Deliveries racing each other serialize on the primary key.
+import type { Db, Tx } from "../data/db.js";
 
-/** Runs `effect` once per (consumer, eventId); resolves false when the event was already handled. */
-export function handleOnce(db: Db, consumer: string, eventId: string, effect: (q: Queryable) => Promise<void>): Promise<boolean> {
+/**
+ * Applies `effect` to each event not yet handled by `consumer`, all in one transaction (one
+ * statement records the whole batch in the inbox); resolves to the events that were new. If any
+ * effect throws, nothing of the batch is kept.
+ */
+export function applyOnce<E extends { id: string }>(db: Db, consumer: string, events: readonly E[], effect: (q: Tx, event: E) => Promise<void>): Promise<E[]> {
   return db.tx(async (q) => {
-    const fresh = await q.query("INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1", [consumer, eventId]);
-    if (fresh.length === 0) return false;
-    await effect(q);
-    return true;
+    const rows = await q.query<{ event_id: string }>(
+      "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
+      [consumer, [...new Set(events.map((e) => e.id))].sort()], // one key order for every batch: racing batches cannot deadlock
+    );
+    const fresh = new Set(rows.map((r) => r.event_id));
+    const applied: E[] = [];
+    for (const event of events) {
+      if (!fresh.delete(event.id)) continue; // handled before, or twice in this batch
+      await effect(q, event);
+      applied.push(event);
+    }
+    return applied;
   });
 }

@@ -38,12 +38,12 @@ export const catalog: ServiceDefinition<typeof CatalogService, typeof config> = 
   service: CatalogService,
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config,
-  async handlers({ db, logger, config: c, publishOutbox, onStop }) {
-    if (c.SEED_DEMO === "true" && (await seedDemo(db, logger))) publishOutbox();
+  async handlers({ db, logger, config: c, onStop }) {
+    if (c.SEED_DEMO === "true") await seedDemo(db, logger);
     const cache = createMessageCache(ProductSchema, { url: c.REDIS_URL, prefix: "catalog:product:", ttlSeconds: c.CACHE_TTL_SECONDS, logger });
     onStop(() => cache.close());
     // Start with a connected cache when Redis is there; never wait long for it.
     await Promise.race([cache.ready, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
-    return catalogHandlers({ db, cache, publishOutbox });
+    return catalogHandlers({ db, cache });
   },
 };

@@ -6,13 +6,13 @@ import { ProductUpdatedSchema } from "../../gen/shop/catalog/v1/events_pb.js";
 import { CatalogService, type Product, type ProductSchema } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { requireAdmin } from "../../mesh/rpc/call-scope.js";
 import type { MessageCache, Versioned } from "../../mesh/data/cache.js";
-import { isUniqueViolation, type Db, type Queryable } from "../../mesh/data/db.js";
+import { isUniqueViolation, type Db, type Queryable, type Tx } from "../../mesh/data/db.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
 import { createStore } from "./store.js";
 
 /** Writes product.updated for `product` in the caller's transaction. */
-export const enqueueProductUpdated = (q: Queryable, product: Product) =>
+export const enqueueProductUpdated = (q: Tx, product: Product) =>
   enqueue(q, ProductUpdatedSchema, {
     productId: product.id,
     sku: product.sku,
@@ -28,10 +28,9 @@ export const enqueueProductUpdated = (q: Queryable, product: Product) =>
 export interface CatalogDeps {
   db: Db;
   cache: MessageCache<typeof ProductSchema>;
-  publishOutbox(): void;
 }
 
-export function catalogHandlers({ db, cache, publishOutbox }: CatalogDeps): ServiceImpl<typeof CatalogService> {
+export function catalogHandlers({ db, cache }: CatalogDeps): ServiceImpl<typeof CatalogService> {
   const store = createStore(db);
   const load = (ids: readonly string[]) => cache.getMany(ids, (missing) => store.byIds(missing));
 
@@ -42,7 +41,6 @@ export function catalogHandlers({ db, cache, publishOutbox }: CatalogDeps): Serv
       return entry;
     });
     if (!written) return undefined;
-    publishOutbox();
     await cache.put(written.value.id, written);
     return written.value;
   };

@@ -57,10 +57,9 @@ export interface IdentityDeps {
   signer: Signer;
   /** log2 of scrypt's N for new hashes. */
   scryptLog2N: number;
-  publishOutbox(): void;
 }
 
-export async function identityHandlers({ db, logger, signer, scryptLog2N, publishOutbox }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
+export async function identityHandlers({ db, logger, signer, scryptLog2N }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
   const store = createStore(db);
   // Unknown emails are checked against this hash so they cost as much time as a wrong password.
   const decoyHash = await hashPassword(randomBytes(16).toString("hex"), scryptLog2N);
@@ -92,7 +91,6 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N, publis
           }, { source: "identity" });
           return user;
         });
-        publishOutbox();
         logger.info({ user_id: row.id }, "user registered");
         return { user: toUser(row) };
       } catch (err) {

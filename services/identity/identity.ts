@@ -21,7 +21,7 @@ export const identity: ServiceDefinition<typeof IdentityService, typeof config> 
   service: IdentityService,
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config,
-  async handlers({ db, logger, config: c, publishOutbox }) {
+  async handlers({ db, logger, config: c }) {
     if (Boolean(c.ADMIN_EMAIL) !== Boolean(c.ADMIN_PASSWORD)) {
       throw new ConfigError("ADMIN_EMAIL and ADMIN_PASSWORD must be set together");
     }
@@ -31,6 +31,6 @@ export const identity: ServiceDefinition<typeof IdentityService, typeof config> 
       logger.info({ user_id: id, email: c.ADMIN_EMAIL }, "admin account ready");
     }
     const signer = await loadSigner(db, { issuer: c.JWT_ISSUER, audience: c.JWT_AUDIENCE, ttlSeconds: c.ACCESS_TOKEN_TTL_SECONDS });
-    return identityHandlers({ db, logger, signer, scryptLog2N: c.SCRYPT_LOG2_N, publishOutbox });
+    return identityHandlers({ db, logger, signer, scryptLog2N: c.SCRYPT_LOG2_N });
   },
 };

@@ -25,5 +25,5 @@ export const inventory: ServiceDefinition<typeof InventoryService, typeof config
     }
     return inventoryHandlers(db);
   },
-  consumers: ({ db, publishOutbox }) => inventoryConsumers(db, publishOutbox),
+  consumers: () => inventoryConsumers(),
 };

@@ -24,11 +24,11 @@ export const toStock = (row: StockRow | undefined, productId: string): Stock =>
     updateTime: row ? timestampFromDate(row.updated_at) : undefined,
   });
 
-/** Thrown inside a reservation transaction to roll every line back. */
-export class Shortage extends Error {
-  constructor(readonly line: Line) {
-    super(`not enough stock of ${line.productId}`);
-  }
+/** A product an order wants more of than there is. */
+export interface Shortage {
+  productId: string;
+  requestedQuantity: number;
+  availableQuantity: number;
 }
 
 export function createStore(q: Queryable) {
@@ -40,35 +40,44 @@ export function createStore(q: Queryable) {
       return toStock(row, productId);
     },
 
-    async available(productIds: string[]): Promise<Map<string, number>> {
-      const rows = await q.query<StockRow>("SELECT product_id, available FROM stock WHERE product_id = ANY($1::uuid[])", [productIds]);
-      return new Map(rows.map((r) => [r.product_id, r.available]));
+    /**
+     * Reserves every line, or none and returns the shortages. The stock rows are locked first (in
+     * product order, so concurrent orders lock them in the same order), checked, then all taken
+     * by one UPDATE and recorded by one INSERT, whatever the number of lines. The CHECK on stock
+     * (available >= 0) backs this up in the table itself.
+     */
+    async reserve(orderId: string, lines: Line[]): Promise<Shortage[]> {
+      const wanted = new Map<string, number>();
+      for (const l of lines) wanted.set(l.productId, (wanted.get(l.productId) ?? 0) + l.quantity);
+      const ids = [...wanted.keys()].sort();
+      const quantities = ids.map((id) => wanted.get(id)!);
+      const rows = await q.query<StockRow>("SELECT product_id, available FROM stock WHERE product_id = ANY($1::uuid[]) ORDER BY product_id FOR UPDATE", [ids]);
+      const available = new Map(rows.map((r) => [r.product_id, r.available]));
+      const shortages = ids
+        .filter((id) => (available.get(id) ?? 0) < wanted.get(id)!)
+        .map((id) => ({ productId: id, requestedQuantity: wanted.get(id)!, availableQuantity: available.get(id) ?? 0 }));
+      if (shortages.length) return shortages;
+      await q.query(
+        `UPDATE stock s SET available = s.available - w.quantity, reserved = s.reserved + w.quantity, updated_at = now()
+         FROM unnest($1::uuid[], $2::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id`,
+        [ids, quantities],
+      );
+      await q.query(
+        "INSERT INTO reservations (order_id, product_id, quantity, status) SELECT $1::uuid, product_id, quantity, 'reserved' FROM unnest($2::uuid[], $3::int[]) AS w(product_id, quantity)",
+        [orderId, ids, quantities],
+      );
+      return [];
     },
 
     /**
-     * Reserves every line or throws Shortage. Each line is one conditional UPDATE (never a read
-     * then a write); lines go in product order so concurrent orders lock rows in the same order.
+     * Reserves an order's lines unless it was cancelled first ("closed"); otherwise as reserve().
+     * Holds the order's lock, so a cancellation handled at the same moment waits and then sees
+     * (and releases) what we reserved.
      */
-    async reserve(orderId: string, lines: Line[]): Promise<void> {
-      for (const line of [...lines].sort((a, b) => a.productId.localeCompare(b.productId))) {
-        const updated = await q.query(
-          "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() WHERE product_id = $1 AND available >= $2 RETURNING 1",
-          [line.productId, line.quantity],
-        );
-        if (updated.length === 0) throw new Shortage(line);
-        await q.query("INSERT INTO reservations (order_id, product_id, quantity, status) VALUES ($1, $2, $3, 'reserved')", [orderId, line.productId, line.quantity]);
-      }
-    },
-
-    /**
-     * Reserves an order's lines unless it was cancelled first. Holds the order's lock, so a
-     * cancellation handled at the same moment waits and then sees (and releases) what we reserved.
-     */
-    async reserveOrder(orderId: string, lines: Line[]): Promise<"reserved" | "closed"> {
+    async reserveOrder(orderId: string, lines: Line[]): Promise<Shortage[] | "closed"> {
       await lockOrder(orderId);
       if ((await q.query("SELECT 1 FROM closed_orders WHERE order_id = $1", [orderId])).length > 0) return "closed";
-      await this.reserve(orderId, lines);
-      return "reserved";
+      return this.reserve(orderId, lines);
     },
 
     /** Marks an order cancelled (a later order.created reserves nothing) and releases what it holds. */

@@ -9,7 +9,6 @@ import { listScope } from "../../mesh/rpc/call-scope.js";
 import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
 import type { Db } from "../../mesh/data/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
-import { handleOnce } from "../../mesh/events/inbox.js";
 import type { Money } from "../../gen/shop/common/v1/money_pb.js";
 import type { Message, Sender } from "./sender.js";
 
@@ -65,37 +64,35 @@ export function amount(m: Money | undefined): string {
   return found.format.format(Number(m.amountMinor) / found.scale);
 }
 
-export function notificationConsumers(db: Db, sender: Sender): EventHandlerSpec[] {
+export function notificationConsumers(sender: Sender): EventHandlerSpec[] {
   // One notification per event: the inbox makes a redelivery a no-op, and the unique
   // source_event_id backs it up in the table itself.
-  const notify = (consumer: string) => (id: string, message: Omit<Message, "sourceEventId">) =>
-    handleOnce(db, consumer, id, (q) => sender.send(q, { ...message, sourceEventId: id })).then(() => {});
 
   return [
     on({
       event: UserRegisteredSchema,
       name: "welcome",
-      handler: ({ id, type, data }) =>
-        notify("welcome")(id, {
-          userId: data.userId, recipient: data.email, sourceEventType: type,
+      apply: (q, { id, type, data }) =>
+        sender.send(q, {
+          userId: data.userId, recipient: data.email, sourceEventType: type, sourceEventId: id,
           subject: "Welcome to ShopMesh", body: `Hello ${data.displayName}, your account is ready.`,
         }),
     }),
     on({
       event: OrderConfirmedSchema,
       name: "order-confirmed",
-      handler: ({ id, type, data }) =>
-        notify("order-confirmed")(id, {
-          userId: data.userId, recipient: "", sourceEventType: type,
+      apply: (q, { id, type, data }) =>
+        sender.send(q, {
+          userId: data.userId, recipient: "", sourceEventType: type, sourceEventId: id,
           subject: `Order ${data.orderId} confirmed`, body: `We have your payment of ${amount(data.total)}; your order is on its way.`,
         }),
     }),
     on({
       event: OrderCancelledSchema,
       name: "order-cancelled",
-      handler: ({ id, type, data }) =>
-        notify("order-cancelled")(id, {
-          userId: data.userId, recipient: "", sourceEventType: type,
+      apply: (q, { id, type, data }) =>
+        sender.send(q, {
+          userId: data.userId, recipient: "", sourceEventType: type, sourceEventId: id,
           subject: `Order ${data.orderId} cancelled`,
           // Whether a charge went through can be decided after this event, so promise what is true either way.
           body: `Your order was cancelled: ${data.reason}.${data.stockReserved || data.paymentCaptured ? " If your card was charged, the payment will be refunded in full." : ""}`,

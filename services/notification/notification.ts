@@ -11,5 +11,5 @@ export const notification: ServiceDefinition<typeof NotificationService, Record<
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config: {},
   handlers: ({ db }) => notificationHandlers(db),
-  consumers: ({ db, logger }) => notificationConsumers(db, databaseSender(logger)),
+  consumers: ({ logger }) => notificationConsumers(databaseSender(logger)),
 };

@@ -12,9 +12,8 @@ import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payme
 import { listScope, mayAccess, requireUser } from "../../mesh/rpc/call-scope.js";
 import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
 import type { MeshClient } from "../../mesh/rpc/client.js";
-import { isUniqueViolation, type Db, type Queryable } from "../../mesh/data/db.js";
+import { isUniqueViolation, type Db, type Tx } from "../../mesh/data/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
-import { handleOnce } from "../../mesh/events/inbox.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { createStore, isTerminal, statusName, type StoredOrder } from "./store.js";
 import type { OrderWatchers } from "./watchers.js";
@@ -25,13 +24,12 @@ export interface OrderDeps {
   db: Db;
   catalog: MeshClient<typeof CatalogService>;
   watchers: OrderWatchers;
-  publishOutbox(): void;
   /** How long an order may stay PENDING before it is cancelled (ORDER_TIMEOUT_SECONDS). */
   timeoutSeconds: number;
 }
 
 /** What order's saga steps need: the consumers and the timeout sweeper. */
-type SagaDeps = Pick<OrderDeps, "db" | "watchers" | "publishOutbox">;
+type SagaDeps = Pick<OrderDeps, "db" | "watchers">;
 
 /**
  * How long past its timeout a still-PENDING order's WatchOrder stays open: enough for the sweeper
@@ -45,9 +43,12 @@ const requestHash = (req: CreateOrderRequest) =>
 
 const notFound = (id: string) => new ConnectError(`order ${id} not found`, Code.NotFound);
 
-/** Cancels a PENDING order and publishes order.cancelled; undefined if it had already left PENDING. */
-async function cancel(q: Queryable, orderId: string, reason: string): Promise<StoredOrder | undefined> {
-  const stored = await createStore(q).transition(orderId, "cancelled", reason);
+/**
+ * Cancels a PENDING order and publishes order.cancelled; undefined if it had already left PENDING.
+ * `lines`: whether the answer needs the order's lines (an RPC's answer does, the saga's steps not).
+ */
+async function cancel(q: Tx, orderId: string, reason: string, lines = true): Promise<StoredOrder | undefined> {
+  const stored = await createStore(q).transition(orderId, "cancelled", reason, { lines });
   if (stored) {
     await enqueue(q, OrderCancelledSchema, {
       orderId,
@@ -61,7 +62,7 @@ async function cancel(q: Queryable, orderId: string, reason: string): Promise<St
   return stored;
 }
 
-export function orderHandlers({ db, catalog, watchers, publishOutbox, timeoutSeconds }: OrderDeps): ServiceImpl<typeof OrderService> {
+export function orderHandlers({ db, catalog, watchers, timeoutSeconds }: OrderDeps): ServiceImpl<typeof OrderService> {
   const store = createStore(db);
   const visible = async (ctx: Parameters<typeof mayAccess>[0], id: string) => {
     const stored = await store.byId(id);
@@ -106,7 +107,6 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox, timeoutSec
           }, source);
           return created;
         });
-        publishOutbox();
         return { order };
       } catch (err) {
         // The same key raced in from a retry: answer as the first one did.
@@ -135,7 +135,6 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox, timeoutSec
       await visible(ctx, req.id);
       const cancelled = await db.tx((q) => cancel(q, req.id, req.reason || "cancelled by the customer"));
       if (cancelled) {
-        publishOutbox();
         watchers.changed(req.id);
         return { order: cancelled.order };
       }
@@ -166,30 +165,26 @@ export function orderHandlers({ db, catalog, watchers, publishOutbox, timeoutSec
 }
 
 /** Order's part of the saga: confirm on payment.captured, cancel on stock.rejected or payment.failed. */
-export function orderConsumers({ db, watchers, publishOutbox }: SagaDeps): EventHandlerSpec[] {
-  /** Applies `effect` once per event, then wakes the relay and the order's watchers. */
-  const settle = <D extends { orderId: string }>(consumer: string, effect: (q: Queryable, data: D) => Promise<unknown>) =>
-    async ({ id, data }: { id: string; data: D }) => {
-      await handleOnce(db, consumer, id, (q) => effect(q, data).then(() => {}));
-      publishOutbox();
-      watchers.changed(data.orderId);
-    };
+export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
+  /** After the commit: the order's watchers look again. */
+  const wake = ({ data }: { data: { orderId: string } }) => watchers.changed(data.orderId);
 
   return [
-    on({ event: StockReservedSchema, name: "stock-reserved", handler: settle("stock-reserved", (q, d) => createStore(q).mark(d.orderId, "stock_reserved")) }),
-    on({ event: StockRejectedSchema, name: "stock-rejected", handler: settle("stock-rejected", (q, d) => cancel(q, d.orderId, "out of stock")) }),
-    on({ event: PaymentFailedSchema, name: "payment-failed", handler: settle("payment-failed", (q, d) => cancel(q, d.orderId, `payment failed: ${d.reason}`)) }),
+    on({ event: StockReservedSchema, name: "stock-reserved", apply: async (q, { data }) => void (await createStore(q).mark(data.orderId, "stock_reserved")), then: wake }),
+    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", false)), then: wake }),
+    on({ event: PaymentFailedSchema, name: "payment-failed", apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, false)), then: wake }),
     on({
       event: PaymentCapturedSchema,
       name: "payment-captured",
-      handler: settle("payment-captured", async (q, { orderId }) => {
+      then: wake,
+      apply: async (q, { data: { orderId } }) => {
         const store = createStore(q);
-        const confirmed = await store.transition(orderId, "confirmed");
-        if (!confirmed) return store.mark(orderId, "payment_captured"); // cancelled meanwhile: payment refunds on order.cancelled
-        await enqueue(q, OrderConfirmedSchema, {
+        const confirmed = await store.transition(orderId, "confirmed", "", { lines: false });
+        if (!confirmed) return void (await store.mark(orderId, "payment_captured")); // cancelled meanwhile: payment refunds on order.cancelled
+        enqueue(q, OrderConfirmedSchema, {
           orderId, userId: confirmed.order.userId, total: confirmed.order.total, confirmTime: confirmed.order.updateTime,
         }, source);
-      }),
+      },
     }),
   ];
 }
@@ -202,17 +197,16 @@ export function orderConsumers({ db, watchers, publishOutbox }: SagaDeps): Event
  * either confirms first (the order stays CONFIRMED) or finds it cancelled (payment refunds), and
  * replicas sweeping at once cancel each order once. Resolves to how many it cancelled.
  */
-export async function cancelOverdue({ db, watchers, publishOutbox }: SagaDeps, timeoutSeconds: number, batch = 100): Promise<number> {
+export async function cancelOverdue({ db, watchers }: SagaDeps, timeoutSeconds: number, batch = 100): Promise<number> {
   let cancelled = 0;
   for (;;) {
     const ids = await createStore(db).overdue(timeoutSeconds, batch);
     for (const id of ids) {
-      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment"))) {
+      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment", false))) {
         cancelled++;
         watchers.changed(id);
       }
     }
-    if (cancelled) publishOutbox();
     if (ids.length < batch) return cancelled;
   }
 }

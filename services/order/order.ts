@@ -23,10 +23,10 @@ export const order: ServiceDefinition<typeof OrderService, typeof config> = {
   service: OrderService,
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config,
-  handlers: ({ db, publishOutbox, upstream, every, config }) => {
+  handlers: ({ db, upstream, every, config }) => {
     const timeoutSeconds = config.ORDER_TIMEOUT_SECONDS;
-    every("cancel-overdue-orders", sweepIntervalMs(timeoutSeconds), () => cancelOverdue({ db, watchers, publishOutbox }, timeoutSeconds));
-    return orderHandlers({ db, catalog: upstream(CatalogService, "catalog"), watchers, publishOutbox, timeoutSeconds });
+    every("cancel-overdue-orders", sweepIntervalMs(timeoutSeconds), () => cancelOverdue({ db, watchers }, timeoutSeconds));
+    return orderHandlers({ db, catalog: upstream(CatalogService, "catalog"), watchers, timeoutSeconds });
   },
-  consumers: ({ db, publishOutbox }) => orderConsumers({ db, watchers, publishOutbox }),
+  consumers: ({ db }) => orderConsumers({ db, watchers }),
 };

@@ -22,6 +22,7 @@ interface OrderRow extends Record<string, unknown> {
 
 interface LineRow extends Record<string, unknown> {
   order_id: string;
+  line_no: number;
   product_id: string;
   product_name: string;
   quantity: number;
@@ -49,58 +50,67 @@ export interface NewOrder {
   requestHash?: string;
 }
 
+/** Orders from their rows and their lines' rows (lines in line order). */
+function toStored(rows: OrderRow[], lines: LineRow[]): StoredOrder[] {
+  return rows.map((r) => {
+    const currencyCode = r.currency.trim();
+    const money = (minor: bigint) => ({ amountMinor: minor, currencyCode });
+    return {
+      order: create(OrderSchema, {
+        id: r.id,
+        userId: r.user_id,
+        status: STATUS[r.status],
+        total: money(BigInt(r.total_minor)),
+        cancelReason: r.cancel_reason,
+        shippingAddress: fromJson(ShippingAddressSchema, r.shipping),
+        lines: lines
+          .filter((l) => l.order_id === r.id)
+          .map((l) => ({
+            productId: l.product_id,
+            productName: l.product_name,
+            quantity: l.quantity,
+            unitPrice: money(BigInt(l.unit_price_minor)),
+            lineTotal: money(BigInt(l.unit_price_minor) * BigInt(l.quantity)),
+          })),
+        createTime: timestampFromDate(r.created_at),
+        updateTime: timestampFromDate(r.updated_at),
+      }),
+      requestHash: r.request_hash,
+      stockReserved: r.stock_reserved,
+      paymentCaptured: r.payment_captured,
+    };
+  });
+}
+
 export function createStore(q: Queryable) {
   const withLines = async (rows: OrderRow[]): Promise<StoredOrder[]> => {
     if (rows.length === 0) return [];
     const lines = await q.query<LineRow>("SELECT * FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no", [rows.map((r) => r.id)]);
-    return rows.map((r) => {
-      const currencyCode = r.currency.trim();
-      const money = (minor: bigint) => ({ amountMinor: minor, currencyCode });
-      return {
-        order: create(OrderSchema, {
-          id: r.id,
-          userId: r.user_id,
-          status: STATUS[r.status],
-          total: money(BigInt(r.total_minor)),
-          cancelReason: r.cancel_reason,
-          shippingAddress: fromJson(ShippingAddressSchema, r.shipping),
-          lines: lines
-            .filter((l) => l.order_id === r.id)
-            .map((l) => ({
-              productId: l.product_id,
-              productName: l.product_name,
-              quantity: l.quantity,
-              unitPrice: money(BigInt(l.unit_price_minor)),
-              lineTotal: money(BigInt(l.unit_price_minor) * BigInt(l.quantity)),
-            })),
-          createTime: timestampFromDate(r.created_at),
-          updateTime: timestampFromDate(r.updated_at),
-        }),
-        requestHash: r.request_hash,
-        stockReserved: r.stock_reserved,
-        paymentCaptured: r.payment_captured,
-      };
-    });
+    return toStored(rows, lines);
   };
   const one = async (sql: string, params: unknown[]) => (await withLines(await q.query<OrderRow>(sql, params)))[0];
+  const bare = async (sql: string, params: unknown[]) => toStored(await q.query<OrderRow>(sql, params), [])[0];
 
   return {
     byId: (id: string) => one("SELECT * FROM orders WHERE id = $1", [id]),
     byIdempotencyKey: (userId: string, key: string) => one("SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2", [userId, key]),
 
+    /** The order and all its lines in two statements, answered from what they return (no re-read). */
     async insert(o: NewOrder): Promise<Order> {
       const total = o.lines.reduce((sum, l) => sum + l.unitPriceMinor * BigInt(l.quantity), 0n);
-      await q.query(
+      const rows = await q.query<OrderRow>(
         `INSERT INTO orders (id, user_id, status, total_minor, currency, shipping, idempotency_key, request_hash)
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7)`,
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) RETURNING *`,
         [o.id, o.userId, total.toString(), o.currency, JSON.stringify(toJson(ShippingAddressSchema, o.shipping)), o.idempotencyKey ?? null, o.requestHash ?? null],
       );
-      for (const [i, l] of o.lines.entries()) {
-        await q.query("INSERT INTO order_lines (order_id, line_no, product_id, product_name, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5, $6)", [
-          o.id, i + 1, l.productId, l.productName, l.quantity, l.unitPriceMinor.toString(),
-        ]);
-      }
-      return (await one("SELECT * FROM orders WHERE id = $1", [o.id]))!.order;
+      const lines = await q.query<LineRow>(
+        `INSERT INTO order_lines (order_id, line_no, product_id, product_name, quantity, unit_price_minor)
+         SELECT $1::uuid, n, product_id, product_name, quantity, unit_price_minor
+         FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[]) WITH ORDINALITY AS l(product_id, product_name, quantity, unit_price_minor, n)
+         RETURNING *`,
+        [o.id, o.lines.map((l) => l.productId), o.lines.map((l) => l.productName), o.lines.map((l) => l.quantity), o.lines.map((l) => l.unitPriceMinor.toString())],
+      );
+      return toStored(rows, lines.sort((a, b) => Number(a.line_no) - Number(b.line_no)))[0]!.order;
     },
 
     /** Newest first; `userId` undefined lists everyone's (admins, services). */
@@ -114,8 +124,9 @@ export function createStore(q: Queryable) {
     },
 
     /** PENDING → `to`; undefined when the order had already left PENDING. */
-    transition: (id: string, to: "confirmed" | "cancelled", reason = "") =>
-      one(
+    /** With `lines: false` the order comes without its lines (the saga's steps need none: one statement less). */
+    transition: async (id: string, to: "confirmed" | "cancelled", reason = "", { lines = true } = {}) =>
+      (lines ? one : bare)(
         `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),
            payment_captured = payment_captured OR $2 = 'confirmed'
          WHERE id = $1 AND status = 'pending' RETURNING *`,

@@ -6,7 +6,7 @@
 // processor answers without charging twice.
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
-import type { Db, Queryable } from "../../mesh/data/db.js";
+import type { Db, Tx } from "../../mesh/data/db.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import type { CardProcessor, ChargeResult } from "./processor.js";
@@ -19,13 +19,12 @@ export interface ChargerDeps {
   db: Db;
   logger: Logger;
   processor: CardProcessor;
-  publishOutbox(): void;
   /** How long a claim lasts: longer than a processor call may take. */
   leaseMs: number;
 }
 
 /** Enqueues the events for a payment that has just been decided (captured, refunded at once, or failed). */
-export async function announce(q: Queryable, row: PaymentRow) {
+export async function announce(q: Tx, row: PaymentRow) {
   const base = { paymentId: row.id, orderId: row.order_id, amount: money(row) };
   const at = timestampFromDate(row.updated_at);
   if (row.status === "failed") {
@@ -36,7 +35,7 @@ export async function announce(q: Queryable, row: PaymentRow) {
   if (row.status === "refunded") await enqueue(q, PaymentRefundedSchema, { ...base, reason: row.cancel_reason ?? "order cancelled", refundTime: at }, source);
 }
 
-export function createCharger({ db, logger, processor, publishOutbox, leaseMs }: ChargerDeps) {
+export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
   /**
    * Charges the order's payment if it is ready and nobody else is charging it. A processor error
    * propagates (the event is redelivered) after freeing the claim for the next attempt.
@@ -59,7 +58,6 @@ export function createCharger({ db, logger, processor, publishOutbox, leaseMs }:
     });
     if (decided) {
       logger.info({ order_id: orderId, outcome: decided.status, attempt: claimed.attempts }, "charge decided");
-      publishOutbox();
     }
   }
 

@@ -11,7 +11,6 @@ import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
 import { mayAccess, requireUser } from "../../mesh/rpc/call-scope.js";
 import type { Db } from "../../mesh/data/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
-import { handleOnce } from "../../mesh/events/inbox.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { announce, source, type createCharger } from "./charger.js";
 import { createMethods, toPaymentMethod } from "./methods.js";
@@ -33,53 +32,47 @@ export function paymentHandlers(db: Db, methodTtlMs: number): ServiceImpl<typeof
   };
 }
 
-export function paymentConsumers(db: Db, charger: ReturnType<typeof createCharger>, publishOutbox: () => void): EventHandlerSpec[] {
+export function paymentConsumers(charger: ReturnType<typeof createCharger>): EventHandlerSpec[] {
+  /** After the commit (and again on a redelivery): charge, if the payment is ready and nobody is charging it. */
+  const charge = ({ data }: { data: { orderId: string } }) => charger.chargeIfReady(data.orderId);
   return [
     on({
       event: OrderCreatedSchema,
       name: "record",
-      async handler({ id, data }) {
-        await handleOnce(db, "record", id, async (q) => {
-          const { orderId, userId } = data;
-          const store = createStore(q);
-          const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: data.total?.amountMinor ?? 0n, currency: data.total?.currencyCode ?? "XXX" });
-          if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
-          const methods = createMethods(q);
-          const legacyCard = data.paymentMethod?.cardNumber; // an event from before tokens (deprecated field)
-          if (legacyCard && !data.paymentMethod?.token) await methods.adoptLegacyCard(userId, legacyCard, orderId);
-          const method = await methods.use(data.paymentMethod?.token || `pm_legacy_${orderId}`, userId, orderId);
-          if ("cardLast4" in method) {
-            await store.setCardLast4(row.id, method.cardLast4);
-            return;
-          }
-          const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
-          if (failed) await announce(q, failed);
-        });
-        publishOutbox();
-        await charger.chargeIfReady(data.orderId);
+      async apply(q, { data }) {
+        const { orderId, userId } = data;
+        const store = createStore(q);
+        const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: data.total?.amountMinor ?? 0n, currency: data.total?.currencyCode ?? "XXX" });
+        if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
+        const methods = createMethods(q);
+        const legacyCard = data.paymentMethod?.cardNumber; // an event from before tokens (deprecated field)
+        if (legacyCard && !data.paymentMethod?.token) await methods.adoptLegacyCard(userId, legacyCard, orderId);
+        const method = await methods.use(data.paymentMethod?.token || `pm_legacy_${orderId}`, userId, orderId);
+        if ("cardLast4" in method) {
+          await store.setCardLast4(row.id, method.cardLast4);
+          return;
+        }
+        const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
+        if (failed) await announce(q, failed);
       },
+      then: charge,
     }),
     on({
       event: StockReservedSchema,
       name: "charge",
-      async handler({ id, data }) {
-        await handleOnce(db, "charge", id, (q) => createStore(q).stockReserved(uuidv7(), data.orderId).then(() => {}));
-        await charger.chargeIfReady(data.orderId);
-      },
+      apply: async (q, { data }) => void (await createStore(q).stockReserved(uuidv7(), data.orderId)),
+      then: charge,
     }),
     on({
       event: OrderCancelledSchema,
       name: "refund",
-      async handler({ id, data }) {
-        await handleOnce(db, "refund", id, async (q) => {
-          const refunded = await createStore(q).cancel(uuidv7(), data.orderId, data.reason || "order cancelled");
-          if (refunded) {
-            await enqueue(q, PaymentRefundedSchema, {
-              paymentId: refunded.id, orderId: refunded.order_id, amount: money(refunded), reason: data.reason, refundTime: timestampFromDate(refunded.updated_at),
-            }, source);
-          }
-        });
-        publishOutbox();
+      async apply(q, { data }) {
+        const refunded = await createStore(q).cancel(uuidv7(), data.orderId, data.reason || "order cancelled");
+        if (refunded) {
+          enqueue(q, PaymentRefundedSchema, {
+            paymentId: refunded.id, orderId: refunded.order_id, amount: money(refunded), reason: data.reason, refundTime: timestampFromDate(refunded.updated_at),
+          }, source);
+        }
       },
     }),
   ];

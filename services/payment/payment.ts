@@ -25,10 +25,10 @@ export const payment: ServiceDefinition<typeof PaymentService, typeof config> = 
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config,
   handlers: ({ db, config }) => paymentHandlers(db, config.PAYMENT_METHOD_TTL_SECONDS * 1_000),
-  consumers: ({ db, logger, publishOutbox, config, every }) => {
-    const charger = createCharger({ db, logger, processor: testProcessor, publishOutbox, leaseMs: config.CHARGE_LEASE_MS });
+  consumers: ({ db, logger, config, every }) => {
+    const charger = createCharger({ db, logger, processor: testProcessor, leaseMs: config.CHARGE_LEASE_MS });
     every("finish-stranded-charges", config.SWEEP_INTERVAL_MS, charger.sweep);
     every("purge-expired-payment-methods", config.SWEEP_INTERVAL_MS, () => createMethods(db).purgeExpired());
-    return paymentConsumers(db, charger, publishOutbox);
+    return paymentConsumers(charger);
   },
 };

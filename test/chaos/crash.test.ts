@@ -11,7 +11,7 @@ import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { meshMigrations, migrate, openDb, type Db } from "../../mesh/data/db.js";
 import { consume, ensureStreams, publishEvent, streamName } from "../../mesh/events/events.js";
-import { handleOnce } from "../../mesh/events/inbox.js";
+import { applyOnce } from "../../mesh/events/inbox.js";
 import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { freePort } from "../support/ports.js";
@@ -96,16 +96,17 @@ describe("a consumer that dies before its ack", () => {
     let deliveries = 0;
     let firstDelivery = 0;
     let redelivery = 0;
-    const effect = (orderId: string, id: string) => handleOnce(db, "count", id, (q) => q.query("INSERT INTO effects VALUES ($1)", [orderId]).then(() => {}));
+    const effect = (events: { id: string; data: { orderId: string } }[]) =>
+      applyOnce(db, "count", events, async (q, { data }) => void (await q.query("INSERT INTO effects VALUES ($1)", [data.orderId])));
     // The first consumer commits its effect, then "dies": it never acknowledges. It has its own
     // connection, as its own process would; closing it is the death (no ack, no more heartbeats).
     const doomed = await nats.connect();
     const dying = await consume(doomed.jetstream(), await doomed.jetstreamManager(), {
       durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger,
-      handler: async ({ id, data }) => {
+      handler: async (events) => {
         deliveries++;
         firstDelivery = Date.now();
-        await effect(data.orderId, id);
+        await effect(events);
         await new Promise(() => {}); // no ack, ever
       },
     });
@@ -116,10 +117,10 @@ describe("a consumer that dies before its ack", () => {
 
     const survivor = await consume(js, jsm, {
       durable: "crash-consumer", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger,
-      handler: async ({ id, data }) => {
+      handler: async (events) => {
         deliveries++;
         redelivery ||= Date.now();
-        await effect(data.orderId, id);
+        await effect(events);
       },
     });
     await eventually(() => deliveries, (n) => n >= 2, 45_000); // generous: long enough for the old 30 s ack wait too

@@ -29,6 +29,11 @@ afterAll(async () => {
 
 const until = (check: () => boolean) => eventually(check, Boolean);
 
+/** A consumer whose handler takes one event at a time (the batch handled in turn). */
+const consumeEach = <S extends Parameters<typeof consume>[2]["event"]>(
+  opts: Omit<Parameters<typeof consume<S>>[2], "handler"> & { handler: (event: Delivered<S>) => Promise<void> },
+) => consume(js, jsm, { ...opts, handler: async (events) => { for (const event of events) await opts.handler(event); } });
+
 describe("events", () => {
   it("names subjects shop.<entity>.<event>", () => {
     expect(eventSubject(UserRegisteredSchema)).toBe("shop.user.registered");
@@ -37,7 +42,7 @@ describe("events", () => {
 
   it("delivers a typed event with CloudEvents headers, and drops a duplicate publish", async () => {
     const seen: Delivered<typeof UserRegisteredSchema>[] = [];
-    const consumer = await consume(js, jsm, {
+    const consumer = await consumeEach({
       durable: "test-user-registered",
       stream: streamName("identity"),
       event: UserRegisteredSchema,
@@ -62,7 +67,7 @@ describe("events", () => {
 
   it("retries a failing handler with a delay, then acknowledges", async () => {
     const deliveries: number[] = [];
-    const consumer = await consume(js, jsm, {
+    const consumer = await consumeEach({
       durable: "test-retry",
       stream: streamName("order"),
       event: OrderCreatedSchema,
@@ -84,7 +89,7 @@ describe("events", () => {
 
   it("dead-letters a message after its last delivery, with its headers and the reason", async () => {
     let attempts = 0;
-    const consumer = await consume(js, jsm, {
+    const consumer = await consumeEach({
       durable: "test-poison",
       stream: streamName("order"),
       event: OrderCreatedSchema,
@@ -115,7 +120,7 @@ describe("events", () => {
   it("dead-letters an undecodable event once: it leaves the consumer and is not delivered again", async () => {
     // nats-server 2.9 ignores a reason given with +TERM: the message stayed pending, came back after
     // every ack wait, and went to the dead letters (and the terminal) again each time.
-    const consumer = await consume(js, jsm, {
+    const consumer = await consumeEach({
       durable: "test-undecodable",
       stream: streamName("order"),
       event: OrderCreatedSchema,
@@ -157,7 +162,7 @@ describe("events", () => {
   it("lists dead letters and replays a chosen one once the handler is fixed", async () => {
     let fixed = false;
     const handled: string[] = [];
-    const consumer = await consume(js, jsm, {
+    const consumer = await consumeEach({
       durable: "test-replay",
       stream: streamName("order"),
       event: OrderCreatedSchema,
@@ -189,7 +194,7 @@ describe("events", () => {
   it("does not redeliver a message while its handler is still working past the ack wait (heartbeats)", async () => {
     let deliveries = 0;
     let finished = false;
-    const consumer = await consume(js, jsm, {
+    const consumer = await consumeEach({
       durable: "test-slow-handler", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, ackWaitMs: 1_000,
       handler: async ({ data }) => {
         if (data.orderId !== "o-slow") return; // the stream also holds other tests' events
@@ -204,6 +209,38 @@ describe("events", () => {
     await sleep(1_500); // past another ack wait: a redelivery would show now
     expect(deliveries).toBe(1);
     expect((await jsm.consumers.info(streamName("order"), "test-slow-handler")).num_redelivered).toBe(0);
+    await consumer.stop();
+  });
+
+  it("hands what arrived together to the handler as one batch, and holds up no event behind a failing one", async () => {
+    const batches: string[][] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const attempts = new Map<string, number>();
+    const consumer = await consume(js, jsm, {
+      durable: "test-batches", stream: streamName("order"), event: OrderCreatedSchema, logger: silentLogger, backoffMs: [20], maxDeliver: 2,
+      handler: async (events) => {
+        const ids = events.map((e) => e.data.orderId).filter((id) => id.startsWith("o-batch"));
+        if (!ids.length) return; // the stream also holds other tests' events
+        batches.push(ids);
+        for (const id of ids) attempts.set(id, (attempts.get(id) ?? 0) + 1);
+        if (ids[0] === "o-batch-0") await gate; // the first holds the consumer while the rest arrive
+        if (ids.includes("o-batch-bad")) throw new Error("cannot handle o-batch-bad");
+      },
+    });
+    await publishEvent(js, OrderCreatedSchema, { orderId: "o-batch-0" }, { source: "order" });
+    await until(() => batches.length === 1);
+    for (let i = 1; i <= 5; i++) await publishEvent(js, OrderCreatedSchema, { orderId: i === 3 ? "o-batch-bad" : `o-batch-${i}` }, { source: "order" });
+    await eventually(async () => (await jsm.consumers.info(streamName("order"), "test-batches")).num_ack_pending, (n) => n >= 6);
+    release();
+    await eventually(async () => (await jsm.consumers.info(streamName("order"), "test-batches")).num_ack_pending, (n) => n === 0);
+    // The five that waited came as one batch; it failed, so each was handled again on its own:
+    // the good ones were acknowledged, the bad one retried and dead-lettered.
+    expect(batches[1]).toEqual(["o-batch-1", "o-batch-2", "o-batch-bad", "o-batch-4", "o-batch-5"]);
+    expect(batches.slice(2, 7)).toEqual([["o-batch-1"], ["o-batch-2"], ["o-batch-bad"], ["o-batch-4"], ["o-batch-5"]]);
+    expect(Object.fromEntries(attempts)).toEqual({ "o-batch-0": 1, "o-batch-1": 2, "o-batch-2": 2, "o-batch-bad": 3, "o-batch-4": 2, "o-batch-5": 2 });
+    const letter = await jsm.streams.getMessage(DLQ_STREAM, { last_by_subj: "dlq.test-batches.shop.order.created" });
+    expect(letter.header.get("dlq-reason")).toMatch(/cannot handle o-batch-bad/);
     await consumer.stop();
   });
 });

@@ -3,13 +3,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetStreamManager, NatsConnection } from "nats";
 import { UserRegisteredSchema } from "../../gen/shop/identity/v1/events_pb.js";
-import { meshMigrations, migrate, openDb, type Db } from "../../mesh/data/db.js";
+import { meshMigrations, migrate, openDb, type Db, type Tx } from "../../mesh/data/db.js";
 import { ensureStreams, streamName } from "../../mesh/events/events.js";
-import { handleOnce } from "../../mesh/events/inbox.js";
+import { applyOnce } from "../../mesh/events/inbox.js";
 import { enqueue, startRelay } from "../../mesh/events/outbox.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
 import { startNats, type NatsTestServer } from "../support/processes.js";
 import { silentLogger, sleep } from "../support/servers.js";
+import { eventually } from "../support/eventually.js";
 
 let nats: NatsTestServer;
 let nc: NatsConnection;
@@ -60,6 +61,19 @@ describe.each([
     expect(stored.map((m) => m.header.get("ce-id"))).toEqual(ids);
   });
 
+  it("publishes a transaction's events from memory right after its commit, and marks them", async () => {
+    const before = await streamCount();
+    // The poll would next look in a minute: whatever goes out sooner went from memory.
+    const relay = startRelay({ db, js: nc.jetstream(), logger: silentLogger, intervalMs: 60_000, maxIntervalMs: 60_000 });
+    await relay.flush(); // the start's poll is done (nothing pending from the tests before)
+    const ids = await db.tx(async (q) => [1, 2, 3].map((i) => enqueue(q, UserRegisteredSchema, { userId: `mem${i}` }, { source: "identity" })));
+    await eventually(streamCount, (n) => n === before + 3);
+    const stored = await Promise.all([1, 2, 3].map((k) => jsm.streams.getMessage(streamName("identity"), { seq: before + k })));
+    expect(stored.map((m) => m.header.get("ce-id"))).toEqual(ids);
+    await eventually(() => pending(db), (n) => n === 0); // marked in a batch shortly after
+    await relay.stop();
+  });
+
   it("keeps events while NATS is down and publishes them, once, when it is back", async () => {
     const before = await streamCount();
     const relay = startRelay({ db, js: nc.jetstream(), logger: silentLogger, intervalMs: 20, publishTimeoutMs: 300 });
@@ -77,15 +91,21 @@ describe.each([
     expect(await streamCount()).toBe(before + 5);
   });
 
-  it("gives a redelivered event one effect (inbox)", async () => {
-    await db.query("CREATE TABLE IF NOT EXISTS effects (n int)");
-    const effect = (q: Parameters<Parameters<typeof handleOnce>[3]>[0]) => q.query("INSERT INTO effects VALUES (1)").then(() => {});
-    const results = await Promise.all([handleOnce(db, "c", "evt-x", effect), handleOnce(db, "c", "evt-x", effect)]);
-    expect(results.sort()).toEqual([false, true]);
-    expect(await handleOnce(db, "c", "evt-x", effect)).toBe(false);
-    expect(await handleOnce(db, "other-consumer", "evt-x", effect)).toBe(true);
-    await expect(handleOnce(db, "c", "evt-y", async () => { throw new Error("effect failed"); })).rejects.toThrow("effect failed");
-    expect(await handleOnce(db, "c", "evt-y", effect)).toBe(true); // the failed attempt recorded nothing
-    expect(await db.query("SELECT count(*)::int AS n FROM effects")).toEqual([{ n: 3 }]);
+  it("gives a redelivered event one effect (inbox), also within one batch and across racing batches", async () => {
+    await db.query("CREATE TABLE IF NOT EXISTS effects (id text)");
+    const effect = async (q: Tx, e: { id: string }) => void (await q.query("INSERT INTO effects VALUES ($1)", [e.id]));
+    const once = async (consumer: string, ...ids: string[]) => (await applyOnce(db, consumer, ids.map((id) => ({ id })), effect)).map((e) => e.id);
+    const raced = await Promise.all([once("c", "evt-x", "evt-w"), once("c", "evt-w", "evt-x")]);
+    expect(raced.flat().sort()).toEqual(["evt-w", "evt-x"]); // each applied by exactly one of the two
+    expect(await once("c", "evt-x", "evt-v", "evt-v")).toEqual(["evt-v"]); // a redelivery, and an id twice in a batch
+    expect(await once("other-consumer", "evt-x")).toEqual(["evt-x"]);
+    await expect(applyOnce(db, "c", [{ id: "evt-y" }, { id: "evt-z" }], async (q, e) => {
+      await effect(q, e);
+      if (e.id === "evt-z") throw new Error("effect failed");
+    })).rejects.toThrow("effect failed");
+    expect(await once("c", "evt-y")).toEqual(["evt-y"]); // the failed batch recorded nothing, not even its good event
+    expect(await db.query("SELECT id, count(*)::int AS n FROM effects GROUP BY id ORDER BY id")).toEqual([
+      { id: "evt-v", n: 1 }, { id: "evt-w", n: 1 }, { id: "evt-x", n: 2 }, { id: "evt-y", n: 1 },
+    ]);
   });
 });

@@ -53,6 +53,8 @@ describe("order saga", () => {
     const seen = await watch(order!.id);
     expect(seen.at(-1)!.status).toBe(OrderStatus.CONFIRMED);
     expect(seen.slice(0, -1).every((o) => o.status === OrderStatus.PENDING)).toBe(true); // PENDING until it ends
+    // Inventory turns the reservation into a sale when it handles order.confirmed, just after.
+    await eventually(() => stockOf(mug.id), (s) => s.reserved === before.reserved);
     expect(await stockOf(mug.id)).toMatchObject({ available: before.available - 2, reserved: before.reserved });
     const payment = await (await mesh.as(PaymentService, "payment", ADA)).getPayment({ orderId: order!.id });
     expect(payment.payment?.status).toBe(PaymentStatus.CAPTURED);
