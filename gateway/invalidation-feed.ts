@@ -3,7 +3,8 @@
 // gateway's own certificate (NATS lets it subscribe to exactly these subjects, publish nothing).
 // The cache may be on only while the feed surely delivers: `live` is called once the server has
 // confirmed the subscriptions (a flush after SUB: a refused one is reported before the PONG), `lost`
-// on any doubt: disconnect, a stale connection, a refused subscription, the connection closed.
+// on any doubt: disconnect (also how nats-server ends a slow consumer; the callback itself never
+// queues), a stale connection, a refused subscription, the connection closed.
 // Events missed while it was away are unknowable, so the cache starts empty each time it is live.
 import { connect, type NatsConnection, type Subscription } from "nats";
 import type { TlsFiles } from "../mesh/certs.js";

@@ -182,5 +182,7 @@ describe("edge cache: while NATS is away", () => {
     await waitLive(1);
     expect([await price(), await price()]).toEqual([999n, 999n]);
     expect(catalogState.calls).toBe(calls + 3); // cached again
+    await updateProduct(1_000n); // and invalidated again: the subscription came back with the connection
+    expect(await price()).toBe(1_000n);
   }, 30_000);
 });
