@@ -4,8 +4,9 @@
 //  1. dev certificates if missing;
 //  2. nats-server (locked, as mesh/events/nats-config.ts writes it), redis-server and a private
 //     PostgreSQL with a database per service, each reused when already running (launcher/infra.ts);
-//  3. every service and the gateway, each its own process, kept running (launcher/supervisor.ts)
-//     with one progress line each; then where everything listens.
+//  3. the services, all in one host process or each in its own (SHOPMESH_LAYOUT, launcher/layout.ts),
+//     and the gateway in its own, kept running (launcher/supervisor.ts) with one progress line per
+//     service; then where everything listens.
 // SHOPMESH_DATABASE=pglite: embedded PGlite per service even where PostgreSQL is installed.
 // Ctrl-C drains the gateway, then the services, then stops what the launcher started. A second
 // Ctrl-C kills at once. SHOPMESH_PORT_OFFSET moves every port (a second checkout, tests).
@@ -24,7 +25,8 @@ import { seedPgliteFolders } from "./pglite-template.js";
 import { startDashboard, type Dashboard } from "./dashboard/server.js";
 import { StartProgress } from "./progress.js";
 import { launcherPorts, MAX_PORT_OFFSET } from "./ports.js";
-import { Supervised, type ProcessSpec } from "./supervisor.js";
+import { chosenLayout, forHosted, type Layout } from "./layout.js";
+import { Supervised, type Member, type MemberSpec, type ProcessSpec } from "./supervisor.js";
 
 const began = Date.now();
 const root = projectRoot;
@@ -36,6 +38,13 @@ if (!Number.isInteger(offset) || offset < 0 || offset > MAX_PORT_OFFSET) {
 const ports = launcherPorts(offset);
 const certsDir = process.env.CERTS_DIR ?? join(root, "certs");
 const stallMs = Number(process.env.START_STALL_SECONDS ?? 60) * 1000;
+let layout: Layout;
+try {
+  layout = chosenLayout(process.env.SHOPMESH_LAYOUT);
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(2);
+}
 const shown = (path: string) => (path.startsWith(root) ? relative(process.cwd(), path) || "." : path);
 const pretty = prettyFactory({ colorize: process.stdout.isTTY, translateTime: "SYS:HH:MM:ss", ignore: "pid,hostname,service", messageFormat: "{service} {msg}" });
 
@@ -48,6 +57,8 @@ const say = (text: string) => (progress ? progress.say(text) : console.log(text)
 const started: Started[] = [];
 let starting: Promise<unknown> = Promise.resolve();
 let processes: Supervised[] = [];
+/** What the terminal and the dashboard show: each service and the gateway, whatever process runs it. */
+let members: Member[] = [];
 let dashboard: Dashboard | undefined;
 let up = false;
 let stopping = false;
@@ -83,7 +94,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 /** Problems the servers report; while stopping, their own shutdown noise is no news. */
 const warn = (text: string) => void (stopping || say(text));
 
-console.log(`Starting ShopMesh: ${present.length} services and the gateway (logs in ${shown(join(root, ".data", "logs"))}/)`);
+const laidOut = layout === "combined" ? "in one process" : "each in its own process";
+console.log(`Starting ShopMesh: ${present.length} services ${laidOut} and the gateway (SHOPMESH_LAYOUT=${layout}; logs in ${shown(join(root, ".data", "logs"))}/)`);
 
 // --- 1 and 2: certificates, infrastructure -----------------------------------------------------
 // Assigned below, or the launcher stops there.
@@ -161,20 +173,20 @@ const common = {
 // NODE_OPTIONS=--enable-source-maps maps stack traces to the TypeScript (~10 MiB more per process).
 const node = [process.execPath, "--max-semi-space-size=2"] as const;
 
-function serviceSpec(name: ServiceName): ProcessSpec {
-  const spec = topology[name];
+/** A service's own variables: its ports, database and upstreams. */
+function serviceVars(name: ServiceName): Record<string, string> {
   const databaseUrl = process.env[`${name.toUpperCase()}_DATABASE_URL`] ?? postgres?.urlFor(name);
   return {
+    PORT: String(ports.grpc(name)),
+    METRICS_PORT: String(ports.metrics(name)),
+    ...Object.assign({}, ...topology[name].upstreams.map((u) => addresses(u as ServiceName))),
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+  };
+}
+
+function serviceMember(name: ServiceName): MemberSpec {
+  return {
     name,
-    command: [...node, join("dist", "services", name, "main.js")],
-    cwd: root,
-    env: {
-      ...common,
-      PORT: String(ports.grpc(name)),
-      METRICS_PORT: String(ports.metrics(name)),
-      ...Object.assign({}, ...spec.upstreams.map((u) => addresses(u as ServiceName))),
-      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
-    },
     address: `grpcs://127.0.0.1:${ports.grpc(name)}`,
     metricsUrl: `http://127.0.0.1:${ports.metrics(name)}/metrics`,
     logFile: join(root, ".data", "logs", `${name}.log`),
@@ -187,10 +199,29 @@ function serviceSpec(name: ServiceName): ProcessSpec {
         health.close();
       }
     },
-    stallMs,
-    drainMs: 15_000,
   };
 }
+
+const serviceProcess = (name: ServiceName): ProcessSpec => ({
+  name,
+  command: [...node, join("dist", "services", name, "main.js")],
+  cwd: root,
+  env: { ...common, ...serviceVars(name) },
+  members: [serviceMember(name)],
+  stallMs,
+  drainMs: 15_000,
+});
+
+/** Every service in one process (launcher/host.ts), each with its own variables. */
+const hostProcess = (names: ServiceName[]): ProcessSpec => ({
+  name: "services",
+  command: [...node, join("dist", "launcher", "host.js"), ...names],
+  cwd: root,
+  env: { ...common, ...Object.assign({}, ...names.map((n) => forHosted(n, serviceVars(n)))) },
+  members: names.map(serviceMember),
+  stallMs,
+  drainMs: 15_000,
+});
 
 const gatewayUrl = `http://127.0.0.1:${ports.gateway}`;
 const gatewaySpec: ProcessSpec = {
@@ -198,23 +229,27 @@ const gatewaySpec: ProcessSpec = {
   command: [...node, join("dist", "gateway", "main.js")],
   cwd: root,
   env: { ...common, PORT: String(ports.gateway), METRICS_PORT: String(ports.gatewayMetrics), ...Object.assign({}, ...serviceNames.map(addresses)) },
-  address: gatewayUrl,
-  metricsUrl: `http://127.0.0.1:${ports.gatewayMetrics}/metrics`,
-  logFile: join(root, ".data", "logs", "gateway.log"),
-  // A new connection per question, as for the services (no pooled connection to go stale).
-  healthy: () =>
-    new Promise<boolean>((resolve) => {
-      const req = httpGet(`${gatewayUrl}/readyz`, { agent: false, timeout: 2_000 }, (res) => (res.resume(), resolve(res.statusCode === 200)));
-      req.once("timeout", () => req.destroy()).once("error", () => resolve(false));
-    }),
+  members: [{
+    name: "gateway",
+    address: gatewayUrl,
+    metricsUrl: `http://127.0.0.1:${ports.gatewayMetrics}/metrics`,
+    logFile: join(root, ".data", "logs", "gateway.log"),
+    // A new connection per question, as for the services (no pooled connection to go stale).
+    healthy: () =>
+      new Promise<boolean>((resolve) => {
+        const req = httpGet(`${gatewayUrl}/readyz`, { agent: false, timeout: 2_000 }, (res) => (res.resume(), resolve(res.statusCode === 200)));
+        req.once("timeout", () => req.destroy()).once("error", () => resolve(false));
+      }),
+  }],
   stallMs,
   drainMs: 10_000,
 };
 
 const time = () => new Date().toTimeString().slice(0, 8);
-const lastLines = (p: Supervised, n = 15) => p.recentLogs().slice(-n).map((l) => `    ${l}`).join("\n");
+const lastLines = (p: Member, n = 15) => p.recentLogs().slice(-n).map((l) => `    ${l}`).join("\n");
 
-processes = [...present.map(serviceSpec), gatewaySpec].map((spec) => new Supervised(spec, {
+const serviceProcesses = layout === "combined" ? [hostProcess(present)] : present.map(serviceProcess);
+processes = [...serviceProcesses, gatewaySpec].map((spec) => new Supervised(spec, {
   state(p, detail) {
     if (stopping) return;
     if (!up) {
@@ -226,7 +261,7 @@ processes = [...present.map(serviceSpec), gatewaySpec].map((spec) => new Supervi
         say(`${p.name} failed: ${detail}. Its log: ${shown(p.logFile)}\n${lastLines(p)}`);
         void stop(1);
       } else if (p.state === "backing off") say(`${p.name} ${detail}`);
-      if (processes.every((q) => q.state === "serving")) void meshIsUp();
+      if (members.every((q) => q.state === "serving")) void meshIsUp();
       return;
     }
     if (p.state === "backing off") console.log(`[${time()}] ${p.name} ${detail} (restart ${p.restarts + 1})`);
@@ -246,6 +281,7 @@ processes = [...present.map(serviceSpec), gatewaySpec].map((spec) => new Supervi
     else if ((entry.level ?? 0) >= 40) say(pretty(entry).trimEnd());
   },
 }));
+members = processes.flatMap((p) => p.members);
 
 function meshIsUp() {
   if (up) return;
@@ -276,8 +312,8 @@ A crashed process is restarted. Ctrl-C stops everything.
 }
 
 await notStopping();
-dashboard = await startDashboard({ view: { processes: () => processes, natsUrl: nats.url, certsDir, gatewayUrl }, host: "127.0.0.1", port: ports.dashboard });
+dashboard = await startDashboard({ view: { processes: () => members, natsUrl: nats.url, certsDir, gatewayUrl }, host: "127.0.0.1", port: ports.dashboard });
 await notStopping();
-progress = new StartProgress(processes);
+progress = new StartProgress(members);
 processes.forEach((p) => p.start());
 progress.update();

@@ -1,10 +1,10 @@
-// One line per process while the mesh starts: its state and how long it has been starting. In a
+// One line per service (and the gateway) while the mesh starts: its state and how long it has been starting. In a
 // terminal the lines are redrawn in place; in a log (CI, a pipe) each change is printed once.
-import type { Supervised } from "./supervisor.js";
+import type { Member } from "./supervisor.js";
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-export function describe(p: Supervised, now = Date.now()): string {
+export function describe(p: Member, now = Date.now()): string {
   const restarted = p.restarts ? `  (restarted ×${p.restarts})` : "";
   const when = p.state === "serving" ? `after ${seconds(p.servedAt - p.startedAt)}` : p.state === "failed" || p.state === "stopped" ? "" : seconds(now - p.startedAt);
   return `  ${p.name.padEnd(13)} ${p.state.padEnd(12)} ${when}${restarted}`;
@@ -15,7 +15,7 @@ export class StartProgress {
   private printed = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly processes: readonly Supervised[], private readonly out: NodeJS.WriteStream = process.stdout) {
+  constructor(private readonly processes: readonly Member[], private readonly out: NodeJS.WriteStream = process.stdout) {
     if (out.isTTY) this.timer = setInterval(() => this.draw(), 500);
   }
 

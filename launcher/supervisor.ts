@@ -6,6 +6,11 @@
 // Start-up is followed by progress, never by one fixed deadline: the process's own log lines
 // (migrating, seeding, serving) and the CPU time it uses. It is stalled only when it has done
 // neither for `stallMs`, whatever the machine's speed.
+//
+// A process serves one or more members, each shown as its own line and dashboard row: a service or
+// the gateway, or several services in one host (launcher/host.ts), whose log lines carry `service`.
+// Each member follows its own phases and health check; the process restarts, fails and stops as
+// one, so its members do too.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
@@ -20,17 +25,25 @@ const EX_CONFIG = 78;
 const KEPT_LINES = 200;
 const HEALTH_QUESTION_MS = 5_000;
 
+/** What a process serves, as the terminal and the dashboard show it. */
+export interface MemberSpec {
+  name: string;
+  address: string;
+  metricsUrl: string;
+  /** Its log lines (lines no member claims, such as a crash's stack, go to every member's). */
+  logFile: string;
+  /** Asked after it logs "serving", until it says yes: is it really answering? */
+  healthy(): Promise<boolean>;
+}
+
 export interface ProcessSpec {
+  /** The process's name: its one member's, or a host's. */
   name: string;
   /** Program and arguments. */
   command: readonly [string, ...string[]];
   cwd: string;
   env: NodeJS.ProcessEnv;
-  address: string;
-  metricsUrl: string;
-  logFile: string;
-  /** Asked after the process logs "serving", until it says yes: is it really answering? */
-  healthy(): Promise<boolean>;
+  members: readonly MemberSpec[];
   /** How long a starting process may show no progress (no log line, no CPU time) before it is stalled. */
   stallMs: number;
   /** How long a stopping process may drain before it is killed. */
@@ -40,32 +53,25 @@ export interface ProcessSpec {
 }
 
 export interface SupervisorEvents {
-  /** The state changed; `detail` says why when a person should know (exit code, back-off, stall). */
-  state(process: Supervised, detail?: string): void;
-  /** A log line, as the process wrote it. */
-  line(process: Supervised, line: string): void;
+  /** A member's state changed; `detail` says why when a person should know (exit code, back-off, stall). */
+  state(member: Member, detail?: string): void;
+  /** A log line, as the process wrote it: from the member it names, else from the process. */
+  line(source: Member | Supervised, line: string): void;
 }
 
 /** Log messages that mark start-up phases (see mesh/service.ts). */
 const PHASES: Record<string, ProcessState> = { migrating: "migrating", seeding: "seeding" };
 
-export class Supervised implements ProcessView {
+/** One member of a supervised process: its state, phases and log. */
+export class Member implements ProcessView {
   state: ProcessState = "stopped";
-  restarts = 0;
   /** When the latest start began, and when it first served after it. */
   startedAt = 0;
   servedAt = 0;
-  private child: ChildProcess | undefined;
   private readonly lines: string[] = [];
   private readonly log: WriteStream;
-  private crashesInARow = 0;
-  private wanted = false;
-  private progressAt = 0;
-  private lastTicks: number | undefined;
-  private watch: NodeJS.Timeout | undefined;
-  private backoff: NodeJS.Timeout | undefined;
 
-  constructor(readonly spec: ProcessSpec, private readonly events: SupervisorEvents) {
+  constructor(readonly spec: MemberSpec, readonly process: Supervised) {
     mkdirSync(dirname(spec.logFile), { recursive: true });
     this.log = createWriteStream(spec.logFile, { flags: "a" });
   }
@@ -74,18 +80,74 @@ export class Supervised implements ProcessView {
   get address() { return this.spec.address; }
   get metricsUrl() { return this.spec.metricsUrl; }
   get logFile() { return this.spec.logFile; }
-  get pid() { return this.child?.pid; }
+  get restarts() { return this.process.restarts; }
+  get pid() { return this.process.pid; }
   recentLogs(): readonly string[] { return this.lines; }
+
+  keep(line: string) {
+    // Output may still arrive after the exit that closed the log (the pipes drain later).
+    if (!this.log.writableEnded) this.log.write(line + "\n");
+    this.lines.push(line);
+    if (this.lines.length > KEPT_LINES) this.lines.shift();
+  }
+
+  closeLog() {
+    this.log.end();
+  }
+}
+
+/** The message and `service` of a pino line; undefined for any other line. */
+function logEntry(line: string): { msg?: unknown; service?: unknown } | undefined {
+  if (!line.startsWith("{")) return undefined;
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}
+
+/** From least to most advanced, for a process's overall state. */
+const ORDER: ProcessState[] = ["failed", "backing off", "stopped", "stopping", "starting", "migrating", "seeding", "serving"];
+
+/** Running members: those a state change applies to while the process lives. */
+const live = (state: ProcessState) => state !== "failed" && state !== "stopped";
+
+export class Supervised {
+  restarts = 0;
+  readonly members: readonly Member[];
+  private child: ChildProcess | undefined;
+  private crashesInARow = 0;
+  private servedOnce = false;
+  private wanted = false;
+  private progressAt = 0;
+  private lastTicks: number | undefined;
+  private watch: NodeJS.Timeout | undefined;
+  private backoff: NodeJS.Timeout | undefined;
+
+  constructor(readonly spec: ProcessSpec, private readonly events: SupervisorEvents) {
+    this.members = spec.members.map((m) => new Member(m, this));
+  }
+
+  get name() { return this.spec.name; }
+  get pid() { return this.child?.pid; }
+  /** Its members' state when they agree, else the least advanced member's. */
+  get state(): ProcessState {
+    return this.members.reduce((least, m) => (ORDER.indexOf(m.state) < ORDER.indexOf(least) ? m.state : least), this.members[0]!.state);
+  }
 
   start(): void {
     this.wanted = true;
     this.spawn();
   }
 
-  private setState(state: ProcessState, detail?: string) {
-    if (state === this.state && !detail) return;
-    this.state = state;
-    this.events.state(this, detail);
+  private setState(member: Member, state: ProcessState, detail?: string) {
+    if (state === member.state && !detail) return;
+    member.state = state;
+    this.events.state(member, detail);
+  }
+
+  private setAll(state: ProcessState, detail?: string) {
+    for (const m of this.members) this.setState(m, state, detail);
   }
 
   private spawn() {
@@ -94,11 +156,14 @@ export class Supervised implements ProcessView {
     // stops everything in order. stdin stays a pipe: its end tells the process the launcher is gone.
     const child = spawn(program, args, { cwd: this.spec.cwd, env: this.spec.env, stdio: ["pipe", "pipe", "pipe"], detached: true });
     this.child = child;
-    this.startedAt = Date.now();
-    this.servedAt = 0;
+    this.servedOnce = false;
     this.progressAt = Date.now();
     this.lastTicks = undefined;
-    this.setState("starting");
+    for (const m of this.members) {
+      m.startedAt = Date.now();
+      m.servedAt = 0;
+    }
+    this.setAll("starting");
     for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on("line", (line) => this.onLine(line));
     child.once("error", (err) => this.onLine(`could not start: ${err.message}`));
     child.once("exit", (code, signal) => this.onExit(child, code, signal));
@@ -106,46 +171,42 @@ export class Supervised implements ProcessView {
   }
 
   private onLine(line: string) {
-    // Output may still arrive after the exit that closed the log (the pipes drain later).
-    if (!this.log.writableEnded) this.log.write(line + "\n");
-    this.lines.push(line);
-    if (this.lines.length > KEPT_LINES) this.lines.shift();
     this.progressAt = Date.now();
-    this.events.line(this, line);
-    if (this.state === "serving" || this.state === "stopping" || !line.startsWith("{")) return;
-    let msg: unknown;
-    try {
-      msg = JSON.parse(line).msg;
-    } catch {
-      return;
-    }
-    if (typeof msg !== "string") return;
-    const phase = PHASES[msg];
-    if (phase) this.setState(phase);
-    if (msg === "serving") void this.confirmServing(this.child);
+    const entry = logEntry(line);
+    const named = this.members.length === 1 ? this.members[0] : this.members.find((m) => m.name === entry?.service);
+    for (const m of named ? [named] : this.members) m.keep(line);
+    this.events.line(named ?? this, line);
+    if (!named || named.state === "serving" || named.state === "stopping" || typeof entry?.msg !== "string") return;
+    const phase = PHASES[entry.msg];
+    if (phase) this.setState(named, phase);
+    if (entry.msg === "serving") void this.confirmServing(named, this.child);
   }
 
   /** "serving" is logged once it listens; the health check says it answers. */
-  private async confirmServing(child: ChildProcess | undefined) {
+  private async confirmServing(member: Member, child: ChildProcess | undefined) {
     const current = () => this.child === child && child?.exitCode === null && this.wanted;
     while (current()) {
       // Each question gets its own deadline: one answer that never comes must not stop the asking.
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), HEALTH_QUESTION_MS)));
-      const healthy = await Promise.race([this.spec.healthy().catch(() => false), timeout]);
+      const healthy = await Promise.race([member.spec.healthy().catch(() => false), timeout]);
       clearTimeout(timer);
       if (healthy) {
         if (!current()) return;
-        this.servedAt = Date.now();
-        this.crashesInARow = 0;
-        return this.setState("serving");
+        member.servedAt = Date.now();
+        if (this.members.every((m) => m === member || m.state === "serving")) {
+          this.servedOnce = true;
+          this.crashesInARow = 0;
+        }
+        return this.setState(member, "serving");
       }
       await new Promise((r) => setTimeout(r, 200));
     }
   }
 
   private checkProgress() {
-    if (this.state === "serving" || this.state === "stopping" || !this.child?.pid) return;
+    const waiting = this.members.filter((m) => m.state !== "serving" && m.state !== "stopping");
+    if (waiting.length === 0 || !this.child?.pid) return;
     const ticks = cpuTicks(this.child.pid);
     if (ticks !== undefined && ticks !== this.lastTicks) {
       this.lastTicks = ticks;
@@ -153,7 +214,7 @@ export class Supervised implements ProcessView {
     }
     if (Date.now() - this.progressAt > this.spec.stallMs) {
       this.progressAt = Date.now(); // say it once per stall period
-      this.events.state(this, `stalled: no log line and no CPU time for ${Math.round(this.spec.stallMs / 1000)} s while ${this.state}`);
+      for (const m of waiting) this.events.state(m, `stalled: no log line and no CPU time for ${Math.round(this.spec.stallMs / 1000)} s while ${m.state}`);
     }
   }
 
@@ -162,13 +223,13 @@ export class Supervised implements ProcessView {
     clearInterval(this.watch);
     this.child = undefined;
     const how = signal ? `killed by ${signal}` : `exit code ${code}`;
-    if (!this.wanted) return this.setState("stopped", how);
-    if (code === EX_CONFIG) return this.fail(`configuration error (${how})`);
-    this.crashesInARow = this.servedAt ? 1 : this.crashesInARow + 1;
+    if (!this.wanted) return this.setAll("stopped", how);
+    if (code === EX_CONFIG) return this.failOnConfig(how);
+    this.crashesInARow = this.servedOnce ? 1 : this.crashesInARow + 1;
     if (this.crashesInARow >= MAX_START_CRASHES) return this.fail(`crashed ${this.crashesInARow} times in a row before serving (${how})`);
     const backoff = this.spec.backoffMs ?? BACKOFF_MS;
     const delay = backoff[Math.min(this.crashesInARow - 1, backoff.length - 1)]!;
-    this.setState("backing off", `${how}; restarting in ${delay / 1000} s`);
+    this.setAll("backing off", `${how}; restarting in ${delay / 1000} s`);
     this.backoff = setTimeout(() => {
       if (!this.wanted) return;
       this.restarts++;
@@ -176,9 +237,18 @@ export class Supervised implements ProcessView {
     }, delay);
   }
 
+  /** A host names the service whose configuration is wrong (launcher/host.ts): that one fails first. */
+  private failOnConfig(how: string) {
+    const said = this.members[0]!.recentLogs().findLast((l) => l.includes("configuration error: "));
+    const culprit = this.members.find((m) => said?.includes(`configuration error: ${m.name}: `)) ?? this.members[0]!;
+    this.wanted = false;
+    this.setState(culprit, "failed", `configuration error (${how})`);
+    for (const m of this.members) if (m !== culprit) this.setState(m, "failed", `stopped with ${culprit.name}'s configuration error`);
+  }
+
   private fail(why: string) {
     this.wanted = false;
-    this.setState("failed", why);
+    this.setAll("failed", why);
   }
 
   /** Drains the process (SIGTERM), killing it after drainMs; resolves once it has exited. */
@@ -187,17 +257,17 @@ export class Supervised implements ProcessView {
     clearTimeout(this.backoff);
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) {
-      if (this.state !== "failed") this.setState("stopped");
-      this.log.end();
+      for (const m of this.members) if (live(m.state)) this.setState(m, "stopped");
+      this.members.forEach((m) => m.closeLog());
       return;
     }
-    this.setState("stopping");
+    for (const m of this.members) this.setState(m, "stopping");
     const exited = new Promise((resolve) => child.once("exit", resolve));
     child.kill("SIGTERM");
     const force = setTimeout(() => child.kill("SIGKILL"), this.spec.drainMs);
     await exited;
     clearTimeout(force);
-    this.log.end();
+    this.members.forEach((m) => m.closeLog());
   }
 
   /** Kills it at once (a second Ctrl-C). */

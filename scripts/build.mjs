@@ -41,8 +41,7 @@ if (existsSync(stamp) && readFileSync(stamp, "utf8") === fingerprint) process.ex
 // Built beside dist/ and swapped in at the end: a launcher running from dist/ (restarting a
 // crashed process) never finds it half written.
 const out = `dist.building-${process.pid}`;
-await build({
-  entryPoints,
+const common = {
   outdir: out,
   outbase: ".",
   chunkNames: "chunks/[name]-[hash]",
@@ -58,7 +57,12 @@ await build({
   // Bundled CommonJS calls require(); an ES module has none of its own.
   banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
   logLevel: "warning",
-});
+};
+await build({ ...common, entryPoints });
+// The host of several services (launcher/host.ts) is built apart, as one file: sharing chunks
+// with the services' own bundles would move each definition into a chunk, and a definition finds
+// its migrations beside its own module.
+await build({ ...common, entryPoints: ["launcher/host.ts"], splitting: false });
 writeFileSync(join(out, ".fingerprint"), fingerprint);
 rmSync("dist", { recursive: true, force: true });
 renameSync(out, "dist");

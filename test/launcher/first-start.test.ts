@@ -1,9 +1,10 @@
 // What a new user does first: clone, `npm start`, shop through the gateway. From a fresh copy of the
 // repository (no .data/, certs/ or dist/) the launcher builds, makes certificates, starts the
-// databases, NATS, Redis and the mesh with one progress line per process and a summary; brings
-// back a service killed under it; and on Ctrl-C stops all it started, exits 0 and leaves no
-// process and no listening port behind.
-import { existsSync } from "node:fs";
+// databases, NATS, Redis and the mesh (the services in one host process, the default layout) with
+// one progress line per service and a summary; brings back a service killed under it; and on
+// Ctrl-C stops all it started, exits 0 and leaves no process and no listening port behind. Then,
+// in the same copy: the layout with a process per service, and a configuration error.
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { serviceNames, topology } from "../../mesh/topology.js";
@@ -64,7 +65,7 @@ describe("first start: npm start in a fresh clone", () => {
     await launcher.progress.waitForLine(/^ShopMesh is up in \d+\.\d s/);
 
     const out = launcher.progress.output();
-    expect(out).toMatch(/^Starting ShopMesh: 6 services and the gateway \(logs in \.data\/logs\/\)$/m);
+    expect(out).toMatch(/^Starting ShopMesh: 6 services in one process and the gateway \(SHOPMESH_LAYOUT=combined; logs in \.data\/logs\/\)$/m);
     for (const name of processNames) {
       // Not a terminal: each state change is printed once, ending at "serving after N s".
       expect(out).toMatch(new RegExp(`^  ${name} +starting `, "m"));
@@ -75,13 +76,17 @@ describe("first start: npm start in a fresh clone", () => {
     expect(out).toMatch(findPostgresBin() ? /^  databases +PostgreSQL, a database per service/m : /^  databases +PGlite/m);
     expect(out).toMatch(/^A crashed process is restarted\. Ctrl-C stops everything\.$/m);
     expect(out).not.toMatch(/^could not start|^\S+ failed: |^\S+ is stuck /m); // the launcher's words for trouble at start
-    for (const made of ["certs/ca.crt", "dist/gateway/main.js", ".data/logs/gateway.log"]) expect(existsSync(join(dir, made))).toBe(true);
+    for (const made of ["certs/ca.crt", "dist/gateway/main.js", ".data/logs/gateway.log", ".data/logs/order.log"]) expect(existsSync(join(dir, made))).toBe(true);
+    // One host runs the six services; each still writes its own log.
+    expect(new Set(serviceNames.map((n) => meshPid(dir!, n))).size).toBe(1);
+    expect(readFileSync(join(dir, ".data/logs/order.log"), "utf8")).toMatch(/"service":"order".*"msg":"serving"/);
+    expect(readFileSync(join(dir, ".data/logs/order.log"), "utf8")).not.toContain('"service":"payment"');
 
     await shopOnce("first-order");
     console.log(`first start: gateway ready ${readyAfter.toFixed(1)} s after the copy began (port offset ${offset}); first order CONFIRMED at ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }, 600_000);
 
-  it("restarts a service killed under it, says so, and the shop works again", async () => {
+  it("restarts a service killed under it (with the services it shares a process with), says so, and the shop works again", async () => {
     const { progress } = launcher!;
     const victim = meshPid(dir!, "order");
     expect(victim).toBeDefined();
@@ -104,5 +109,29 @@ describe("first start: npm start in a fresh clone", () => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(processesUsing(dir!).map((p) => `${p.pid} ${p.cmdline}`)).toEqual([]);
     expect(listening(allLauncherPorts(offset))).toEqual([]);
+  }, 300_000);
+});
+
+describe("in the same copy: the other layout, and a configuration error", () => {
+  it("runs every service in its own process with SHOPMESH_LAYOUT=processes, takes an order, and stops on Ctrl-C", async () => {
+    launcher = startLauncher(dir!, launcher!.offset, { SHOPMESH_LAYOUT: "processes" });
+    await launcher.ready();
+    await launcher.progress.waitForLine(/^ShopMesh is up in \d+\.\d s/);
+    expect(launcher.progress.output()).toMatch(/^Starting ShopMesh: 6 services each in its own process and the gateway \(SHOPMESH_LAYOUT=processes;/m);
+    expect(new Set(serviceNames.map((n) => meshPid(dir!, n))).size).toBe(serviceNames.length);
+    await shopOnce("processes-layout");
+    launcher.interrupt();
+    expect(await launcher.progress.waitForExit()).toEqual({ code: 0, signal: null });
+    expect(processesUsing(dir!).map((p) => `${p.pid} ${p.cmdline}`)).toEqual([]);
+  }, 300_000);
+
+  it("names the service whose configuration is wrong when they share a process, and stops", async () => {
+    launcher = startLauncher(dir!, launcher!.offset, { CHARGE_LEASE_MS: "soon" });
+    const exit = await launcher.progress.waitForExit();
+    const out = launcher.progress.output();
+    expect(out).toMatch(/^payment failed: configuration error \(exit code 78\)\. Its log: \.data\/logs\/payment\.log$/m);
+    expect(out).toContain('host: configuration error: payment: CHARGE_LEASE_MS must be an integer >= 100, got "soon"');
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(processesUsing(dir!).map((p) => `${p.pid} ${p.cmdline}`)).toEqual([]);
   }, 300_000);
 });

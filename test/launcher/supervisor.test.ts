@@ -17,29 +17,36 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((p) => p.stop()));
 });
 
-/** A process running `script` (JavaScript); `healthy` answers the supervisor's health question. */
-function supervise(script: string, extra: Partial<ProcessSpec> = {}) {
+type Extra = Partial<Omit<ProcessSpec, "members">> & { healthy?: () => Promise<boolean>; members?: string[] };
+
+/** A process running `script` (JavaScript); `healthy` answers the supervisor's health questions. */
+function supervise(script: string, { healthy = async () => true, members = ["svc"], ...extra }: Extra = {}) {
   const changes: { state: ProcessState; detail?: string }[] = [];
+  const byMember: Record<string, ProcessState[]> = {};
+  const n = running.length;
   const p = new Supervised(
     {
-      name: "svc",
+      name: members.length === 1 ? members[0]! : "host",
       command: [process.execPath, "-e", script],
       cwd: dir,
-      env: { ...process.env, MARKER: join(dir, `marker-${running.length}`) },
-      address: "grpcs://127.0.0.1:1",
-      metricsUrl: "http://127.0.0.1:1/metrics",
-      logFile: join(dir, `svc-${running.length}.log`),
-      healthy: async () => true,
+      env: { ...process.env, MARKER: join(dir, `marker-${n}`) },
+      members: members.map((name) => ({ name, address: "grpcs://127.0.0.1:1", metricsUrl: "http://127.0.0.1:1/metrics", logFile: join(dir, `${name}-${n}.log`), healthy })),
       stallMs: 60_000,
       drainMs: 5_000,
       backoffMs: [50, 100],
       ...extra,
     },
-    { state: (q, detail) => changes.push({ state: q.state, ...(detail ? { detail } : {}) }), line: () => {} },
+    {
+      state: (m, detail) => {
+        changes.push({ state: m.state, ...(detail ? { detail } : {}) });
+        (byMember[m.name] ??= []).push(m.state);
+      },
+      line: () => {},
+    },
   );
   running.push(p);
   p.start();
-  return { p, changes };
+  return { p, m: p.members[0]!, changes, byMember };
 }
 
 const log = (msg: string) => `console.log(JSON.stringify({ level: 30, msg: ${JSON.stringify(msg)} }));`;
@@ -47,18 +54,18 @@ const serveForever = `${log("migrating")} ${log("seeding")} ${log("serving")} pr
 
 describe("supervisor", () => {
   it("follows the start-up phases from log lines to serving once healthy, and keeps the log", async () => {
-    const { p, changes } = supervise(serveForever);
+    const { p, m, changes } = supervise(serveForever);
     await eventually(() => expect(p.state).toBe("serving"));
     expect(changes.map((c) => c.state)).toEqual(["starting", "migrating", "seeding", "serving"]);
     await p.stop();
     expect(p.state).toBe("stopped");
-    expect(readFileSync(p.logFile, "utf8")).toContain('"msg":"stopped"'); // drained through SIGTERM
+    expect(readFileSync(m.logFile, "utf8")).toContain('"msg":"stopped"'); // drained through SIGTERM
   });
 
   it("waits for the health check after the serving line", async () => {
     let answer = false;
-    const { p } = supervise(serveForever, { healthy: async () => answer });
-    await eventually(() => expect(p.recentLogs().some((l) => l.includes('"serving"'))).toBe(true));
+    const { p, m } = supervise(serveForever, { healthy: async () => answer });
+    await eventually(() => expect(m.recentLogs().some((l) => l.includes('"serving"'))).toBe(true));
     expect(p.state).toBe("seeding");
     answer = true;
     await eventually(() => expect(p.state).toBe("serving"));
@@ -81,11 +88,11 @@ describe("supervisor", () => {
   });
 
   it("gives up on a process that crashes at start again and again, with its last lines kept", async () => {
-    const { p, changes } = supervise(`console.error("cannot open the database: disk full"); process.exit(1);`);
+    const { p, m, changes } = supervise(`console.error("cannot open the database: disk full"); process.exit(1);`);
     await eventually(() => expect(p.state).toBe("failed"));
     expect(p.restarts).toBe(4); // five crashes in a row before serving
     expect(changes.at(-1)).toEqual({ state: "failed", detail: "crashed 5 times in a row before serving (exit code 1)" });
-    expect(p.recentLogs().at(-1)).toBe("cannot open the database: disk full");
+    expect(m.recentLogs().at(-1)).toBe("cannot open the database: disk full");
   });
 
   it("does not restart after a configuration error (exit 78)", async () => {
@@ -108,6 +115,24 @@ describe("supervisor", () => {
     const { p, changes } = supervise(script, { stallMs: 1_500 });
     await eventually(() => expect(p.state).toBe("serving"));
     expect(changes.some((c) => c.detail?.startsWith("stalled"))).toBe(false);
+  });
+
+  it("follows each service of a host by the `service` of its lines, and fails the one a configuration error names", async () => {
+    const said = (service: string, msg: string) => `console.log(JSON.stringify({ level: 30, service: ${JSON.stringify(service)}, msg: ${JSON.stringify(msg)} }));`;
+    const host = `${said("a", "migrating")} ${said("b", "migrating")} ${said("a", "serving")} setTimeout(() => { ${said("b", "serving")} }, 300); setInterval(() => {}, 1000);`;
+    const { p, byMember } = supervise(host, { members: ["a", "b"] });
+    await eventually(() => expect(p.state).toBe("serving"));
+    expect(byMember).toEqual({ a: ["starting", "migrating", "serving"], b: ["starting", "migrating", "serving"] });
+    expect(p.members.map((m) => m.recentLogs().map((l) => JSON.parse(l).service))).toEqual([["a", "a"], ["b", "b"]]);
+
+    const broken = supervise(`${said("a", "migrating")} console.error("host: configuration error: b: PORT must be a port"); process.exit(78);`, { members: ["a", "b"] });
+    await eventually(() => expect(broken.p.state).toBe("failed"));
+    expect(broken.changes.filter((c) => c.state === "failed")).toEqual([
+      { state: "failed", detail: "configuration error (exit code 78)" },
+      { state: "failed", detail: "stopped with b's configuration error" },
+    ]);
+    expect(broken.p.members[1]!.state).toBe("failed");
+    expect(broken.byMember.b!.at(-1)).toBe("failed");
   });
 });
 

@@ -106,10 +106,14 @@ export function processesUsing(dir: string): ProcessInfo[] {
   return found;
 }
 
-/** The pid of a service (or "gateway") the launcher in `dir` runs, as an operator would find it. */
+/**
+ * The pid of the process running a service (or "gateway") for the launcher in `dir`, as an
+ * operator would find it: the service's own, or the host of several that names it.
+ */
 export function meshPid(dir: string, name: string): number | undefined {
-  const entry = name === "gateway" ? "dist/gateway/main.js" : `dist/services/${name}/main.js`;
-  return processesUsing(dir).find((p) => p.cwd === dir && p.cmdline.includes(entry))?.pid;
+  const runs = (cmdline: string) =>
+    name === "gateway" ? cmdline.includes("dist/gateway/main.js") : cmdline.includes(`dist/services/${name}/main.js`) || (cmdline.includes("dist/launcher/host.js") && cmdline.split(" ").includes(name));
+  return processesUsing(dir).find((p) => p.cwd === dir && runs(p.cmdline))?.pid;
 }
 
 /** The environment of a new user's terminal: nothing from this test run or from a ShopMesh of ours. */
