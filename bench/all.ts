@@ -1,6 +1,7 @@
 // `npm run bench`: ShopMesh measured the way people run it. A copy of the repository built as
-// `npm start` builds it (bench/built-copy.ts); every service and the gateway its own process from
-// those bundles; one PostgreSQL server with a database per service (or PGlite inside each
+// `npm start` builds it (bench/built-copy.ts); the services from those bundles in both of the
+// launcher's layouts (launcher/layout.ts), one after the other in the same run: all six in one host
+// process, then each its own; the gateway its own process; one PostgreSQL server with a database per service (or PGlite inside each
 // service), real nats-server and redis-server; the load generator in a process of its own
 // (bench/loadgen.ts), and each row's baseline measured in the same run by the same generator.
 // CPU time and memory of every process come from /proc over each measured window (bench/proc.ts).
@@ -10,6 +11,7 @@
 //
 //   npm run bench
 //   BENCH_DATABASE=postgres|pglite|both   (postgres)
+//   BENCH_LAYOUT=combined|processes|both  (both: combined, then processes)
 //   BENCH_ROWS=products,orders,saga,mixed (all)
 //   BENCH_SECONDS=10  BENCH_WARMUP_SECONDS=2  BENCH_CONCURRENCY=32
 //   BENCH_SAGA_RATES=25,50,75  BENCH_MIXED_RATES=25,50,100  BENCH_SEARCH_STEPS=4  BENCH_SHOPPERS=8
@@ -24,7 +26,7 @@ import { builtCopy, type BuiltCopy } from "./built-copy.js";
 import { LoadGenerator, startRawServer } from "./children.js";
 import { benchAdmin, prepareShop } from "./fixtures.js";
 import { Measurer } from "./measure.js";
-import { comparison, layoutName, markdown, writeJson, type Layout, type LayoutRun } from "./report.js";
+import { comparison, layoutName, markdown, runName, writeJson, type Layout, type LayoutRun, type ProcessLayout } from "./report.js";
 import { mixedRows, orderReadRow, productRow, sagaRows, type BenchContext, type BenchOptions, type Capacity, type RowName, type RowResult } from "./rows.js";
 import { startCountingPostgres, type CountingPostgres } from "./sql-counter.js";
 
@@ -44,6 +46,10 @@ for (const r of wanted) if (!allRows.includes(r as RowName)) throw new Error(`BE
 const database = process.env.BENCH_DATABASE ?? "postgres";
 const layouts: Layout[] = database === "both" ? ["postgres", "pglite"] : database === "pglite" ? ["pglite"] : database === "postgres" ? ["postgres"] : [];
 if (!layouts.length) throw new Error(`BENCH_DATABASE: postgres, pglite or both, not "${database}"`);
+// A list runs them in its order ("processes,combined"), to see drift of a shared machine.
+const processLayout = process.env.BENCH_LAYOUT ?? "both";
+const processLayouts = (processLayout === "both" ? "combined,processes" : processLayout).split(",").map((l) => l.trim()) as ProcessLayout[];
+if (!processLayouts.every((l) => l === "combined" || l === "processes")) throw new Error(`BENCH_LAYOUT: combined, processes, both or a list of them, not "${processLayout}"`);
 
 /** Node's flags for every process of the mesh: by default launcher/main.ts's (BENCH_NODE_ARGS="" for none). */
 const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "--max-semi-space-size=2").split(" ").filter(Boolean);
@@ -64,15 +70,17 @@ function findPid(match: (cmdline: string) => boolean): number | undefined {
   return undefined;
 }
 
-async function runLayout(layout: Layout, copy: BuiltCopy): Promise<LayoutRun> {
+async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCopy): Promise<LayoutRun> {
   const startedAt = new Date().toISOString();
   const loadBefore = loadavg();
   const layoutBegan = performance.now();
-  log(`${layoutName(layout)}: starting ${layout === "postgres" ? "PostgreSQL, " : ""}nats-server, redis-server, ${serviceNames.length} services and the gateway as processes, from the bundles of the ${copy.source}…`);
+  const name = runName({ layout, processes });
+  log(`${name}: starting ${layout === "postgres" ? "PostgreSQL, " : ""}nats-server, redis-server, ${serviceNames.length} services ${processes === "combined" ? "in one process" : "each in its own process"} and the gateway, from the bundles of the ${copy.source}…`);
   let postgres: CountingPostgres | undefined;
   const mesh = await startProcessMesh({
     bundles: { root: copy.dir, nodeArgs },
     database: layout,
+    layout: processes,
     startPostgres: async () => (postgres = await startCountingPostgres()),
     envFor: {
       identity: { ADMIN_EMAIL: benchAdmin.email, ADMIN_PASSWORD: benchAdmin.password },
@@ -87,12 +95,14 @@ async function runLayout(layout: Layout, copy: BuiltCopy): Promise<LayoutRun> {
   try {
     const nats = findPid((cmd) => cmd.includes("nats-server") && cmd.includes(mesh.nats.dir));
     const redis = findPid((cmd) => cmd.includes("redis-server") && cmd.includes(`:${mesh.redis.port}`));
-    const meshNames = ["gateway", ...serviceNames, ...(postgres ? ["postgres"] : []), "nats-server", "redis-server"];
+    // In the combined layout the services' CPU is one process's: "services".
+    const serviceRows = processes === "combined" ? ["services"] : serviceNames;
+    const meshNames = ["gateway", ...serviceRows, ...(postgres ? ["postgres"] : []), "nats-server", "redis-server"];
     const measurer = new Measurer(
       loadgen,
       () => ({
         gateway: { pid: mesh.processes.gateway.pid() },
-        ...Object.fromEntries(serviceNames.map((n) => [n, { pid: mesh.processes[n].pid() }])),
+        ...(processes === "combined" ? { services: { pid: mesh.processes.identity.pid() } } : Object.fromEntries(serviceNames.map((n) => [n, { pid: mesh.processes[n].pid() }]))),
         ...(postgres ? { postgres: { pid: postgres.pid, tree: true } } : {}),
         "nats-server": { pid: nats },
         "redis-server": { pid: redis },
@@ -132,6 +142,7 @@ async function runLayout(layout: Layout, copy: BuiltCopy): Promise<LayoutRun> {
     }
     return {
       layout,
+      processes,
       source: copy.source,
       startedAt,
       minutes: (performance.now() - layoutBegan) / 60_000,
@@ -150,15 +161,17 @@ async function runLayout(layout: Layout, copy: BuiltCopy): Promise<LayoutRun> {
   }
 }
 
-log(`${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}; layouts: ${layouts.map(layoutName).join(", ")}; rows: ${[...wanted].join(", ")}; building a copy of the ${process.env.BENCH_REF ? `commit ${process.env.BENCH_REF}` : "work tree"}…`);
+log(`${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}; databases: ${layouts.map(layoutName).join(", ")}; layouts: ${processLayouts.join(", ")}; rows: ${[...wanted].join(", ")}; building a copy of the ${process.env.BENCH_REF ? `commit ${process.env.BENCH_REF}` : "work tree"}…`);
 const copy = builtCopy();
 process.on("exit", () => rmSync(copy.dir, { recursive: true, force: true })); // also after a Ctrl-C (the mesh is stopped first)
 const runs: LayoutRun[] = [];
 try {
   for (const layout of layouts) {
-    const run = await runLayout(layout, copy);
-    runs.push(run);
-    log(`${layoutName(layout)} done; figures in ${writeJson(run)}`);
+    for (const processes of processLayouts) {
+      const run = await runLayout(layout, processes, copy);
+      runs.push(run);
+      log(`${runName(run)} done; figures in ${writeJson(run)}`);
+    }
   }
 } finally {
   await copy.remove();

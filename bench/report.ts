@@ -8,9 +8,14 @@ import type { MixedOp, OpenResult } from "./jobs.js";
 
 export type Layout = "postgres" | "pglite";
 export const layoutName = (l: Layout) => (l === "postgres" ? "PostgreSQL" : "PGlite");
+/** How the services are laid out in processes (launcher/layout.ts). */
+export type ProcessLayout = "processes" | "combined";
+export const processLayoutName = (p: ProcessLayout) => (p === "combined" ? "services in one process" : "a process per service");
+export const runName = (run: { layout: Layout; processes: ProcessLayout }) => `${layoutName(run.layout)}, ${processLayoutName(run.processes)}`;
 
 export interface LayoutRun {
   layout: Layout;
+  processes: ProcessLayout;
   /** What was measured: "work tree" or a commit. */
   source: string;
   startedAt: string;
@@ -52,7 +57,7 @@ export function markdown(run: LayoutRun): string {
   const out: string[] = [];
   const { machine, options } = run;
   out.push(
-    `### ${layoutName(run.layout)} layout — ${run.source}, ${run.startedAt}`,
+    `### ${runName(run)} — ${run.source}, ${run.startedAt}`,
     "",
     `${machine.cores} cores, node ${machine.node}, load average before ${machine.loadBefore.map((l) => l.toFixed(2)).join(" ")}, after ${machine.loadAfter.map((l) => l.toFixed(2)).join(" ")}; ` +
       `${options.seconds} s per step after ${options.warmupSeconds} s of warm-up (closed loop and mixed); the idle mesh used ${run.idleMeshCores.toFixed(2)} cores; ${run.minutes.toFixed(1)} min in all.`,
@@ -131,16 +136,16 @@ export function comparison(runs: LayoutRun[]): string {
   };
   const capacityRows = ["saga", "mixed"].filter((row) => runs.some((run) => run.capacities.some((c) => c.row === row))).map((row) => [`capacity, ${row}`, "", ...runs.map((run) => String(run.capacities.find((c) => c.row === row)?.rate ?? "–"))]);
   return table(
-    ["row", "offered", ...runs.map((run) => layoutName(run.layout))],
+    ["row", "offered", ...runs.map(runName)],
     [...keys.map((key) => [...key.split("\t"), ...runs.map((run) => cell(run, key))]), ...capacityRows],
   );
 }
 
-/** Writes the run to .data/bench/<date>-<layout>.json (ignored by git); returns the path. */
+/** Writes the run to .data/bench/<date>-<database>-<process layout>.json (ignored by git); returns the path. */
 export function writeJson(run: LayoutRun): string {
   const dir = join(projectRoot, ".data", "bench");
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${run.startedAt.replace(/:/g, "-").slice(0, 16)}-${run.layout}.json`);
+  const file = join(dir, `${run.startedAt.replace(/:/g, "-").slice(0, 16)}-${run.layout}-${run.processes}.json`);
   writeFileSync(file, JSON.stringify(run, null, 2));
   return file;
 }

@@ -6,6 +6,7 @@
 // each with the private PostgreSQL and with SHOPMESH_DATABASE=pglite (the fallback where PostgreSQL
 // is not installed). Every start is stopped with SIGINT and must exit 0 leaving nothing behind.
 // Baseline, same run: a bare `node -e "setInterval(()=>{},1000)"` (time to its first line, its RSS).
+// In the launcher's default layout (the services in one process), or BENCH_LAYOUT=processes.
 //   npm run bench:start      (BENCH_START_RUNS=3, BENCH_IDLE_SECONDS=15)
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -94,10 +95,16 @@ function idleMemory(launcher: Launcher, mode: Mode) {
   const label = `idle RSS, ${modeName(mode)} (MiB)`;
   const all = processesUsing(launcher.dir);
   let mesh = 0;
+  // Services sharing a host process are one process here, counted once.
+  const byPid = new Map<number | undefined, string[]>();
   for (const name of processNames) {
-    const kib = rss(meshPid(launcher.dir, name));
-    if (!kib) problems.push(`${label}: no ${name} process`);
-    record(`${label}: ${name}`, MiB(kib));
+    const pid = meshPid(launcher.dir, name);
+    if (!pid) problems.push(`${label}: no ${name} process`);
+    byPid.set(pid, [...(byPid.get(pid) ?? []), name]);
+  }
+  for (const [pid, names] of byPid) {
+    const kib = rss(pid);
+    record(`${label}: ${names.length > 1 ? `${names.length} services in one process` : names[0]}`, MiB(kib));
     mesh += kib;
   }
   record(`${label}: services + gateway`, MiB(mesh));
@@ -119,7 +126,7 @@ function idleMemory(launcher: Launcher, mode: Mode) {
 
 async function benchMode(run: number, mode: Mode) {
   const dir = freshCopy(undefined, "shopmesh-bench-start-");
-  const env: Record<string, string> = mode === "pglite" ? { SHOPMESH_DATABASE: "pglite" } : {};
+  const env: Record<string, string> = { ...(mode === "pglite" ? { SHOPMESH_DATABASE: "pglite" } : {}), ...(process.env.BENCH_LAYOUT ? { SHOPMESH_LAYOUT: process.env.BENCH_LAYOUT } : {}) };
   try {
     const offset = await freePortOffset();
     const cold = await start(dir, offset, `cold, ${modeName(mode)}`, env);

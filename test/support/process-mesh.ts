@@ -3,6 +3,8 @@
 // them), and the gateway as its own process. Each process keeps its ports across restarts, so a
 // killed service comes back where its callers look for it. Used by the chaos and fuzz runs, and by
 // the benchmarks (bench/all.ts), which run the bundles of a built copy, on PostgreSQL or PGlite.
+// layout "combined" runs the six services in one host process (launcher/host.ts) as `npm start`
+// does by default; then every service's entry in `processes` is that host.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,6 +15,7 @@ import { projectRoot } from "../../mesh/service.js";
 import { serviceNames, type ServiceName } from "../../mesh/topology.js";
 import { treeCpuTicks } from "../../launcher/proc-stat.js";
 import { seedPgliteFolders } from "../../launcher/pglite-template.js";
+import { forHosted } from "../../launcher/layout.js";
 import { createTestPki, type TestPki } from "./pki.js";
 import { portFree } from "./ports.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
@@ -62,7 +65,9 @@ export interface ProcessMeshOptions {
   /** Extra environment per process. */
   envFor?: Partial<Record<ProcessName, Record<string, string>>>;
   /** Every line any process writes (stdout and stderr). */
-  onLine?(name: ProcessName, line: string): void;
+  onLine?(name: ProcessName | "host", line: string): void;
+  /** "combined": the six services in one host process; default "processes", one each. */
+  layout?: "processes" | "combined";
   /**
    * Runs every process from the bundles `node scripts/build.mjs` made in `<root>/dist`, in `root`,
    * with `nodeArgs`, as `npm start` does; by default the TypeScript sources run through tsx.
@@ -93,12 +98,12 @@ async function stablePort(): Promise<number> {
   }
 }
 
-function managedProcess(name: ProcessName, port: number, env: Record<string, string>, opts: ProcessMeshOptions): MeshProcess {
+/** `entry`: its module without extension, relative to the root (e.g. "gateway/main"). */
+function managedProcess(name: ProcessName, label: ProcessName | "host", entry: string, entryArgs: string[], port: number, env: Record<string, string>, opts: ProcessMeshOptions): MeshProcess {
   const { onLine, bundles } = opts;
-  const dir = name === "gateway" ? "gateway" : join("services", name);
   const [cwd, args] = bundles
-    ? [bundles.root, [...(bundles.nodeArgs ?? []), join("dist", dir, "main.js")]]
-    : [projectRoot, ["--import", "tsx", join(dir, "main.ts")]];
+    ? [bundles.root, [...(bundles.nodeArgs ?? []), join("dist", `${entry}.js`), ...entryArgs]]
+    : [projectRoot, ["--import", "tsx", `${entry}.ts`, ...entryArgs]];
   let child: ChildProcess | undefined;
   const tail: string[] = [];
   let lines = 0;
@@ -115,7 +120,7 @@ function managedProcess(name: ProcessName, port: number, env: Record<string, str
           tail.push(line);
           lines++;
           if (tail.length > TAIL) tail.shift();
-          onLine?.(name, line);
+          onLine?.(label, line);
         });
       }
     },
@@ -151,8 +156,10 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
   const stop = async () => {
     live.delete(stop);
     // SIGTERM first (they drain), SIGKILL for whatever is still there after 10 s.
-    const force = setTimeout(() => Object.values(processes).forEach((p) => void p.kill("SIGKILL")), 10_000);
-    await Promise.all(Object.values(processes).map((p) => p.kill("SIGTERM")));
+    // The combined layout's host is every service's: one kill each is enough (the pid tells).
+    const each = [...new Map(Object.values(processes).map((p) => [p.pid() ?? p.name, p])).values()];
+    const force = setTimeout(() => each.forEach((p) => void p.kill("SIGKILL")), 10_000);
+    await Promise.all(each.map((p) => p.kill("SIGTERM")));
     clearTimeout(force);
     await Promise.all(started.reverse().map((s) => s.stop().catch(() => {})));
   };
@@ -171,11 +178,16 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
     const ports = Object.fromEntries(await Promise.all([...serviceNames, "gateway"].map(async (n) => [n, { port: await stablePort(), metrics: await stablePort() }])));
     const addresses = Object.fromEntries(serviceNames.map((n) => [`${n.toUpperCase()}_ADDRESSES`, `127.0.0.1:${ports[n].port}`]));
     const common = { NATS_URL: nats.url, REDIS_URL: redis.url, CERTS_DIR: certsDir, LOG_LEVEL: "info", ...addresses, ...opts.env };
-    for (const name of serviceNames) {
-      const env = { ...common, PORT: String(ports[name].port), METRICS_PORT: String(ports[name].metrics), ...databaseOf(name), ...opts.envFor?.[name] };
-      processes[name] = managedProcess(name, ports[name].port, env, opts);
+    const ownEnv = (name: ServiceName) => ({ PORT: String(ports[name].port), METRICS_PORT: String(ports[name].metrics), ...databaseOf(name), ...opts.envFor?.[name] });
+    if (opts.layout === "combined") {
+      const env = { ...common, ...Object.assign({}, ...serviceNames.map((n) => forHosted(n, ownEnv(n)))) };
+      const host = managedProcess(serviceNames[0]!, "host", "launcher/host", [...serviceNames], ports[serviceNames[0]!].port, env, opts);
+      // Each service's entry names it and acts on the host: killing one kills them all.
+      for (const name of serviceNames) processes[name] = { ...host, name, port: ports[name].port };
+    } else {
+      for (const name of serviceNames) processes[name] = managedProcess(name, name, join("services", name, "main"), [], ports[name].port, { ...common, ...ownEnv(name) }, opts);
     }
-    processes.gateway = managedProcess("gateway", ports.gateway.port, { ...common, PORT: String(ports.gateway.port), METRICS_PORT: String(ports.gateway.metrics), ...opts.envFor?.gateway }, opts);
+    processes.gateway = managedProcess("gateway", "gateway", "gateway/main", [], ports.gateway.port, { ...common, PORT: String(ports.gateway.port), METRICS_PORT: String(ports.gateway.metrics), ...opts.envFor?.gateway }, opts);
     const gatewayUrl = `http://127.0.0.1:${ports.gateway.port}`;
 
     // A fresh channel per check: a long-lived one backs off (up to minutes) while its service is down.
@@ -201,7 +213,8 @@ export async function startProcessMesh(opts: ProcessMeshOptions = {}): Promise<P
         await new Promise((r) => setTimeout(r, 250));
       }
     };
-    for (const name of serviceNames) processes[name].start();
+    const services = opts.layout === "combined" ? [processes[serviceNames[0]!]] : serviceNames.map((n) => processes[n]);
+    for (const p of services) p.start();
     await Promise.all(serviceNames.map((n) => waitReady(n)));
     processes.gateway.start();
     await waitReady("gateway");
