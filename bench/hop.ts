@@ -3,6 +3,9 @@
 // same mTLS, and against bare grpc-js (same adapter, no interceptors) to show what the runtime's
 // interceptors cost. Same process, same load generator, same run.
 //   npm run bench:hop        (BENCH_SECONDS=5 BENCH_CONCURRENCY=64 by default)
+// HOP_CALLS=n makes exactly n calls of each case (after HOP_WARMUP calls) and prints nothing more:
+// bench/hop-instructions.ts runs that under callgrind, where instruction counts hold steady on a
+// busy machine and wall-clock rates do not.
 import http2 from "node:http2";
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
@@ -21,6 +24,8 @@ import { closedLoop, type LoadResult } from "./load.js";
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const load = { concurrency, durationMs: seconds * 1000, warmupMs: 1000 };
+// Under callgrind everything runs ~50× slower: deadlines long enough not to fire there.
+const deadlineMs = process.env.HOP_CALLS === undefined ? 5_000 : 600_000;
 
 const ID = "018f0000-0000-7000-8000-000000000001";
 const user = create(UserSchema, {
@@ -36,7 +41,13 @@ const ca = await createCa("bench CA");
 const tlsOf = async (service: string): Promise<TlsFiles> => ({ ca: ca.cert, ...(await ca.issue(service)) });
 const [serverTls, clientTls] = [await tlsOf("identity"), await tlsOf("client")];
 
-async function rawHttp2(): Promise<LoadResult> {
+/** One case: a ready client and server, the call to repeat, and how to take them down. */
+interface Case {
+  call: () => Promise<unknown>;
+  close: () => Promise<void> | void;
+}
+
+async function rawHttp2(): Promise<Case> {
   const body = JSON.stringify(toJson(UserSchema, user));
   const server = http2.createSecureServer({ key: serverTls.key, cert: serverTls.cert, ca: serverTls.ca, requestCert: true, rejectUnauthorized: true });
   server.on("stream", (stream) => {
@@ -60,13 +71,16 @@ async function rawHttp2(): Promise<LoadResult> {
       req.on("error", reject);
       req.end(JSON.stringify({ id: ID }));
     });
-  const result = await closedLoop(request, load);
-  session.close();
-  server.close();
-  return result;
+  return {
+    call: request,
+    close: () => {
+      session.close();
+      server.close();
+    },
+  };
 }
 
-async function bareGrpc(): Promise<LoadResult> {
+async function bareGrpc(): Promise<Case> {
   const server = new grpc.Server();
   server.addService(grpcServiceDefinition(IdentityService), { getUser: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { user }) });
   const port = await new Promise<number>((resolve, reject) =>
@@ -82,15 +96,18 @@ async function bareGrpc(): Promise<LoadResult> {
   });
   const call = () =>
     new Promise((resolve, reject) =>
-      client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, { id: ID }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e, r) => (e ? reject(e) : resolve(r))),
+      client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, { id: ID }, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (e, r) => (e ? reject(e) : resolve(r))),
     );
-  const result = await closedLoop(call, load);
-  client.close();
-  server.forceShutdown();
-  return result;
+  return {
+    call,
+    close: () => {
+      client.close();
+      server.forceShutdown();
+    },
+  };
 }
 
-async function meshRuntime(): Promise<LoadResult> {
+async function meshRuntime(): Promise<Case> {
   initTracing("bench");
   const logger = pino({ level: "info" }, pino.destination({ dest: "/dev/null", sync: false }));
   const metrics = new Registry();
@@ -109,24 +126,54 @@ async function meshRuntime(): Promise<LoadResult> {
     port: 0,
     host: "127.0.0.1",
   });
-  const client = createClient(IdentityService, { upstream: "identity", addresses: [`127.0.0.1:${server.port}`], tls: clientTls, metrics });
-  const result = await closedLoop(() => client.getUser({ id: ID }), load);
-  client.close();
-  await server.drain();
-  return result;
+  const client = createClient(IdentityService, { upstream: "identity", addresses: [`127.0.0.1:${server.port}`], tls: clientTls, metrics, policy: { timeoutMs: deadlineMs } });
+  return {
+    call: () => client.getUser({ id: ID }),
+    close: async () => {
+      client.close();
+      await server.drain();
+    },
+  };
 }
 
-console.log(`one internal hop: ${concurrency} calls in flight, ${seconds} s per case after 1 s warm-up, node ${process.version}\n`);
-const cases: [string, () => Promise<LoadResult>][] = [
+/** Exactly `calls` calls, `concurrency` at a time. */
+async function fixedCalls(call: () => Promise<unknown>, calls: number): Promise<void> {
+  let left = calls;
+  const worker = async () => {
+    while (left-- > 0) await call();
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, calls) }, worker));
+}
+
+const cases: [string, () => Promise<Case>][] = [
   ["raw node:http2 + mTLS (JSON)", rawHttp2],
   ["bare grpc-js + mTLS (protobuf)", bareGrpc],
   ["ShopMesh runtime (all interceptors)", meshRuntime],
 ];
 const only = process.env.BENCH_ONLY; // e.g. BENCH_ONLY=ShopMesh to profile one case
+const chosen = cases.filter(([name]) => !only || name.includes(only));
+
+if (process.env.HOP_CALLS !== undefined) {
+  for (const [, setup] of chosen) {
+    const { call, close } = await setup();
+    await call(); // connected before calls pile up
+    await fixedCalls(call, Number(process.env.HOP_WARMUP ?? 500));
+    await fixedCalls(call, Number(process.env.HOP_CALLS));
+    await close();
+  }
+  process.exit(0);
+}
+
+console.log(`one internal hop: ${concurrency} calls in flight, ${seconds} s per case after 1 s warm-up, node ${process.version}\n`);
 const results: Record<string, LoadResult> = {};
-for (const [name, run] of cases) if (!only || name.includes(only)) results[name] = await run();
+for (const [name, setup] of chosen) {
+  const { call, close } = await setup();
+  results[name] = await closedLoop(call, load);
+  await close();
+}
 const baseline = Object.values(results)[0]!.perSecond;
-console.log("case".padEnd(38), "calls/s".padStart(9), "p50 ms".padStart(8), "p99 ms".padStart(8), "vs raw".padStart(7), "CPU µs/call".padStart(12), "errors".padStart(7));
+const grpcJs = Object.entries(results).find(([name]) => name.startsWith("bare grpc-js"))?.[1].perSecond ?? NaN;
+console.log("case".padEnd(38), "calls/s".padStart(9), "p50 ms".padStart(8), "p99 ms".padStart(8), "vs raw".padStart(7), "vs grpc-js".padStart(11), "CPU µs/call".padStart(12), "errors".padStart(7));
 for (const [name, r] of Object.entries(results)) {
   console.log(
     name.padEnd(38),
@@ -134,6 +181,7 @@ for (const [name, r] of Object.entries(results)) {
     r.p50Ms.toFixed(2).padStart(8),
     r.p99Ms.toFixed(2).padStart(8),
     (r.perSecond / baseline).toFixed(2).padStart(7),
+    (r.perSecond / grpcJs).toFixed(2).padStart(11),
     r.cpuUsPerCall.toFixed(0).padStart(12),
     String(r.errors).padStart(7),
   );

@@ -14,6 +14,7 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import { pino, type Logger } from "pino";
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { DescMethod } from "@bufbuild/protobuf";
+import { installAsyncContext } from "./async-context.js";
 
 export type { Logger };
 
@@ -47,7 +48,8 @@ export function initTracing(service: string, exporter?: SpanExporter): void {
     // traceparent headers carry on), not attributes, events and timings built to be dropped.
     ...(spanProcessors.length === 0 ? { sampler: new AlwaysOffSampler() } : {}),
   });
-  provider.register();
+  installAsyncContext();
+  provider.register({ contextManager: null }); // one async storage for the process: async-context.ts
 }
 
 export async function shutdownTracing(): Promise<void> {

@@ -1,10 +1,11 @@
 // What travels with a call from one service to the next: its deadline, its request id and who is
 // calling. The server adapter opens a scope around each handler; typed clients read it, so a
 // handler that calls an upstream propagates the caller's remaining deadline and request id
-// without passing anything by hand. (Trace context travels the same way, in OpenTelemetry's own
-// async context; see telemetry.ts.)
-import { AsyncLocalStorage } from "node:async_hooks";
+// without passing anything by hand. The scope is a value in OpenTelemetry's context, beside the
+// trace, so one async storage carries both (async-context.ts).
+import { context, createContextKey as createOtelKey, type Context } from "@opentelemetry/api";
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { installAsyncContext } from "../async-context.js";
 
 export interface CallScope {
   /** Absolute deadline in epoch milliseconds, if the caller set one. */
@@ -12,10 +13,12 @@ export interface CallScope {
   requestId: string;
 }
 
-const storage = new AsyncLocalStorage<CallScope>();
+installAsyncContext();
+const SCOPE = createOtelKey("shopmesh call scope");
 
-export const runInCallScope = <T>(scope: CallScope, fn: () => T): T => storage.run(scope, fn);
-export const currentCallScope = (): CallScope | undefined => storage.getStore();
+/** `ctx` with `scope` as its call scope: a server enters it together with its span (interceptors.ts). */
+export const withCallScope = (ctx: Context, scope: CallScope): Context => ctx.setValue(SCOPE, scope);
+export const currentCallScope = (): CallScope | undefined => context.active().getValue(SCOPE) as CallScope | undefined;
 
 /** Metadata keys the mesh uses between services. */
 export const headers = {

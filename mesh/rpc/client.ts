@@ -11,21 +11,18 @@
 //   UNAVAILABLE relayed from its own upstream) never counts;
 // - reconnects to a lost upstream within half a second of it coming back (bounded backoff);
 // - round robin over several addresses, keepalive on idle connections.
-// Retries run in cockatiel rather than grpc-js's service-config retries because whether a call
-// may be retried depends on the request (its idempotency key), not only on the method.
+// Retries run here rather than in grpc-js's service-config retries because whether a call may be
+// retried depends on the request (its idempotency key), not only on the method.
 import * as grpc from "@grpc/grpc-js";
 import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
-import {
-  BrokenCircuitError, CircuitState, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry, wrap,
-  type IPolicy,
-} from "cockatiel";
-import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Context } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
 import type { TlsFiles } from "../certs.js";
 import { currentCallScope, headers } from "./call-scope.js";
+import { Breaker, CircuitOpenError } from "./breaker.js";
 import { fromGrpcError, isRelayed, isSidecarReply, upstreamError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
 import { channelCredentials, checkUpstreamAddresses, type TransportMode } from "./transport.js";
@@ -104,60 +101,61 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
     "grpc.max_reconnect_backoff_ms": 500,
   });
 
-  const breaker = circuitBreaker(
-    handleWhen(upstreamUnhealthy),
-    { halfOpenAfter: policy.breakerHalfOpenAfterMs, breaker: new ConsecutiveBreaker(policy.breakerFailures) },
-  );
-  const retrying = wrap(
-    retry(handleWhen(retryable), {
-      maxAttempts: policy.maxAttempts - 1,
-      backoff: new ExponentialBackoff({ initialDelay: policy.initialBackoffMs, maxDelay: policy.maxBackoffMs }),
-    }),
-    breaker,
-  );
+  const breaker = new Breaker(policy.breakerFailures, policy.breakerHalfOpenAfterMs, upstreamUnhealthy);
   const observe = clientMetrics(opts.metrics);
   const tracer = trace.getTracer("shopmesh");
 
   const unary = (method: DescMethod) => {
     const def = grpcMethodDefinition(method);
     return async (request: Message, options: CallOptions = {}) => {
-      const call = prepareCall(options, policy.timeoutMs);
-      const run: IPolicy = isRetryable(method, request) ? retrying : breaker;
-      return tracer.startActiveSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT }, async (span) => {
-        const done = observe(method);
-        try {
-          const response = await run.execute(() => {
-            if (Date.now() >= call.deadline) throw deadlinePassed(opts.upstream);
-            if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
-            const metadata = call.metadata();
-            return new Promise<unknown>((resolve, reject) => {
-              const cancel = () => pending.cancel();
-              const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => {
-                options.signal?.removeEventListener("abort", cancel);
-                err ? reject(fromGrpcError(err)) : resolve(value);
-              });
-              options.signal?.addEventListener("abort", cancel, { once: true });
-            });
+      // The span is never made active: nothing runs in it but grpc-js, and entering a context per
+      // call costs more than passing it to the metadata that carries it on.
+      const span = tracer.startSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT });
+      const call = prepareCall(options, policy.timeoutMs, trace.setSpan(context.active(), span));
+      const attempts = isRetryable(method, request) ? policy.maxAttempts : 1;
+      const send = () => {
+        if (Date.now() >= call.deadline) throw deadlinePassed(opts.upstream);
+        if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
+        const metadata = call.metadata();
+        return new Promise<unknown>((resolve, reject) => {
+          const cancel = () => pending.cancel();
+          const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => {
+            options.signal?.removeEventListener("abort", cancel);
+            err ? reject(fromGrpcError(err)) : resolve(value);
           });
-          done("OK");
-          return response;
-        } catch (err) {
-          const error = asUpstreamError(err, opts.upstream);
-          done(Code[error.code]);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
-          throw error;
-        } finally {
-          span.end();
+          options.signal?.addEventListener("abort", cancel, { once: true });
+        });
+      };
+      const done = observe(method);
+      try {
+        let response: unknown;
+        for (let attempt = 1; ; attempt++) {
+          try {
+            response = await breaker.execute(send);
+            break;
+          } catch (err) {
+            if (attempt >= attempts || !retryable(err)) throw err;
+            await sleep(backoffMs(attempt, policy));
+          }
         }
-      });
+        done("OK");
+        return response;
+      } catch (err) {
+        const error = asUpstreamError(err, opts.upstream);
+        done(Code[error.code]);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
+        throw error;
+      } finally {
+        span.end();
+      }
     };
   };
 
   const serverStream = (method: DescMethod) =>
     async function* (request: Message, options: CallOptions = {}) {
-      if (breaker.state === CircuitState.Open) throw asUpstreamError(new BrokenCircuitError(), opts.upstream);
+      if (breaker.isOpen) throw asUpstreamError(new CircuitOpenError(), opts.upstream);
       const def = grpcMethodDefinition(method);
-      const call = prepareCall(options, undefined);
+      const call = prepareCall(options, undefined, context.active());
       if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
       const stream = channel.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, request, call.metadata(), { deadline: call.deadline });
       const cancel = () => stream.cancel();
@@ -190,7 +188,7 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
  * Deadline and metadata for one call. The caller's request id and trace context travel on; its end
  * user does not (only the gateway may speak for users; a service calls as itself).
  */
-function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined) {
+function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined, traceContext: Context) {
   const scope = currentCallScope();
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   let deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
@@ -205,11 +203,19 @@ function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined)
       const metadata = new grpc.Metadata();
       for (const [key, value] of extra) metadata.set(key, value);
       metadata.set(headers.requestId, requestId);
-      propagation.inject(context.active(), metadata, { set: (carrier, key, value) => carrier.set(key, value) });
+      propagation.inject(traceContext, metadata, { set: (carrier, key, value) => carrier.set(key, value) });
       return metadata;
     },
   };
 }
+
+/** Exponential backoff with jitter: half the step fixed, half random, so retries spread out. */
+function backoffMs(attempt: number, policy: ResiliencePolicy): number {
+  const step = Math.min(policy.maxBackoffMs, policy.initialBackoffMs * 2 ** (attempt - 1));
+  return step / 2 + (Math.random() * step) / 2;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function isRetryable(method: DescMethod, request: Message): boolean {
   if (method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) return true;
@@ -220,7 +226,7 @@ function isRetryable(method: DescMethod, request: Message): boolean {
 
 /** The error a caller sees, remembered as an upstream's so a handler rethrowing it relays it. */
 function asUpstreamError(err: unknown, upstream: string): ConnectError {
-  if (err instanceof BrokenCircuitError) {
+  if (err instanceof CircuitOpenError) {
     return upstreamError(new ConnectError(`circuit open for upstream ${upstream}: failing fast`, Code.Unavailable));
   }
   return upstreamError(ConnectError.from(err));

@@ -1,14 +1,14 @@
 // The server interceptors every service runs, in one place. An interceptor wraps the step after
-// it; serve() composes them outermost first: tracing, logging, metrics, error mapping, peer
+// it; serve() composes them outermost first: call context, logging, metrics, error mapping, peer
 // authentication, validation, then the handler. Unary and server-streaming calls go through the
 // same chain: for a stream, "next" runs the whole stream, so durations and codes cover all of it.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { createValidator, violationsToProto, type Violation } from "@bufbuild/protovalidate";
-import { context, propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
-import { callerKey, headers, type Caller } from "./call-scope.js";
+import { callerKey, headers, withCallScope, type Caller } from "./call-scope.js";
 import { nulViolations } from "./nul-bytes.js";
 import { rpcMetrics, type Logger } from "../telemetry.js";
 
@@ -19,6 +19,8 @@ export interface CallInfo {
   requestId: string;
   /** The ShopMesh service calling, as the transport proves it (certificate or sidecar's XFCC); read on demand. */
   caller(): string | undefined;
+  /** Absolute deadline in epoch ms, if the caller set one. */
+  deadline?: number;
 }
 export type Next = (request: Message, call: CallInfo) => Promise<unknown>;
 export type ServerInterceptor = (next: Next) => Next;
@@ -28,31 +30,34 @@ export const compose = (interceptors: ServerInterceptor[], handler: Next): Next 
 
 const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.name}`;
 
-/** A server span per call, continuing the caller's trace from the traceparent header. */
-export function tracing(): ServerInterceptor {
+/**
+ * The call's async context, entered once for the rest of the chain and the handler: its scope
+ * (deadline and request id, for typed clients: call-scope.ts) and a server span continuing the
+ * caller's trace from the traceparent header.
+ */
+export function callContext(): ServerInterceptor {
   const tracer = trace.getTracer("shopmesh");
+  const carrier = { get: (ctx: CallContext, key: string) => ctx.header(key), keys: () => [] };
   return (next) => (request, call) => {
-    const parent = propagation.extract(context.active(), call.ctx, {
-      get: (ctx, key) => ctx.header(key),
-      keys: () => [],
-    });
-    return tracer.startActiveSpan(
+    const parent = propagation.extract(ROOT_CONTEXT, call.ctx, carrier);
+    const span = tracer.startSpan(
       fullName(call.method),
       { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": call.method.parent.typeName, "rpc.method": call.method.name } },
       parent,
-      async (span) => {
-        try {
-          return await next(request, call);
-        } catch (err) {
-          const code = ConnectError.from(err).code;
-          span.setAttribute("rpc.grpc.status_code", code);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: Code[code] });
-          throw err;
-        } finally {
-          span.end();
-        }
-      },
     );
+    const scoped = withCallScope(trace.setSpan(parent, span), { deadline: call.deadline, requestId: call.requestId });
+    return context.with(scoped, async () => {
+      try {
+        return await next(request, call);
+      } catch (err) {
+        const code = ConnectError.from(err).code;
+        span.setAttribute("rpc.grpc.status_code", code);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: Code[code] });
+        throw err;
+      } finally {
+        span.end();
+      }
+    });
   };
 }
 

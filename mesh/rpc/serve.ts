@@ -11,11 +11,11 @@ import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
 import type { TlsFiles } from "../certs.js";
 import { CallContext } from "./call-context.js";
-import { runInCallScope, headers as meshHeaders } from "./call-scope.js";
+import { headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
 import { grpcServiceDefinition, methodPath } from "./grpc-adapter.js";
 import {
-  compose, errorMapping, logging, metrics, peerAuthentication, tracing, validation,
+  callContext, compose, errorMapping, logging, metrics, peerAuthentication, validation,
   type CallInfo, type Next,
 } from "./interceptors.js";
 import type { Logger } from "../telemetry.js";
@@ -59,7 +59,8 @@ type Transport = ReturnType<typeof serverTransport>;
  */
 function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterceptor {
   return (method, call) => {
-    // Proven once per call (a peer certificate is costly to read) and handed to the handler in
+    // Proven before the handler runs (from the connection's certificate, read once per connection:
+    // transport.ts; or from the call's XFCC behind a sidecar) and handed to the handler in
     // metadata under VERIFIED_CALLER, which is always overwritten here: a caller cannot set it.
     const proven = transport.needsMetadata ? undefined : transport.caller(call);
     const openHealth = !proven && method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call);
@@ -101,7 +102,7 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
   const calls = new InFlight();
   const chain = (handler: Next) =>
     compose(
-      [tracing(), logging(logger), metrics(opts.metrics), errorMapping(logger), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()],
+      [callContext(), logging(logger), metrics(opts.metrics), errorMapping(logger), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()],
       handler,
     );
 
@@ -209,7 +210,7 @@ class InFlight {
 type AnyCall = grpc.ServerUnaryCall<Message, unknown> | grpc.ServerWritableStream<Message, unknown>;
 
 /** The handler context and call scope for one incoming gRPC call. */
-function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo & { deadline?: number } {
+function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): CallInfo {
   const rawDeadline = call.getDeadline();
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
   const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => (call.cancelled ? listener() : call.once("cancelled", listener)));
@@ -221,7 +222,7 @@ function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.han
   return (call, callback) => {
     const done = calls.begin();
     const info = callInfo(method, call, calls.signal);
-    runInCallScope(info, () => next(call.request, info))
+    next(call.request, info)
       .then(
         (response) => callback(null, create(method.output, response as never)),
         (err) => callback(toGrpcStatus(ConnectError.from(err))),
@@ -260,7 +261,7 @@ function serverStreamHandler(
       }
       if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason);
     });
-    runInCallScope(info, () => run(call.request, info))
+    run(call.request, info)
       .then(
         () => call.end(),
         (err) => call.emit("error", toGrpcStatus(ConnectError.from(err))),

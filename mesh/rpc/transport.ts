@@ -125,6 +125,28 @@ export interface PeerEvidence {
   getAuthContext(): { sslPeerCertificate?: { subjectaltname?: string } } | null;
 }
 
+/**
+ * The HTTP/2 session a server call arrived on. grpc-js hands the first server interceptor its
+ * base call, which keeps the stream in a private field; undefined if a release moves it (the
+ * caller is then read for every call, correct but slower: peer-identity.test.ts notices).
+ */
+const sessionOf = (call: PeerEvidence): object | undefined => (call as { stream?: { session?: object } }).stream?.session;
+
+/**
+ * The caller a connection's certificate names, read once per HTTP/2 session: reading a peer
+ * certificate costs more than the rest of the identity check. A session's certificate never
+ * changes (HTTP/2 forbids TLS renegotiation); a rotated certificate arrives on a new connection,
+ * hence a new session and a new read. Weak keys: a closed session's entry goes with it.
+ */
+const sessionCallers = new WeakMap<object, string | undefined>();
+function certificateCaller(call: PeerEvidence): string | undefined {
+  const session = sessionOf(call);
+  if (session && sessionCallers.has(session)) return sessionCallers.get(session);
+  const caller = serviceFromSan(call.getAuthContext()?.sslPeerCertificate?.subjectaltname);
+  if (session) sessionCallers.set(session, caller);
+  return caller;
+}
+
 /** How a server speaks and learns its callers in `mode`. `tls` is the process's own certificate. */
 export function serverTransport(mode: TransportMode, tls: TlsFiles) {
   if (mode === "mtls") {
@@ -135,7 +157,7 @@ export function serverTransport(mode: TransportMode, tls: TlsFiles) {
         true, // client certificates required and verified against our CA: mTLS, not TLS
       ),
       /** The certificate proves the caller before any metadata arrives. XFCC is never read. */
-      caller: (call: PeerEvidence, _metadata?: grpc.Metadata) => serviceFromSan(call.getAuthContext()?.sslPeerCertificate?.subjectaltname),
+      caller: (call: PeerEvidence, _metadata?: grpc.Metadata) => certificateCaller(call),
       needsMetadata: false,
       openHealth: (_call: PeerEvidence) => false,
     };

@@ -8,6 +8,7 @@ import { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { eventually } from "../support/eventually.js";
 import { clientFor, rejection, sleep, startServer, type StubServer } from "../support/servers.js";
+import { Breaker, CircuitOpenError } from "../../mesh/rpc/breaker.js";
 
 let pki: TestPki;
 const running: StubServer[] = [];
@@ -97,5 +98,53 @@ describe("a chain A → B → C where C stops for 2 s", () => {
     expect(results.filter((r) => r.at > firstSuccess!.at).every((r) => r.ok)).toBe(true); // and it stays up
     toB.close();
     toC.close();
+  });
+});
+
+describe("the breaker's states", () => {
+  const unhealthy = new Error("unreachable");
+  const breaker = () => new Breaker(2, 100, (err) => err === unhealthy);
+  const fail = (err: unknown) => () => Promise.reject(err);
+  const settle = (p: Promise<unknown>) => p.then((v) => v, (e: unknown) => e);
+
+  it("counts only consecutive counted failures; other errors neither count nor reset", async () => {
+    const b = breaker();
+    await settle(b.execute(fail(unhealthy)));
+    await settle(b.execute(fail(new Error("an answer"))));
+    expect(b.isOpen).toBe(false);
+    await settle(b.execute(async () => "ok")); // resets
+    await settle(b.execute(fail(unhealthy)));
+    expect(b.isOpen).toBe(false);
+    await settle(b.execute(fail(unhealthy)));
+    expect(b.isOpen).toBe(true);
+    expect(await settle(b.execute(async () => "never runs"))).toBeInstanceOf(CircuitOpenError);
+  });
+
+  it("lets one probe through after the wait while others wait for it; a failed probe opens it again", async () => {
+    const b = breaker();
+    for (let i = 0; i < 2; i++) await settle(b.execute(fail(unhealthy)));
+    await sleep(120);
+    let release!: (v: string) => void;
+    const probe = b.execute(() => new Promise<string>((r) => (release = r)));
+    let ran = 0;
+    const waiting = b.execute(async () => (ran++, "after the probe"));
+    await sleep(10);
+    expect(ran).toBe(0); // held until the probe settles
+    release("probe");
+    expect(await probe).toBe("probe");
+    expect(await waiting).toBe("after the probe");
+
+    for (let i = 0; i < 2; i++) await settle(b.execute(fail(unhealthy)));
+    await sleep(120);
+    expect(await settle(b.execute(fail(unhealthy)))).toBe(unhealthy); // the probe failed
+    expect(b.isOpen).toBe(true);
+  });
+
+  it("a probe that throws before it starts does not leave the breaker half-open", async () => {
+    const b = breaker();
+    for (let i = 0; i < 2; i++) await settle(b.execute(fail(unhealthy)));
+    await sleep(120);
+    expect(await settle(b.execute(() => { throw new Error("no time left"); }))).toBeInstanceOf(Error);
+    expect(await b.execute(async () => "closed")).toBe("closed");
   });
 });

@@ -1,7 +1,8 @@
 // Mutual TLS: only callers holding a certificate from the mesh CA get in, the client checks it
 // reached the service it meant, and handlers see who is calling.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import * as grpc from "@grpc/grpc-js";
+import { TLSSocket } from "node:tls";
 import { Code } from "@connectrpc/connect";
 import { IdentityService, type GetJwksResponse } from "../../gen/shop/identity/v1/identity_pb.js";
 import { callerOf, headers, type Caller } from "../../mesh/rpc/call-scope.js";
@@ -44,6 +45,30 @@ describe("mutual TLS", () => {
     expect(res.keys[0]?.kid).toBe("k1");
     expect(lastCaller).toEqual({ service: "client", edge: false });
     client.close();
+  });
+
+  it("reads a connection's certificate once, and a new connection's again (a rotated certificate counts)", async () => {
+    const reads = vi.spyOn(TLSSocket.prototype, "getPeerCertificate");
+    try {
+      const asClient = await clientFor(pki, IdentityService, "identity", [server.address]);
+      await asClient.getJwks({});
+      const afterFirst = reads.mock.calls.length;
+      for (let i = 0; i < 5; i++) await asClient.getJwks({});
+      expect(reads.mock.calls.length).toBe(afterFirst); // same connection: the identity is known
+      expect(lastCaller?.service).toBe("client");
+
+      // Another certificate on a new connection to the same server: read, and named anew.
+      const asGateway = await clientFor(pki, IdentityService, "identity", [server.address], { as: "gateway" });
+      await asGateway.getJwks({});
+      expect(reads.mock.calls.length).toBeGreaterThan(afterFirst);
+      expect(lastCaller?.service).toBe("gateway");
+      await asClient.getJwks({});
+      expect(lastCaller?.service).toBe("client");
+      asClient.close();
+      asGateway.close();
+    } finally {
+      reads.mockRestore();
+    }
   });
 
   it("refuses a client without a certificate", async () => {

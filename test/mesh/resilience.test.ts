@@ -119,6 +119,11 @@ describe("deadlines", () => {
       },
     });
     const toA = await clientFor(pki, IdentityService, "catalog", [a.address]);
+    // Connections up first: on a loaded machine two TLS handshakes can eat most of an 800 ms budget.
+    await rejection(toB.getUser({ id: "018f0000-0000-7000-8000-000000000001" }, { timeoutMs: 50 }));
+    await rejection(toA.getUser({ id: "018f0000-0000-7000-8000-000000000001" }, { timeoutMs: 50 }));
+    await sleep(100);
+    [seenByB, abortedInB] = [undefined, undefined];
     const started = Date.now();
     const err = await rejection(toA.getUser({ id: "018f0000-0000-7000-8000-000000000001" }, { timeoutMs: 800 }));
     const took = Date.now() - started;
