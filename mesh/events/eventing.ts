@@ -37,9 +37,18 @@ export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
    * if it throws, the event comes again.
    */
   then?: (event: Delivered<S>) => Promise<void> | void;
+  /**
+   * What the effect locks (e.g. the order id): a batch is applied in this key's order, so batches
+   * of a service's consumers that touch the same rows take their locks in one order and cannot
+   * deadlock each other. Unset: in the order the events arrived.
+   */
+  key?: (event: Delivered<S>) => string;
   maxDeliver?: number;
   backoffMs?: readonly number[];
 }
+
+/** The key of the saga's consumers: their effects lock what belongs to one order. */
+export const byOrderId = (event: { data: { orderId: string } }) => event.data.orderId;
 
 /** Typed helper so each spec's handler sees its own event type. */
 export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as unknown as EventHandlerSpec;
@@ -48,8 +57,9 @@ export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as 
 /** A batch of one consumer's events: their effects in one transaction, then what follows each. */
 function handlerOf(db: Db, spec: EventHandlerSpec): (events: Delivered[]) => Promise<void> {
   return async (events) => {
-    const { apply, then } = spec;
-    if (apply) await applyOnce(db, spec.name, events, (q, event) => context.with(event.context, () => apply(q, event)));
+    const { apply, then, key } = spec;
+    const ordered = key ? [...events].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0)) : events;
+    if (apply) await applyOnce(db, spec.name, ordered, (q, event) => context.with(event.context, () => apply(q, event)));
     if (then) await Promise.all(events.map((event) => context.with(event.context, () => then(event))));
   };
 }

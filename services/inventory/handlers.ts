@@ -6,7 +6,7 @@ import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "
 import { PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { requireAdmin } from "../../mesh/rpc/call-scope.js";
 import type { Db, Tx } from "../../mesh/data/db.js";
-import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
+import { byOrderId, on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { createStore, type Line } from "./store.js";
 
@@ -38,6 +38,7 @@ export function inventoryConsumers(): EventHandlerSpec[] {
     on({
       event: OrderCreatedSchema,
       name: "reserve",
+      key: byOrderId,
       // All lines or none: stock.reserved, or stock.rejected naming every shortage.
       async apply(q, { data }) {
         const lines: Line[] = data.lines.map((l) => ({ productId: l.productId, quantity: l.quantity }));
@@ -47,8 +48,8 @@ export function inventoryConsumers(): EventHandlerSpec[] {
         else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines }, source);
       },
     }),
-    on({ event: PaymentFailedSchema, name: "release-on-payment-failed", apply: release(false, "payment failed") }),
-    on({ event: OrderCancelledSchema, name: "release-on-order-cancelled", apply: release(true, "order cancelled") }),
-    on({ event: OrderConfirmedSchema, name: "commit", apply: async (q, { data }) => void (await createStore(q).settle(data.orderId, "committed")) }),
+    on({ event: PaymentFailedSchema, name: "release-on-payment-failed", apply: release(false, "payment failed"), key: byOrderId }),
+    on({ event: OrderCancelledSchema, name: "release-on-order-cancelled", apply: release(true, "order cancelled"), key: byOrderId }),
+    on({ event: OrderConfirmedSchema, name: "commit", apply: async (q, { data }) => void (await createStore(q).settle(data.orderId, "committed")), key: byOrderId }),
   ];
 }

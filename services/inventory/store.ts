@@ -36,7 +36,7 @@ export function createStore(q: Queryable) {
   const lockOrder = (orderId: string) => q.query("SELECT pg_advisory_xact_lock(hashtext($1))", [orderId]);
   return {
     async get(productId: string): Promise<Stock> {
-      const [row] = await q.query<StockRow>("SELECT * FROM stock WHERE product_id = $1", [productId]);
+      const [row] = await q.query<StockRow>("SELECT * FROM stock_levels WHERE product_id = $1", [productId]);
       return toStock(row, productId);
     },
 
@@ -58,7 +58,7 @@ export function createStore(q: Queryable) {
         .map((id) => ({ productId: id, requestedQuantity: wanted.get(id)!, availableQuantity: available.get(id) ?? 0 }));
       if (shortages.length) return shortages;
       await q.query(
-        `UPDATE stock s SET available = s.available - w.quantity, reserved = s.reserved + w.quantity, updated_at = now()
+        `UPDATE stock s SET available = s.available - w.quantity, updated_at = now()
          FROM unnest($1::uuid[], $2::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id`,
         [ids, quantities],
       );
@@ -87,21 +87,24 @@ export function createStore(q: Queryable) {
       return this.settle(orderId, "released");
     },
 
-    /** Moves an order's held lines to `status`; returns them (none if nothing was held). */
+    /**
+     * Moves an order's held lines to `status`; returns them (none if nothing was held). A sale
+     * (committed) touches only the reservations; released units go back to available stock.
+     */
     async settle(orderId: string, status: "committed" | "released"): Promise<Line[]> {
       const rows = await q.query<{ product_id: string; quantity: number }>(
         "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1 AND status = 'reserved' RETURNING product_id, quantity",
         [orderId, status],
       );
-      for (const r of [...rows].sort((a, b) => a.product_id.localeCompare(b.product_id))) {
+      const lines = rows.map((r) => ({ productId: r.product_id, quantity: r.quantity })).sort((a, b) => a.productId.localeCompare(b.productId));
+      if (status === "released" && lines.length) {
         await q.query(
-          status === "released"
-            ? "UPDATE stock SET available = available + $2, reserved = reserved - $2, updated_at = now() WHERE product_id = $1"
-            : "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1",
-          [r.product_id, r.quantity],
+          `UPDATE stock s SET available = s.available + w.quantity, updated_at = now()
+           FROM unnest($1::uuid[], $2::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id`,
+          [lines.map((l) => l.productId), lines.map((l) => l.quantity)],
         );
       }
-      return rows.map((r) => ({ productId: r.product_id, quantity: r.quantity }));
+      return lines;
     },
 
     /** Adds `delta` (may be negative); undefined when the result would go below zero. */
@@ -119,7 +122,7 @@ export function createStore(q: Queryable) {
       }
       if (!row) return undefined;
       await q.query("INSERT INTO adjustments (product_id, delta, reason, actor) VALUES ($1, $2, $3, $4)", [productId, delta, reason, actor]);
-      return toStock(row, productId);
+      return this.get(productId);
     },
 
     /** Sets stock for products that have none yet (demo seed). */

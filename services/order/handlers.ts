@@ -13,7 +13,7 @@ import { listScope, mayAccess, requireUser } from "../../mesh/rpc/call-scope.js"
 import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
 import type { MeshClient } from "../../mesh/rpc/client.js";
 import { isUniqueViolation, type Db, type Tx } from "../../mesh/data/db.js";
-import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
+import { byOrderId, on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { createStore, isTerminal, statusName, type StoredOrder } from "./store.js";
 import type { OrderWatchers } from "./watchers.js";
@@ -170,13 +170,14 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
   const wake = ({ data }: { data: { orderId: string } }) => watchers.changed(data.orderId);
 
   return [
-    on({ event: StockReservedSchema, name: "stock-reserved", apply: async (q, { data }) => void (await createStore(q).mark(data.orderId, "stock_reserved")), then: wake }),
-    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", false)), then: wake }),
-    on({ event: PaymentFailedSchema, name: "payment-failed", apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, false)), then: wake }),
+    on({ event: StockReservedSchema, name: "stock-reserved", apply: async (q, { data }) => void (await createStore(q).mark(data.orderId, "stock_reserved")), then: wake, key: byOrderId }),
+    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", false)), then: wake, key: byOrderId }),
+    on({ event: PaymentFailedSchema, name: "payment-failed", apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, false)), then: wake, key: byOrderId }),
     on({
       event: PaymentCapturedSchema,
       name: "payment-captured",
       then: wake,
+      key: byOrderId,
       apply: async (q, { data: { orderId } }) => {
         const store = createStore(q);
         const confirmed = await store.transition(orderId, "confirmed", "", { lines: false });

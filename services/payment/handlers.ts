@@ -10,7 +10,7 @@ import { PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
 import { mayAccess, requireUser } from "../../mesh/rpc/call-scope.js";
 import type { Db } from "../../mesh/data/db.js";
-import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
+import { byOrderId, on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { announce, source, type createCharger } from "./charger.js";
 import { createMethods, toPaymentMethod } from "./methods.js";
@@ -39,6 +39,7 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>): Eve
     on({
       event: OrderCreatedSchema,
       name: "record",
+      key: byOrderId,
       async apply(q, { data }) {
         const { orderId, userId } = data;
         const store = createStore(q);
@@ -60,12 +61,14 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>): Eve
     on({
       event: StockReservedSchema,
       name: "charge",
+      key: byOrderId,
       apply: async (q, { data }) => void (await createStore(q).stockReserved(uuidv7(), data.orderId)),
       then: charge,
     }),
     on({
       event: OrderCancelledSchema,
       name: "refund",
+      key: byOrderId,
       async apply(q, { data }) {
         const refunded = await createStore(q).cancel(uuidv7(), data.orderId, data.reason || "order cancelled");
         if (refunded) {

@@ -32,7 +32,7 @@ describe("reservations on PostgreSQL", () => {
       ),
     );
     expect(results.filter((r) => r === "reserved")).toHaveLength(10);
-    const stock = await db.query<{ product_id: string; available: number; reserved: number }>("SELECT product_id, available, reserved FROM stock");
+    const stock = await db.query<{ product_id: string; available: number; reserved: number }>("SELECT product_id, available, reserved FROM stock_levels");
     expect(stock.find((s) => s.product_id === scarce)).toMatchObject({ available: 0, reserved: 10 });
     expect(stock.find((s) => s.product_id === plenty)).toMatchObject({ available: 980, reserved: 20 }); // rejected orders kept nothing
   });
@@ -52,7 +52,7 @@ describe("reservations on PostgreSQL", () => {
     finishReserving();
     expect(await reserving).toEqual([]); // reserved: no shortages
     expect(await cancelling).toEqual([{ productId: product, quantity: 3 }]); // it waited, then released
-    expect(await db.query("SELECT available, reserved FROM stock WHERE product_id = $1", [product])).toEqual([{ available: 10, reserved: 0 }]);
+    expect(await db.query("SELECT available, reserved FROM stock_levels WHERE product_id = $1", [product])).toEqual([{ available: 10, reserved: 0 }]);
     // And an order.created arriving after its cancellation reserves nothing.
     expect(await db.tx((q) => createStore(q).reserveOrder(orderId, [{ productId: product, quantity: 1 }]))).toBe("closed");
   });

@@ -33,7 +33,7 @@ async function rows<T extends pg.QueryResultRow>(url: string, sql: string): Prom
 
 /** Stock per product as inventory holds it now: the total the run starts from. */
 export async function stockTotals(inventoryUrl: string): Promise<Map<string, number>> {
-  const stock = await rows<{ product_id: string; total: number }>(inventoryUrl, "SELECT product_id, available + reserved AS total FROM stock");
+  const stock = await rows<{ product_id: string; total: number }>(inventoryUrl, "SELECT product_id, available + reserved AS total FROM stock_levels");
   return new Map(stock.map((s) => [s.product_id, s.total]));
 }
 
@@ -52,7 +52,7 @@ export async function checkShop(url: (service: "order" | "inventory" | "payment"
     if (status === "pending") add("order not terminal", id);
   }
 
-  const stock = await rows<{ product_id: string; available: number; reserved: number }>(url("inventory"), "SELECT product_id, available, reserved FROM stock");
+  const stock = await rows<{ product_id: string; available: number; reserved: number }>(url("inventory"), "SELECT product_id, available, reserved FROM stock_levels");
   const reservations = await rows<{ order_id: string; product_id: string; quantity: number; status: string }>(url("inventory"), "SELECT order_id, product_id, quantity, status FROM reservations");
   const held = new Map<string, number>(); // product → units reserved by orders not cancelled
   const committed = new Map<string, number>();
