@@ -6,8 +6,11 @@ import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
 export const methodPath = (method: DescMethod): string => `/${method.parent.typeName}/${method.name}`;
 
-const serializer = (schema: DescMessage) => (value: object) =>
-  Buffer.from(toBinary(schema, create(schema, value as MessageInitShape<DescMessage>)));
+// A view of toBinary's fresh bytes, not a copy of them.
+const serializer = (schema: DescMessage) => (value: object) => {
+  const bytes = toBinary(schema, create(schema, value as MessageInitShape<DescMessage>));
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+};
 const deserializer = (schema: DescMessage) => (bytes: Buffer) => fromBinary(schema, bytes);
 
 export function grpcMethodDefinition(method: DescMethod): MethodDefinition<object, object> {
