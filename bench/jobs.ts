@@ -108,6 +108,12 @@ export interface SagaResult {
   perSecond: number;
   /** Checkout start → order.confirmed. */
   latency: Latency;
+  /**
+   * The same, step by step, from when each step's event was seen: checkout (start → order.created,
+   * the two HTTP requests included), reserve (→ stock.reserved), charge (→ payment.captured),
+   * confirm (→ order.confirmed).
+   */
+  hops: Record<"checkout" | "reserve" | "charge" | "confirm", Latency>;
   createFailures: Failures;
   cancelReasons: Failures;
 }

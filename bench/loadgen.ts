@@ -6,7 +6,9 @@ import { randomUUID } from "node:crypto";
 import { Agent, request } from "node:http";
 import { fromBinary } from "@bufbuild/protobuf";
 import { AckPolicy, connect, type NatsConnection } from "nats";
-import { OrderCancelledSchema, OrderConfirmedSchema } from "../gen/shop/order/v1/events_pb.js";
+import { StockReservedSchema } from "../gen/shop/inventory/v1/events_pb.js";
+import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../gen/shop/order/v1/events_pb.js";
+import { PaymentCapturedSchema } from "../gen/shop/payment/v1/events_pb.js";
 import { loadTls } from "../mesh/certs.js";
 import { ensureStreams } from "../mesh/events/events.js";
 import { natsConnectOptions, natsOperator } from "../mesh/events/nats-config.js";
@@ -232,6 +234,13 @@ async function saga(job: SagaJob): Promise<SagaResult> {
       if (started.has(orderId)) lastProgress = performance.now();
     };
     nc.subscribe("shop.order.confirmed", { callback: (err, m) => !err && settle(fromBinary(OrderConfirmedSchema, m.data).orderId) });
+    // Where an order's time goes: when each step's event is seen, by order id.
+    const steps = { created: new Map<string, number>(), reserved: new Map<string, number>(), captured: new Map<string, number>() };
+    const seen = (map: Map<string, number>, schema: typeof OrderCreatedSchema | typeof StockReservedSchema | typeof PaymentCapturedSchema) =>
+      (err: unknown, m: { data: Uint8Array }) => !err && map.set(fromBinary(schema, m.data).orderId, performance.now());
+    nc.subscribe("shop.order.created", { callback: seen(steps.created, OrderCreatedSchema) });
+    nc.subscribe("shop.stock.reserved", { callback: seen(steps.reserved, StockReservedSchema) });
+    nc.subscribe("shop.payment.captured", { callback: seen(steps.captured, PaymentCapturedSchema) });
     nc.subscribe("shop.order.cancelled", {
       callback: (err, m) => {
         if (err) return;
@@ -259,6 +268,7 @@ async function saga(job: SagaJob): Promise<SagaResult> {
     await untilDoneOrQuiet(() => unresolved() === 0, () => lastProgress, job.quietMs);
     mark("end");
     const latencies: number[] = [];
+    const hops = { checkout: [] as number[], reserve: [] as number[], charge: [] as number[], confirm: [] as number[] };
     const cancelReasons = new FailureTally();
     let last = first;
     for (const [id, due] of started) {
@@ -266,6 +276,13 @@ async function saga(job: SagaJob): Promise<SagaResult> {
       if (!outcome) continue;
       if (outcome.reason !== undefined) cancelReasons.add(outcome.reason);
       else (latencies.push(outcome.at - due), (last = Math.max(last, outcome.at)));
+      const [created, reserved, captured] = [steps.created.get(id), steps.reserved.get(id), steps.captured.get(id)];
+      if (outcome.reason === undefined && created && reserved && captured) {
+        hops.checkout.push(created - due);
+        hops.reserve.push(reserved - created);
+        hops.charge.push(captured - reserved);
+        hops.confirm.push(outcome.at - captured);
+      }
     }
     return {
       offered: checkouts.length,
@@ -275,6 +292,7 @@ async function saga(job: SagaJob): Promise<SagaResult> {
       unresolved: unresolved(),
       perSecond: latencies.length / ((last - first) / 1000),
       latency: latencyOf(latencies),
+      hops: Object.fromEntries(Object.entries(hops).map(([hop, ms]) => [hop, latencyOf(ms)])) as SagaResult["hops"],
       createFailures: createFailures.counts,
       cancelReasons: cancelReasons.counts,
     };

@@ -188,7 +188,8 @@ async function sagaStep(ctx: BenchContext, rate: number, search: boolean): Promi
   };
   ctx.log(
     `saga ${rate}/s${search ? " (capacity search)" : ""}: ${r.confirmed}/${r.offered} confirmed, ${r.perSecond.toFixed(1)} orders/s, p50 ${f0(r.latency.p50)} ms, p99 ${f0(r.latency.p99)} ms, ` +
-      `mesh CPU ${meshCpuMs(ctx.measurer.meshNames, cpuUs).toFixed(1)} ms/order${row.sql ? `, ${row.sql.statementsPerOrder.toFixed(1)} statements/order` : ""}${row.passes ? "" : " — fails p99 < 1 s and all confirmed"}`,
+      `mesh CPU ${meshCpuMs(ctx.measurer.meshNames, cpuUs).toFixed(1)} ms/order${row.sql ? `, ${row.sql.statementsPerOrder.toFixed(1)} statements/order` : ""}${row.passes ? "" : " — fails p99 < 1 s and all confirmed"}` +
+      `; p50/p99 ms by step: ${Object.entries(r.hops).map(([hop, l]) => `${hop} ${f0(l.p50)}/${f0(l.p99)}`).join(", ")}`,
   );
   return row;
 }
