@@ -109,8 +109,8 @@ function logEntry(line: string): { msg?: unknown; service?: unknown } | undefine
 /** From least to most advanced, for a process's overall state. */
 const ORDER: ProcessState[] = ["failed", "backing off", "stopped", "stopping", "starting", "migrating", "seeding", "serving"];
 
-/** Running members: those a state change applies to while the process lives. */
-const live = (state: ProcessState) => state !== "failed" && state !== "stopped";
+/** Not ended yet: a stop marks such a member stopped (a failed one stays failed). */
+const notEnded = (state: ProcessState) => state !== "failed" && state !== "stopped";
 
 export class Supervised {
   restarts = 0;
@@ -257,7 +257,7 @@ export class Supervised {
     clearTimeout(this.backoff);
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) {
-      for (const m of this.members) if (live(m.state)) this.setState(m, "stopped");
+      for (const m of this.members) if (notEnded(m.state)) this.setState(m, "stopped");
       this.members.forEach((m) => m.closeLog());
       return;
     }
