@@ -153,7 +153,9 @@ describe.skipIf(!haveChromium)("launcher dashboard (headless Chromium, served by
     const listed = (await (await fetch(`${dashboardUrl}/api/traces`)).json()) as { root: { name: string } }[];
     expect(listed.map((t) => t.root.name)).not.toContain("GET edge");
     await row.locator("a[data-trace]").click();
-    // The saga runs on: wait until its spans from every step have arrived.
+    // The saga runs on: wait until its spans from every step have arrived. In npm start's default
+    // layout the six services share one process, and each span still names its own service
+    // (launcher/host-tracing.ts).
     const steps = [
       `[data-service="gateway"][data-kind="server"][data-name="POST edge"]`,
       `[data-service="order"][data-kind="server"][data-name="shop.order.v1.OrderService/CreateOrder"]`,
