@@ -1,6 +1,6 @@
 // Crashes: a service killed with SIGKILL after committing a change and before publishing its
 // event, and a consumer that dies before acknowledging. Nothing is lost and nothing happens twice.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import { OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { meshMigrations, migrate, openDb, type Db } from "../../mesh/data/db.js";
 import { consume, ensureStreams, publishEvent, streamName } from "../../mesh/events/events.js";
 import { applyOnce } from "../../mesh/events/inbox.js";
+import { ChildProgress } from "../support/child-progress.js";
 import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { freePort } from "../support/ports.js";
@@ -27,16 +28,21 @@ beforeAll(async () => {
 });
 afterAll(() => nats?.stop());
 
+/** Processes this file started: killed after each test, whatever its outcome. */
+const children = new Set<ChildProcess>();
+afterEach(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  children.clear();
+});
+
+/** Starts identity as its own process and waits (on its progress, not a clock) until it serves. */
 async function startIdentityProcess(env: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", "services/identity/main.ts"], {
     env: { ...process.env, LOG_LEVEL: "info", SCRYPT_LOG2_N: "12", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let out = "";
-  child.stdout!.on("data", (d) => (out += d));
-  child.stderr!.on("data", (d) => (out += d));
-  await eventually(() => out, (o) => o.includes(`"msg":"serving"`) || child.exitCode !== null, 30_000);
-  if (child.exitCode !== null) throw new Error(`identity exited:\n${out}`);
+  children.add(child);
+  await new ChildProgress(child).waitForLine(/"msg":"serving"/);
   return child;
 }
 
