@@ -2,6 +2,9 @@
 // from identity's GetJwks once, cached, and fetched again only when a token names a key id we do
 // not have (at most once per refresh interval): never per request. Only EdDSA is accepted, so an
 // unsigned ("alg": "none") or HMAC-confused token fails before any key is looked at.
+// A client sends the same token with every request, and verifying it (EdDSA through WebCrypto) was
+// the largest single cost of an authenticated request at the edge: a verified token is remembered
+// by its exact text until it expires (at most VERIFIED_TTL_MS), and forgotten when the key set changes.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errors, importJWK, jwtVerify, type CryptoKey, type JWK } from "jose";
 import type { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
@@ -25,6 +28,9 @@ export interface Authenticator {
 
 const unauthenticated = (message: string) => new ConnectError(message, Code.Unauthenticated);
 
+const VERIFIED_TTL_MS = 60_000;
+const VERIFIED_MAX = 10_000;
+
 function reason(err: unknown): string {
   if (err instanceof errors.JWTExpired) return "the token has expired";
   if (err instanceof errors.JWTClaimValidationFailed) return `the token's ${err.claim} claim is not accepted (${err.reason})`;
@@ -37,6 +43,10 @@ function reason(err: unknown): string {
 
 export function createAuthenticator(opts: AuthOptions): Authenticator {
   const keys = new Map<string, CryptoKey | Uint8Array>();
+  /** Tokens verified with the current keys, by their text: the user, and until when. */
+  const verified = new Map<string, { user: EndUser; until: number }>();
+  /** Bumped when the key set changes: a verification that began with the old set is not remembered. */
+  let keySet = 0;
   let lastFetch = 0;
   let fetching: Promise<void> | undefined;
 
@@ -49,6 +59,8 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
         // The published set is the truth: a key identity stopped publishing is no longer trusted.
         keys.clear();
         for (const [kid, key] of fresh) keys.set(kid, key);
+        verified.clear();
+        keySet++;
         lastFetch = Date.now();
         opts.logger.info({ keys: keys.size }, "JWKS loaded from identity");
       } finally {
@@ -74,6 +86,10 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
       if (!authorization) return undefined;
       const match = /^Bearer\s+(\S+)$/i.exec(authorization);
       if (!match) throw unauthenticated("the Authorization header must be: Bearer <token>");
+      const known = verified.get(match[1]!);
+      if (known && known.until > Date.now()) return known.user;
+      if (known) verified.delete(match[1]!);
+      const began = keySet;
       try {
         const { payload } = await jwtVerify(match[1]!, (header) => keyFor(header.kid), {
           issuer: opts.issuer,
@@ -82,7 +98,12 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
           requiredClaims: ["sub", "exp"],
         });
         const roles = Array.isArray(payload.roles) ? payload.roles.filter((r): r is string => typeof r === "string") : [];
-        return { id: payload.sub!, roles };
+        const user = { id: payload.sub!, roles };
+        if (began === keySet) {
+          if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!); // the oldest
+          verified.set(match[1]!, { user, until: Math.min(payload.exp! * 1000, Date.now() + VERIFIED_TTL_MS) });
+        }
+        return user;
       } catch (err) {
         if (err instanceof ConnectError && err.code === Code.Unavailable) throw err;
         throw unauthenticated(reason(err));
