@@ -113,7 +113,7 @@ export const topology = {
   },
   payment: {
     name: "payment", contract: PaymentService, grpcPort: 50055, metricsPort: 9455, upstreams: [], eventSubjects: ["shop.payment.>"],
-    consumes: { record: "shop.order.created", charge: "shop.stock.reserved", refund: "shop.order.cancelled" },
+    consumes: { charge: "shop.stock.reserved", refund: "shop.order.cancelled" },
     ...common,
   },
   notification: {

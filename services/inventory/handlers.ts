@@ -45,7 +45,8 @@ export function inventoryConsumers(): EventHandlerSpec[] {
         const outcome = await createStore(q).reserveOrder(data.orderId, lines);
         if (outcome === "closed") return; // cancelled before we saw it created: nothing to reserve, nothing to publish
         if (outcome.length) enqueue(q, StockRejectedSchema, { orderId: data.orderId, reason: "insufficient stock", shortages: outcome }, source);
-        else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines }, source);
+        // What payment needs to charge comes along: it waits for this event alone.
+        else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines, userId: data.userId, total: data.total, paymentMethodToken: data.paymentMethod?.token }, source);
       },
     }),
     on({ event: PaymentFailedSchema, name: "release-on-payment-failed", apply: release(false, "payment failed"), key: byOrderId }),

@@ -57,6 +57,7 @@ async function cancel(q: Tx, orderId: string, reason: string, lines = true): Pro
       stockReserved: stored.stockReserved,
       paymentCaptured: stored.paymentCaptured,
       cancelTime: stored.order.updateTime,
+      paymentMethodToken: stored.paymentMethodToken,
     }, source);
   }
   return stored;
@@ -100,6 +101,7 @@ export function orderHandlers({ db, catalog, watchers, timeoutSeconds }: OrderDe
         const order = await db.tx(async (q) => {
           const created = await createStore(q).insert({
             id: uuidv7(), userId: user.id, currency: [...currencies][0]!, lines, shipping: req.shippingAddress!, idempotencyKey: key, requestHash: hash,
+            paymentMethodToken: req.paymentMethod?.token ?? "",
           });
           await enqueue(q, OrderCreatedSchema, {
             orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, createTime: created.createTime,

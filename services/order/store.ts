@@ -16,6 +16,7 @@ interface OrderRow extends Record<string, unknown> {
   request_hash: string | null;
   stock_reserved: boolean;
   payment_captured: boolean;
+  payment_method_token: string;
   created_at: Date;
   updated_at: Date;
 }
@@ -31,6 +32,7 @@ interface LineRow extends Record<string, unknown> {
 
 export interface StoredOrder {
   order: Order;
+  paymentMethodToken: string;
   requestHash: string | null;
   stockReserved: boolean;
   paymentCaptured: boolean;
@@ -46,6 +48,7 @@ export interface NewOrder {
   currency: string;
   lines: { productId: string; productName: string; quantity: number; unitPriceMinor: bigint }[];
   shipping: ShippingAddress;
+  paymentMethodToken: string;
   idempotencyKey?: string;
   requestHash?: string;
 }
@@ -75,6 +78,7 @@ function toStored(rows: OrderRow[], lines: LineRow[]): StoredOrder[] {
         createTime: timestampFromDate(r.created_at),
         updateTime: timestampFromDate(r.updated_at),
       }),
+      paymentMethodToken: r.payment_method_token,
       requestHash: r.request_hash,
       stockReserved: r.stock_reserved,
       paymentCaptured: r.payment_captured,
@@ -99,9 +103,9 @@ export function createStore(q: Queryable) {
     async insert(o: NewOrder): Promise<Order> {
       const total = o.lines.reduce((sum, l) => sum + l.unitPriceMinor * BigInt(l.quantity), 0n);
       const rows = await q.query<OrderRow>(
-        `INSERT INTO orders (id, user_id, status, total_minor, currency, shipping, idempotency_key, request_hash)
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7) RETURNING *`,
-        [o.id, o.userId, total.toString(), o.currency, JSON.stringify(toJson(ShippingAddressSchema, o.shipping)), o.idempotencyKey ?? null, o.requestHash ?? null],
+        `INSERT INTO orders (id, user_id, status, total_minor, currency, shipping, idempotency_key, request_hash, payment_method_token)
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) RETURNING *`,
+        [o.id, o.userId, total.toString(), o.currency, JSON.stringify(toJson(ShippingAddressSchema, o.shipping)), o.idempotencyKey ?? null, o.requestHash ?? null, o.paymentMethodToken],
       );
       const lines = await q.query<LineRow>(
         `INSERT INTO order_lines (order_id, line_no, product_id, product_name, quantity, unit_price_minor)

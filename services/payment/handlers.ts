@@ -1,17 +1,17 @@
-// PaymentService and payment's part of the saga: record the charge on order.created, note the
-// reserved stock on stock.reserved (whichever comes second charges), refund or void on
-// order.cancelled.
+// PaymentService and payment's part of the saga: charge on stock.reserved (which carries the
+// order's amount, customer and payment method), refund or void on order.cancelled.
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
-import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { OrderCancelledSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService } from "../../gen/shop/payment/v1/payment_pb.js";
 import { mayAccess, requireUser } from "../../mesh/rpc/call-scope.js";
 import type { Db } from "../../mesh/data/db.js";
 import { byOrderId, on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
 import { enqueue } from "../../mesh/events/outbox.js";
+import type { Logger } from "../../mesh/telemetry.js";
 import { announce, source, type createCharger } from "./charger.js";
 import { createMethods, toPaymentMethod } from "./methods.js";
 import { createStore, money, toPayment } from "./store.js";
@@ -32,44 +32,38 @@ export function paymentHandlers(db: Db, methodTtlMs: number): ServiceImpl<typeof
   };
 }
 
-export function paymentConsumers(charger: ReturnType<typeof createCharger>): EventHandlerSpec[] {
-  /** After the commit (and again on a redelivery): charge, if the payment is ready and nobody is charging it. */
-  const charge = ({ data }: { data: { orderId: string } }) => charger.chargeIfReady(data.orderId);
+export function paymentConsumers(charger: ReturnType<typeof createCharger>, logger: Logger): EventHandlerSpec[] {
   return [
-    on({
-      event: OrderCreatedSchema,
-      name: "record",
-      key: byOrderId,
-      async apply(q, { data }) {
-        const { orderId, userId } = data;
-        const store = createStore(q);
-        const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: data.total?.amountMinor ?? 0n, currency: data.total?.currencyCode ?? "XXX" });
-        if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
-        const methods = createMethods(q);
-        const legacyCard = data.paymentMethod?.cardNumber; // an event from before tokens (deprecated field)
-        if (legacyCard && !data.paymentMethod?.token) await methods.adoptLegacyCard(userId, legacyCard, orderId);
-        const method = await methods.use(data.paymentMethod?.token || `pm_legacy_${orderId}`, userId, orderId);
-        if ("cardLast4" in method) {
-          await store.setCardLast4(row.id, method.cardLast4);
-          return;
-        }
-        const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
-        if (failed) await announce(q, failed);
-      },
-      then: charge,
-    }),
     on({
       event: StockReservedSchema,
       name: "charge",
       key: byOrderId,
-      apply: async (q, { data }) => void (await createStore(q).stockReserved(uuidv7(), data.orderId)),
-      then: charge,
+      // stock.reserved carries the order's amount, customer and payment method: the payment is
+      // recorded ready to charge, and charged right after the commit.
+      async apply(q, { data }) {
+        const { orderId, userId, total, paymentMethodToken } = data;
+        if (!total || !userId) {
+          // From an inventory older than this: nothing here says what to charge; the order's timeout cancels it.
+          logger.warn({ order_id: orderId }, "stock.reserved without the order's amount; not charged");
+          return;
+        }
+        const store = createStore(q);
+        const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: total.amountMinor, currency: total.currencyCode });
+        if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
+        const method = await createMethods(q).use(paymentMethodToken, userId, orderId);
+        if ("cardLast4" in method) return void (await store.setCardLast4(row.id, method.cardLast4));
+        const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
+        if (failed) await announce(q, failed);
+      },
+      then: ({ data }) => charger.chargeIfReady(data.orderId),
     }),
     on({
       event: OrderCancelledSchema,
       name: "refund",
       key: byOrderId,
       async apply(q, { data }) {
+        // The order's card goes, whether or not its payment ever got this far.
+        if (data.paymentMethodToken) await createMethods(q).discard(data.paymentMethodToken, data.userId);
         const refunded = await createStore(q).cancel(uuidv7(), data.orderId, data.reason || "order cancelled");
         if (refunded) {
           enqueue(q, PaymentRefundedSchema, {

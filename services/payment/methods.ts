@@ -53,15 +53,15 @@ export function createMethods(q: Queryable) {
       return { code: "payment_method_unusable", reason };
     },
 
-    /** Keeps a card that came in an order.created from before tokens, for that order only. */
-    adoptLegacyCard: (userId: string, card: string, orderId: string) =>
-      q.query(
-        `INSERT INTO payment_methods (token, user_id, card_number, card_last4, expires_at, order_id)
-         VALUES ($1, $2, $3, $4, now(), $5) ON CONFLICT (order_id) DO NOTHING`,
-        [`pm_legacy_${orderId}`, userId, card, card.slice(-4), orderId],
-      ),
-
     cardFor: async (orderId: string) => (await one("SELECT card_number FROM payment_methods WHERE order_id = $1", [orderId]))?.card_number ?? undefined,
+
+    /**
+     * Erases the card behind a cancelled order's token if no payment took the token yet (its order
+     * never reached payment). A token a payment took is left to that payment: erased when its
+     * charge is decided or voided. A later stock.reserved finds the payment voided.
+     */
+    discard: (token: string, userId: string) =>
+      q.query("UPDATE payment_methods SET card_number = NULL WHERE token = $1 AND user_id = $2 AND order_id IS NULL", [token, userId]),
 
     /** Erases the card of the order's payment method: its charge is decided or voided. */
     erase: (orderId: string) => q.query("UPDATE payment_methods SET card_number = NULL WHERE order_id = $1", [orderId]),

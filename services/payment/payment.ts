@@ -29,6 +29,6 @@ export const payment: ServiceDefinition<typeof PaymentService, typeof config> = 
     const charger = createCharger({ db, logger, processor: testProcessor, leaseMs: config.CHARGE_LEASE_MS });
     every("finish-stranded-charges", config.SWEEP_INTERVAL_MS, charger.sweep);
     every("purge-expired-payment-methods", config.SWEEP_INTERVAL_MS, () => createMethods(db).purgeExpired());
-    return paymentConsumers(charger);
+    return paymentConsumers(charger, logger);
   },
 };

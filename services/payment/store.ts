@@ -2,7 +2,7 @@
 // capture or voided before one when its order is cancelled. Every change is a guarded UPDATE or an
 // upsert (which locks the row, existing or just inserted, for the rest of the transaction), so at
 // most one capture per order, a refund only after a capture, and no lost cancellation hold however
-// order.created, stock.reserved and order.cancelled interleave, under PostgreSQL's READ COMMITTED.
+// stock.reserved and order.cancelled interleave or repeat, under PostgreSQL's READ COMMITTED.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentSchema, PaymentStatus, type Payment } from "../../gen/shop/payment/v1/payment_pb.js";
@@ -60,15 +60,16 @@ export function createStore(q: Queryable) {
     byOrder: (orderId: string) => one("SELECT * FROM payments WHERE order_id = $1", [orderId]),
 
     /**
-     * The order's charge (amount, owner). Fills a placeholder; never revives a voided row. Returns
-     * the row unless the order was already recorded.
+     * The order's charge (amount, owner), ready to charge: its stock is reserved. Fills a
+     * cancellation's placeholder but never revives it (it stays voided). Returns the row unless the
+     * order was already recorded.
      */
     record: (p: { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string }) =>
       one(
-        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status)
-         VALUES ($1, $2, $3, $4, $5, '', 'pending')
+        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status, stock_reserved)
+         VALUES ($1, $2, $3, $4, $5, '', 'pending', true)
          ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, amount_minor = EXCLUDED.amount_minor,
-           currency = EXCLUDED.currency, updated_at = now()
+           currency = EXCLUDED.currency, stock_reserved = true, updated_at = now()
          WHERE payments.user_id = ''
          RETURNING *`,
         [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency],
@@ -76,15 +77,6 @@ export function createStore(q: Queryable) {
 
     /** The card's last four digits, once the order's payment method is known. */
     setCardLast4: (id: string, last4: string) => q.query("UPDATE payments SET card_last4 = $2 WHERE id = $1", [id, last4]),
-
-    /** Notes that the order's stock is reserved, creating a placeholder if the order is not known yet. */
-    stockReserved: (id: string, orderId: string) =>
-      q.query(
-        `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status, stock_reserved)
-         VALUES ($1, $2, '', 0, 'XXX', '', 'pending', true)
-         ON CONFLICT (order_id) DO UPDATE SET stock_reserved = true`,
-        [id, orderId],
-      ),
 
     /**
      * Takes the right to call the processor: moves a payment that is ready (order known, stock

@@ -4,7 +4,7 @@ import { Code } from "@connectrpc/connect";
 import type { JetStreamClient, JetStreamManager } from "nats";
 import { v7 as uuidv7 } from "uuid";
 import { StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
-import { OrderCancelledSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
+import { OrderCancelledSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { PaymentService, PaymentStatus } from "../../gen/shop/payment/v1/payment_pb.js";
 import type { MeshClient } from "../../mesh/rpc/client.js";
@@ -15,7 +15,7 @@ import { eventually } from "../support/eventually.js";
 import { asUser, cardToken } from "../support/payments.js";
 import { rejection, sleep } from "../support/servers.js";
 import { startWithNats, type ServiceWithNats } from "../support/service.js";
-import { publishTwice, storedEvents } from "../support/streams.js";
+import { consumersIdle, publishTwice, storedEvents } from "../support/streams.js";
 
 let under: ServiceWithNats<typeof PaymentService>;
 let js: JetStreamClient;
@@ -30,13 +30,18 @@ beforeAll(async () => {
 afterAll(() => under?.stop());
 
 const USER = "018f0000-0000-7000-8000-0000000000b1";
-/** order.created for a new order paid with `card` (by the token of a payment method made for it) or with a given token. */
-const created = async (orderId: string, card: string, token?: string) =>
-  publishEvent(js, OrderCreatedSchema, {
-    orderId, userId: USER, total: { amountMinor: 2500n, currencyCode: "EUR" }, paymentMethod: { token: token ?? (await cardToken(gateway, card, asUser(USER))) },
-  }, { source: "order" });
-const reserved = (orderId: string) => publishEvent(js, StockReservedSchema, { orderId, lines: [] }, { source: "inventory" });
+/**
+ * stock.reserved as inventory publishes it for a new order of USER, carrying what payment needs:
+ * the amount, the customer and the token of a payment method made for `card` (or a given token).
+ */
+const reservedEvent = async (orderId: string, card: string, token?: string) => ({
+  orderId, lines: [], userId: USER, total: { amountMinor: 2500n, currencyCode: "EUR" }, paymentMethodToken: token ?? (await cardToken(gateway, card, asUser(USER))),
+});
+const reserved = async (orderId: string, card: string, token?: string) =>
+  publishEvent(js, StockReservedSchema, await reservedEvent(orderId, card, token), { source: "inventory" });
+const cancelled = (orderId: string) => publishEvent(js, OrderCancelledSchema, { orderId, reason: "customer cancelled" }, { source: "order" });
 const status = async (orderId: string) => (await client.getPayment({ orderId }).catch(() => undefined))?.payment?.status;
+const rowStatus = async (orderId: string) => (await under.svc.db.query<{ status: string }>("SELECT status FROM payments WHERE order_id = $1", [orderId]))[0]?.status;
 /** Waits for the payment's status, and for the events of that change to be on the bus. */
 const settled = async (orderId: string, want: PaymentStatus) => {
   await eventually(() => status(orderId), (s) => s === want);
@@ -46,11 +51,9 @@ const count = async (schema: typeof PaymentCapturedSchema | typeof PaymentFailed
   (await storedEvents(jsm, schema)).filter((e) => e.data.orderId === orderId).length;
 
 describe("payment", () => {
-  it("captures with the success card once stock is reserved", async () => {
+  it("captures with the success card once stock is reserved, from that one event", async () => {
     const orderId = uuidv7();
-    await created(orderId, testCards.success);
-    await settled(orderId, PaymentStatus.PENDING);
-    await reserved(orderId);
+    await reserved(orderId, testCards.success);
     await settled(orderId, PaymentStatus.CAPTURED);
     const [captured] = (await storedEvents(jsm, PaymentCapturedSchema)).filter((e) => e.data.orderId === orderId);
     expect(captured!.data).toMatchObject({ cardLast4: "4242", amount: { amountMinor: 2500n, currencyCode: "EUR" } });
@@ -58,8 +61,7 @@ describe("payment", () => {
 
   it("fails with the declined card and says why", async () => {
     const orderId = uuidv7();
-    await created(orderId, testCards.declined);
-    await reserved(orderId);
+    await reserved(orderId, testCards.declined);
     await settled(orderId, PaymentStatus.FAILED);
     const [failed] = (await storedEvents(jsm, PaymentFailedSchema)).filter((e) => e.data.orderId === orderId);
     expect(failed!.data.declineCode).toBe("card_declined");
@@ -68,54 +70,54 @@ describe("payment", () => {
 
   it("retries a transient processing error and then captures", async () => {
     const orderId = uuidv7();
-    await created(orderId, testCards.processingError);
-    await reserved(orderId);
+    await reserved(orderId, testCards.processingError);
     await settled(orderId, PaymentStatus.CAPTURED);
     expect(await count(PaymentCapturedSchema, orderId)).toBe(1);
   });
 
-  it("waits for order.created when stock.reserved arrives first", async () => {
+  it("charges nothing for a stock.reserved without the order's amount (from an older inventory); the order's cancellation voids it", async () => {
     const orderId = uuidv7();
-    await reserved(orderId);
-    await sleep(150);
-    await created(orderId, testCards.success);
-    await settled(orderId, PaymentStatus.CAPTURED);
+    await publishEvent(js, StockReservedSchema, { orderId, lines: [] }, { source: "inventory" });
+    await eventually(() => consumersIdle(jsm, ["SHOP_INVENTORY", "payment-charge"]), Boolean);
+    expect(await rowStatus(orderId)).toBeUndefined();
+    await cancelled(orderId);
+    await eventually(() => rowStatus(orderId), (s) => s === "voided");
+    expect(await count(PaymentCapturedSchema, orderId)).toBe(0);
   });
 
   it("captures at most once when stock.reserved is delivered twice", async () => {
     const orderId = uuidv7();
-    await created(orderId, testCards.success);
-    await settled(orderId, PaymentStatus.PENDING);
-    await publishTwice(js, encodeEvent(StockReservedSchema, { orderId }, { source: "inventory" }));
+    await publishTwice(js, encodeEvent(StockReservedSchema, await reservedEvent(orderId, testCards.success), { source: "inventory" }));
     await settled(orderId, PaymentStatus.CAPTURED);
     await sleep(400);
     expect(await count(PaymentCapturedSchema, orderId)).toBe(1);
   });
 
-  it("refunds a captured payment when the order is cancelled, and never refunds what was not captured", async () => {
+  it("refunds a captured payment when the order is cancelled, and never charges an order cancelled first", async () => {
     const paid = uuidv7();
-    await created(paid, testCards.success);
-    await reserved(paid);
+    await reserved(paid, testCards.success);
     await settled(paid, PaymentStatus.CAPTURED);
-    await publishEvent(js, OrderCancelledSchema, { orderId: paid, reason: "customer cancelled" }, { source: "order" });
+    await cancelled(paid);
     await settled(paid, PaymentStatus.REFUNDED);
     expect(await count(PaymentRefundedSchema, paid)).toBe(1);
 
     const unpaid = uuidv7();
-    await created(unpaid, testCards.success);
-    await settled(unpaid, PaymentStatus.PENDING);
-    await publishEvent(js, OrderCancelledSchema, { orderId: unpaid, reason: "customer cancelled" }, { source: "order" });
-    await settled(unpaid, PaymentStatus.VOIDED);
-    await reserved(unpaid); // too late: nothing is charged
+    await cancelled(unpaid);
+    await eventually(() => rowStatus(unpaid), (s) => s === "voided");
+    const event = await reservedEvent(unpaid, testCards.success);
+    await publishEvent(js, StockReservedSchema, event, { source: "inventory" }); // too late: nothing is charged
+    await settled(unpaid, PaymentStatus.VOIDED); // its owner is known now, so it shows
     await sleep(400);
     expect(await status(unpaid)).toBe(PaymentStatus.VOIDED);
     expect(await count(PaymentCapturedSchema, unpaid) + (await count(PaymentRefundedSchema, unpaid))).toBe(0);
+    // Its token was not spent on it: unused, it expires and is purged, card and all.
+    expect(await under.svc.db.query("SELECT order_id FROM payment_methods WHERE token = $1", [event.paymentMethodToken])).toEqual([{ order_id: null }]);
   });
 
   it("shows a payment to its owner and admins only", async () => {
     const orderId = uuidv7();
-    await created(orderId, testCards.success);
-    await settled(orderId, PaymentStatus.PENDING);
+    await reserved(orderId, testCards.success);
+    await settled(orderId, PaymentStatus.CAPTURED);
     expect((await gateway.getPayment({ orderId }, asUser(USER))).payment?.cardLast4).toBe("4242");
     expect((await rejection(gateway.getPayment({ orderId }, asUser(uuidv7())))).code).toBe(Code.NotFound);
     expect((await gateway.getPayment({ orderId }, asUser(uuidv7(), "customer,admin"))).payment?.orderId).toBe(orderId);
@@ -146,27 +148,26 @@ describe("payment", () => {
       return (await storedEvents(jsm, PaymentFailedSchema)).find((e) => e.data.orderId === orderId)!.data;
     };
     const unknown = uuidv7();
-    await created(unknown, "", `pm_${"x".repeat(32)}`);
+    await reserved(unknown, "", `pm_${"x".repeat(32)}`);
     expect(await declineOf(unknown)).toMatchObject({ declineCode: "payment_method_unusable", reason: expect.stringMatching(/unknown/) });
 
     const theirs = uuidv7();
-    await created(theirs, "", await cardToken(gateway, testCards.success, asUser(uuidv7())));
+    await reserved(theirs, "", await cardToken(gateway, testCards.success, asUser(uuidv7())));
     expect((await declineOf(theirs)).declineCode).toBe("payment_method_unusable");
 
     const token = await cardToken(gateway, testCards.success, asUser(USER));
     const [first, second] = [uuidv7(), uuidv7()];
-    await created(first, "", token);
-    await settled(first, PaymentStatus.PENDING);
-    await created(second, "", token);
+    await reserved(first, "", token);
+    await settled(first, PaymentStatus.CAPTURED);
+    await reserved(second, "", token);
     expect(await declineOf(second)).toMatchObject({ declineCode: "payment_method_unusable", reason: expect.stringMatching(/already used/) });
-    await reserved(first);
-    await settled(first, PaymentStatus.CAPTURED); // the first order keeps its card
+    expect(await status(first)).toBe(PaymentStatus.CAPTURED); // the first order keeps its charge
     expect(await count(PaymentCapturedSchema, second)).toBe(0);
 
     const stale = await cardToken(gateway, testCards.success, asUser(USER));
     await under.svc.db.query("UPDATE payment_methods SET expires_at = now() - interval '1 second' WHERE token = $1", [stale]);
     const late = uuidv7();
-    await created(late, "", stale);
+    await reserved(late, "", stale);
     expect((await declineOf(late)).declineCode).toBe("payment_method_unusable");
     // Expired and unused: purged by the sweep, card and all.
     await eventually(() => under.svc.db.query("SELECT 1 FROM payment_methods WHERE token = $1", [stale]), (rows) => rows.length === 0);

@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Money } from "../../common/v1/money_pb.js";
+import { file_shop_common_v1_money } from "../../common/v1/money_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file shop/inventory/v1/events.proto.
  */
 export const file_shop_inventory_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaG9wL2ludmVudG9yeS92MS9ldmVudHMucHJvdG8SEXNob3AuaW52ZW50b3J5LnYxIjEKCVN0b2NrTGluZRISCgpwcm9kdWN0X2lkGAEgASgJEhAKCHF1YW50aXR5GAIgASgFIlsKDVN0b2NrU2hvcnRhZ2USEgoKcHJvZHVjdF9pZBgBIAEoCRIaChJyZXF1ZXN0ZWRfcXVhbnRpdHkYAiABKAUSGgoSYXZhaWxhYmxlX3F1YW50aXR5GAMgASgFIk4KDVN0b2NrUmVzZXJ2ZWQSEAoIb3JkZXJfaWQYASABKAkSKwoFbGluZXMYAiADKAsyHC5zaG9wLmludmVudG9yeS52MS5TdG9ja0xpbmUiZgoNU3RvY2tSZWplY3RlZBIQCghvcmRlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSMwoJc2hvcnRhZ2VzGAMgAygLMiAuc2hvcC5pbnZlbnRvcnkudjEuU3RvY2tTaG9ydGFnZSJeCg1TdG9ja1JlbGVhc2VkEhAKCG9yZGVyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIrCgVsaW5lcxgDIAMoCzIcLnNob3AuaW52ZW50b3J5LnYxLlN0b2NrTGluZWIGcHJvdG8z");
+  fileDesc("Ch5zaG9wL2ludmVudG9yeS92MS9ldmVudHMucHJvdG8SEXNob3AuaW52ZW50b3J5LnYxIjEKCVN0b2NrTGluZRISCgpwcm9kdWN0X2lkGAEgASgJEhAKCHF1YW50aXR5GAIgASgFIlsKDVN0b2NrU2hvcnRhZ2USEgoKcHJvZHVjdF9pZBgBIAEoCRIaChJyZXF1ZXN0ZWRfcXVhbnRpdHkYAiABKAUSGgoSYXZhaWxhYmxlX3F1YW50aXR5GAMgASgFIqMBCg1TdG9ja1Jlc2VydmVkEhAKCG9yZGVyX2lkGAEgASgJEisKBWxpbmVzGAIgAygLMhwuc2hvcC5pbnZlbnRvcnkudjEuU3RvY2tMaW5lEg8KB3VzZXJfaWQYAyABKAkSJAoFdG90YWwYBCABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leRIcChRwYXltZW50X21ldGhvZF90b2tlbhgFIAEoCSJmCg1TdG9ja1JlamVjdGVkEhAKCG9yZGVyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIzCglzaG9ydGFnZXMYAyADKAsyIC5zaG9wLmludmVudG9yeS52MS5TdG9ja1Nob3J0YWdlIl4KDVN0b2NrUmVsZWFzZWQSEAoIb3JkZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEisKBWxpbmVzGAMgAygLMhwuc2hvcC5pbnZlbnRvcnkudjEuU3RvY2tMaW5lYgZwcm90bzM", [file_shop_common_v1_money]);
 
 /**
  * A quantity of one product, as reserved or released for an order.
@@ -77,7 +79,9 @@ export const StockShortageSchema: GenMessage<StockShortage> = /*@__PURE__*/
 
 /**
  * Published on subject `shop.stock.reserved` when every line of an order has been reserved.
- * An order is reserved at most once, all lines or none.
+ * An order is reserved at most once, all lines or none. It carries, from the order's
+ * `shop.order.created`, what the next step (payment) needs, so that step waits for this one
+ * event rather than for two.
  *
  * @generated from message shop.inventory.v1.StockReserved
  */
@@ -95,6 +99,28 @@ export type StockReserved = Message<"shop.inventory.v1.StockReserved"> & {
    * @generated from field: repeated shop.inventory.v1.StockLine lines = 2;
    */
   lines: StockLine[];
+
+  /**
+   * The customer who placed the order.
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * The amount to charge, as the order priced it.
+   *
+   * @generated from field: shop.common.v1.Money total = 4;
+   */
+  total?: Money | undefined;
+
+  /**
+   * The token of the customer's payment method for this order (never a card number); consumers
+   * other than payment must ignore it. Empty in events from before it was carried.
+   *
+   * @generated from field: string payment_method_token = 5;
+   */
+  paymentMethodToken: string;
 };
 
 /**

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/order/v1/events.proto.
  */
 export const file_shop_order_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaG9wL29yZGVyL3YxL2V2ZW50cy5wcm90bxINc2hvcC5vcmRlci52MSLnAQoMT3JkZXJDcmVhdGVkEhAKCG9yZGVyX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSJwoFbGluZXMYAyADKAsyGC5zaG9wLm9yZGVyLnYxLk9yZGVyTGluZRIkCgV0b3RhbBgEIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5EjQKDnBheW1lbnRfbWV0aG9kGAUgASgLMhwuc2hvcC5vcmRlci52MS5QYXltZW50TWV0aG9kEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAQoOT3JkZXJDb25maXJtZWQSEAoIb3JkZXJfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgV0b3RhbBgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5EjAKDGNvbmZpcm1fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipgEKDk9yZGVyQ2FuY2VsbGVkEhAKCG9yZGVyX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhYKDnN0b2NrX3Jlc2VydmVkGAQgASgIEhgKEHBheW1lbnRfY2FwdHVyZWQYBSABKAgSLwoLY2FuY2VsX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_order_v1_order]);
+  fileDesc("ChpzaG9wL29yZGVyL3YxL2V2ZW50cy5wcm90bxINc2hvcC5vcmRlci52MSLnAQoMT3JkZXJDcmVhdGVkEhAKCG9yZGVyX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSJwoFbGluZXMYAyADKAsyGC5zaG9wLm9yZGVyLnYxLk9yZGVyTGluZRIkCgV0b3RhbBgEIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5EjQKDnBheW1lbnRfbWV0aG9kGAUgASgLMhwuc2hvcC5vcmRlci52MS5QYXltZW50TWV0aG9kEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAQoOT3JkZXJDb25maXJtZWQSEAoIb3JkZXJfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgV0b3RhbBgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5EjAKDGNvbmZpcm1fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixAEKDk9yZGVyQ2FuY2VsbGVkEhAKCG9yZGVyX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhYKDnN0b2NrX3Jlc2VydmVkGAQgASgIEhgKEHBheW1lbnRfY2FwdHVyZWQYBSABKAgSLwoLY2FuY2VsX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFHBheW1lbnRfbWV0aG9kX3Rva2VuGAcgASgJYgZwcm90bzM", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_order_v1_order]);
 
 /**
  * Published on subject `shop.order.created` when an order is placed, in the same transaction
@@ -169,6 +169,14 @@ export type OrderCancelled = Message<"shop.order.v1.OrderCancelled"> & {
    * @generated from field: google.protobuf.Timestamp cancel_time = 6;
    */
   cancelTime?: Timestamp | undefined;
+
+  /**
+   * The token of the order's payment method (never a card number), so that payment erases its
+   * card even if it never saw the order reach it; consumers other than payment must ignore it.
+   *
+   * @generated from field: string payment_method_token = 7;
+   */
+  paymentMethodToken: string;
 };
 
 /**
