@@ -15,7 +15,7 @@ mkdirSync(".data/bench", { recursive: true });
 /** Instructions callgrind counted for one run of bench/hop.ts with `calls` calls of one case. */
 function count(filter: string, calls: number): Promise<number> {
   const out = `.data/bench/callgrind.${filter.replace(/\W+/g, "-")}.${calls}.out`;
-  const args = ["--tool=callgrind", `--callgrind-out-file=${out}`, process.execPath, "--import", "tsx", "bench/hop.ts"];
+  const args = ["--tool=callgrind", `--callgrind-out-file=${out}`, ...(process.env.HOP_TOGGLE ? ["--instr-atstart=no"] : []), process.execPath, "--import", "tsx", "bench/hop.ts"];
   const child = spawn("valgrind", args, { env: { ...process.env, BENCH_ONLY: filter, HOP_CALLS: String(calls) }, stdio: ["ignore", "inherit", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk) => (stderr += chunk));
@@ -28,6 +28,13 @@ function count(filter: string, calls: number): Promise<number> {
   );
 }
 
+// HOP_TOGGLE=1: one run per case, instrumented only while its HOP_HIGH measured calls run (after
+// HOP_WARMUP calls; callgrind_control switches it), so start-up costs no instrumentation time.
+if (process.env.HOP_TOGGLE) {
+  console.log(`instructions per call, callgrind, ${high} calls instrumented after ${process.env.HOP_WARMUP ?? 500} warm-up calls`);
+  for (const filter of filters) console.log(`${filter.padEnd(20)} ${((await count(filter, high)) / high / 1e6).toFixed(3)}M`);
+  process.exit(0);
+}
 console.log(`instructions per call, callgrind, (${high} calls − ${low} calls) / ${high - low}`);
 for (const filter of filters) {
   const [a, b] = await Promise.all([count(filter, low), count(filter, high)]);

@@ -8,6 +8,7 @@
 // busy machine and wall-clock rates do not.
 import http2 from "node:http2";
 import { once } from "node:events";
+import { execFileSync } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
 import { create, toJson } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -154,11 +155,15 @@ const only = process.env.BENCH_ONLY; // e.g. BENCH_ONLY=ShopMesh to profile one 
 const chosen = cases.filter(([name]) => !only || name.includes(only));
 
 if (process.env.HOP_CALLS !== undefined) {
+  // HOP_TOGGLE=1 (under callgrind --instr-atstart=no): instrument the measured calls alone.
+  const instrument = (on: boolean) => process.env.HOP_TOGGLE && execFileSync("callgrind_control", ["-i", on ? "on" : "off", String(process.pid)], { stdio: "ignore" });
   for (const [, setup] of chosen) {
     const { call, close } = await setup();
     await call(); // connected before calls pile up
     await fixedCalls(call, Number(process.env.HOP_WARMUP ?? 500));
+    instrument(true);
     await fixedCalls(call, Number(process.env.HOP_CALLS));
+    instrument(false);
     await close();
   }
   process.exit(0);
