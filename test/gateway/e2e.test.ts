@@ -274,7 +274,10 @@ describe("gateway: a service going away", () => {
     const { startTestService } = await import("../support/service.js");
     mesh.services.notification = (await startTestService(notification, mesh.pki, { PORT: String(port), NATS_URL: mesh.nats.url })) as never;
     const back = await eventually(() => json("/v1/notifications", { token }), (r) => r.status === 200, 15_000);
-    expect(back.body).toEqual({}); // a fresh service: no notifications yet (empty lists are omitted in JSON)
+    // A fresh service: nothing but, perhaps, the welcome its predecessor had not handled before it
+    // stopped (the event stays unacknowledged and comes to the new one). Empty lists are omitted.
+    const notes = (back.body as { notifications?: { subject: string }[] }).notifications ?? [];
+    expect(notes.filter((n) => n.subject !== "Welcome to ShopMesh")).toEqual([]);
   }, 30_000);
 });
 

@@ -94,6 +94,7 @@ async function updateProduct(newPrice: bigint, updatedMs = catalogState.updatedM
   const before = await invalidations();
   Object.assign(catalogState, { price: newPrice, updatedMs });
   const event = create(ProductUpdatedSchema, { productId: PRODUCT_ID, price: { amountMinor: newPrice, currencyCode: "EUR" }, updateTime: timestampFromMs(updatedMs) });
+  await operator.flush(); // after a NATS restart: once this connection is back, not into its reconnect buffer
   operator.publish(eventSubject(ProductUpdatedSchema), toBinary(ProductUpdatedSchema, event));
   await eventually(invalidations, (n) => n > before);
 }
