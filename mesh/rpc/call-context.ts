@@ -39,7 +39,10 @@ export class CallContext implements HandlerContext {
     return value === undefined ? undefined : Buffer.isBuffer(value) ? value.toString("base64") : value;
   }
 
-  readonly timeoutMs = () => (this.deadline === undefined ? undefined : this.deadline - Date.now());
+  /** A method, not an arrow per instance: one function fewer built for every call. */
+  timeoutMs(): number | undefined {
+    return this.deadline === undefined ? undefined : this.deadline - Date.now();
+  }
 
   get requestHeader(): Headers {
     if (!this.#requestHeader) {

@@ -3,9 +3,9 @@
 // handler that calls an upstream propagates the caller's remaining deadline and request id
 // without passing anything by hand. The scope is a value in OpenTelemetry's context, beside the
 // trace, so one async storage carries both (async-context.ts).
-import { context, createContextKey as createOtelKey, type Context } from "@opentelemetry/api";
+import { createContextKey as createOtelKey, type Context } from "@opentelemetry/api";
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { installAsyncContext } from "../async-context.js";
+import { activeContext, installAsyncContext } from "../async-context.js";
 
 export interface CallScope {
   /** Absolute deadline in epoch milliseconds, if the caller set one. */
@@ -18,7 +18,8 @@ const SCOPE = createOtelKey("shopmesh call scope");
 
 /** `ctx` with `scope` as its call scope: a server enters it together with its span (interceptors.ts). */
 export const withCallScope = (ctx: Context, scope: CallScope): Context => ctx.setValue(SCOPE, scope);
-export const currentCallScope = (): CallScope | undefined => context.active().getValue(SCOPE) as CallScope | undefined;
+export const callScopeOf = (ctx: Context): CallScope | undefined => ctx.getValue(SCOPE) as CallScope | undefined;
+export const currentCallScope = (): CallScope | undefined => callScopeOf(activeContext());
 
 /** Metadata keys the mesh uses between services. */
 export const headers = {

@@ -17,16 +17,18 @@ import * as grpc from "@grpc/grpc-js";
 import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Context } from "@opentelemetry/api";
+import { isSpanContextValid, propagation, SpanKind, SpanStatusCode, trace, type Context, type SpanContext } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import { randomUUID } from "node:crypto";
 import type { TlsFiles } from "../certs.js";
-import { currentCallScope, headers } from "./call-scope.js";
+import { callScopeOf, headers } from "./call-scope.js";
 import { Breaker, CircuitOpenError } from "./breaker.js";
 import { fromGrpcError, isRelayed, isSidecarReply, upstreamError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
 import { channelCredentials, checkUpstreamAddresses, type TransportMode } from "./transport.js";
-import { rpcMetrics } from "../telemetry.js";
+import { rpcMetrics, spansRecorded } from "../telemetry.js";
+import { activeContext } from "../async-context.js";
+import { childSpanContext, sampled, TRACEPARENT, TRACESTATE, traceparentOf } from "./trace-context.js";
 import { defaultResilience, type ResiliencePolicy } from "../topology.js";
 
 export type { ResiliencePolicy };
@@ -109,9 +111,14 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
     const def = grpcMethodDefinition(method);
     return async (request: Message, options: CallOptions = {}) => {
       // The span is never made active: nothing runs in it but grpc-js, and entering a context per
-      // call costs more than passing it to the metadata that carries it on.
-      const span = tracer.startSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT });
-      const call = prepareCall(options, policy.timeoutMs, trace.setSpan(context.active(), span));
+      // call costs more than passing it to the metadata that carries it on. A span nobody records
+      // (no exporter, or the caller's trace is not sampled) is only ids, made without the SDK.
+      const active = activeContext();
+      const parent = trace.getSpanContext(active);
+      const span = spansRecorded() && (parent === undefined || !isSpanContextValid(parent) || sampled(parent))
+        ? tracer.startSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT }, active)
+        : undefined;
+      const call = prepareCall(options, policy.timeoutMs, active, span ? trace.setSpan(active, span) : childSpanContext(parent));
       const attempts = isRetryable(method, request) ? policy.maxAttempts : 1;
       const send = () => {
         if (Date.now() >= call.deadline) throw deadlinePassed(opts.upstream);
@@ -143,10 +150,10 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
       } catch (err) {
         const error = asUpstreamError(err, opts.upstream);
         done(Code[error.code]);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
+        span?.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
         throw error;
       } finally {
-        span.end();
+        span?.end();
       }
     };
   };
@@ -155,7 +162,8 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
     async function* (request: Message, options: CallOptions = {}) {
       if (breaker.isOpen) throw asUpstreamError(new CircuitOpenError(), opts.upstream);
       const def = grpcMethodDefinition(method);
-      const call = prepareCall(options, undefined, context.active());
+      const active = activeContext();
+      const call = prepareCall(options, undefined, active, active);
       if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
       const stream = channel.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, request, call.metadata(), { deadline: call.deadline });
       const cancel = () => stream.cancel();
@@ -186,24 +194,32 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
 
 /**
  * Deadline and metadata for one call. The caller's request id and trace context travel on; its end
- * user does not (only the gateway may speak for users; a service calls as itself).
+ * user does not (only the gateway may speak for users; a service calls as itself). `trace` is the
+ * context whose span the upstream continues (the SDK's propagator writes it), or the span context
+ * of an unrecorded span (written directly).
  */
-function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined, traceContext: Context) {
-  const scope = currentCallScope();
+function prepareCall(options: CallOptions, defaultTimeoutMs: number | undefined, active: Context, traceParent: Context | SpanContext) {
+  const scope = callScopeOf(active);
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   let deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
   if (scope?.deadline !== undefined) deadline = Math.min(deadline, scope.deadline);
   const extra = options.headers ? [...new Headers(options.headers)] : [];
   const given = extra.find(([key]) => key === headers.requestId)?.[1];
   const requestId = given ?? scope?.requestId ?? randomUUID(); // an edge's own id wins (the gateway has no call scope)
+  const direct = "traceId" in traceParent ? traceParent : undefined;
+  const traceparent = direct && traceparentOf(direct);
+  const tracestate = direct?.traceState?.serialize();
   return {
     deadline,
-    /** Fresh per attempt: each retry carries its own trace context. */
+    /** Fresh per attempt (grpc-js keeps the metadata it was given). */
     metadata() {
       const metadata = new grpc.Metadata();
       for (const [key, value] of extra) metadata.set(key, value);
       metadata.set(headers.requestId, requestId);
-      propagation.inject(traceContext, metadata, { set: (carrier, key, value) => carrier.set(key, value) });
+      if (traceparent) {
+        metadata.set(TRACEPARENT, traceparent);
+        if (tracestate) metadata.set(TRACESTATE, tracestate);
+      } else propagation.inject(traceParent as Context, metadata, { set: (carrier, key, value) => carrier.set(key, value) });
       return metadata;
     },
   };

@@ -1,7 +1,8 @@
 // The server interceptors every service runs, in one place. An interceptor wraps the step after
-// it; serve() composes them outermost first: call context, logging, metrics, error mapping, peer
-// authentication, validation, then the handler. Unary and server-streaming calls go through the
-// same chain: for a stream, "next" runs the whole stream, so durations and codes cover all of it.
+// it; serve() composes them outermost first: call context, the call's outcome (error mapping,
+// metrics, its log line), peer authentication, validation, then the handler. Unary and
+// server-streaming calls go through the same chain: for a stream, "next" runs the whole stream,
+// so durations and codes cover all of it.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
@@ -10,7 +11,9 @@ import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } f
 import type { Registry } from "prom-client";
 import { callerKey, headers, withCallScope, type Caller } from "./call-scope.js";
 import { nulViolations } from "./nul-bytes.js";
-import { rpcMetrics, type Logger } from "../telemetry.js";
+import { withContext } from "../async-context.js";
+import { rpcMetrics, spansRecorded, type Logger } from "../telemetry.js";
+import { childSpanContext, parseTraceparent, sampled, TRACEPARENT, TRACESTATE } from "./trace-context.js";
 
 export interface CallInfo {
   method: DescMethod;
@@ -33,19 +36,25 @@ const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.nam
 /**
  * The call's async context, entered once for the rest of the chain and the handler: its scope
  * (deadline and request id, for typed clients: call-scope.ts) and a server span continuing the
- * caller's trace from the traceparent header.
+ * caller's trace from the traceparent header. A span nobody records (no exporter, or the caller's
+ * trace is not sampled) is made without the tracing SDK: only its ids (trace-context.ts).
  */
 export function callContext(): ServerInterceptor {
   const tracer = trace.getTracer("shopmesh");
   const carrier = { get: (ctx: CallContext, key: string) => ctx.header(key), keys: () => [] };
   return (next) => (request, call) => {
-    const parent = propagation.extract(ROOT_CONTEXT, call.ctx, carrier);
+    const parent = parseTraceparent(call.ctx.header(TRACEPARENT), () => call.ctx.header(TRACESTATE));
+    if (!spansRecorded() || (parent !== undefined && !sampled(parent))) {
+      const span = trace.wrapSpanContext(childSpanContext(parent));
+      return withContext(withCallScope(trace.setSpan(ROOT_CONTEXT, span), { deadline: call.deadline, requestId: call.requestId }), next, request, call);
+    }
+    const remote = propagation.extract(ROOT_CONTEXT, call.ctx, carrier);
     const span = tracer.startSpan(
       fullName(call.method),
       { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": call.method.parent.typeName, "rpc.method": call.method.name } },
-      parent,
+      remote,
     );
-    const scoped = withCallScope(trace.setSpan(parent, span), { deadline: call.deadline, requestId: call.requestId });
+    const scoped = withCallScope(trace.setSpan(remote, span), { deadline: call.deadline, requestId: call.requestId });
     return context.with(scoped, async () => {
       try {
         return await next(request, call);
@@ -61,62 +70,46 @@ export function callContext(): ServerInterceptor {
   };
 }
 
-const codeName = (err: unknown) => (err === undefined ? "OK" : Code[ConnectError.from(err).code]);
-
-/** An interceptor that calls `start` as a call begins and the function it returns as it ends. */
-function observer(start: (call: CallInfo) => (failure: unknown) => void): ServerInterceptor {
+/**
+ * What every call's outcome gets, in one async frame around the rest of the chain (a frame each
+ * cost a promise and its reactions per call):
+ * - error mapping: callers see a ConnectError's code, message and details; anything else is a bug
+ *   whose text (stack, SQL, file paths) must not leave the process: it is logged and answered
+ *   with INTERNAL;
+ * - RPC count and latency histogram by method and code;
+ * - one log line per call: method, code, duration, request id, peer (trace ids come from the mixin).
+ */
+export function callOutcome(logger: Logger, registry: Registry): ServerInterceptor {
+  const record = rpcMetrics(registry, "server");
+  const log = (call: CallInfo, started: number, code: Code | undefined, failure?: ConnectError) => {
+    const entry = {
+      method: fullName(call.method),
+      code: code === undefined ? "OK" : Code[code],
+      duration_ms: Math.round((performance.now() - started) * 100) / 100,
+      request_id: call.requestId,
+      peer: call.ctx.values.get(callerKey)?.service,
+    };
+    if (failure === undefined) logger.info(entry, "rpc");
+    else logger.warn({ ...entry, error: failure.rawMessage }, "rpc");
+  };
   return (next) => async (request, call) => {
-    const end = start(call);
+    const started = performance.now();
+    const done = record(call.method);
     try {
       const response = await next(request, call);
-      end(undefined);
+      done("OK");
+      log(call, started, undefined);
       return response;
     } catch (err) {
-      end(err);
-      throw err;
-    }
-  };
-}
-
-/** One log line per call: method, code, duration, request id, peer (trace ids come from the mixin). */
-export function logging(logger: Logger): ServerInterceptor {
-  return observer((call) => {
-    const started = performance.now();
-    return (failure) => {
-      const entry = {
-        method: fullName(call.method),
-        code: codeName(failure),
-        duration_ms: Math.round((performance.now() - started) * 100) / 100,
-        request_id: call.requestId,
-        peer: call.ctx.values.get(callerKey)?.service,
-      };
-      if (failure === undefined) logger.info(entry, "rpc");
-      else logger.warn({ ...entry, error: ConnectError.from(failure).rawMessage }, "rpc");
-    };
-  });
-}
-
-/** RPC count and latency histogram by method and code. */
-export function metrics(registry: Registry): ServerInterceptor {
-  const record = rpcMetrics(registry, "server");
-  return observer((call) => {
-    const done = record(call.method);
-    return (failure) => done(codeName(failure));
-  });
-}
-
-/**
- * Callers see a ConnectError's code, message and details; anything else is a bug whose text
- * (stack, SQL, file paths) must not leave the process: it is logged and answered with INTERNAL.
- */
-export function errorMapping(logger: Logger): ServerInterceptor {
-  return (next) => async (request, call) => {
-    try {
-      return await next(request, call);
-    } catch (err) {
-      if (err instanceof ConnectError) throw err;
-      logger.error({ err, method: fullName(call.method), request_id: call.requestId }, "unhandled error");
-      throw new ConnectError(`internal error (request id ${call.requestId})`, Code.Internal);
+      let failure: ConnectError;
+      if (err instanceof ConnectError) failure = err;
+      else {
+        logger.error({ err, method: fullName(call.method), request_id: call.requestId }, "unhandled error");
+        failure = new ConnectError(`internal error (request id ${call.requestId})`, Code.Internal);
+      }
+      done(Code[failure.code]);
+      log(call, started, failure.code, failure);
+      throw failure;
     }
   };
 }

@@ -10,8 +10,22 @@ const RULE_ID = "string.no_nul";
 const hasNul = (value: unknown) => typeof value === "string" && value.includes("\u0000");
 const violation = (path: PathBuilder, forKey = false) => new Violation("must not contain NUL (U+0000)", RULE_ID, path.toPath(), [], forKey);
 
+/**
+ * Whether any string in a message holds a NUL, map keys included: a first look at the plain object
+ * (lists are arrays, maps records, bytes typed arrays), since naming the violations by reflection
+ * costs more per request than the check itself, and nearly every request has none.
+ */
+function anyNul(value: unknown): boolean {
+  if (typeof value === "string") return value.includes("\u0000");
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value)) return false;
+  if (Array.isArray(value)) return value.some(anyNul);
+  for (const key in value) if (key.includes("\u0000") || anyNul((value as Record<string, unknown>)[key])) return true;
+  return false;
+}
+
 /** One violation per string in `message` that holds a NUL, named by its path (a.b[0], m["k"]). */
 export function nulViolations(schema: DescMessage, message: Message): Violation[] {
+  if (!anyNul(message)) return [];
   const found: Violation[] = [];
   const visit = (m: ReflectMessage, path: PathBuilder) => {
     for (const f of m.fields) {

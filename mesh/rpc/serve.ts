@@ -15,7 +15,7 @@ import { headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
 import { grpcServiceDefinition, methodPath } from "./grpc-adapter.js";
 import {
-  callContext, compose, errorMapping, logging, metrics, peerAuthentication, validation,
+  callContext, callOutcome, compose, peerAuthentication, validation,
   type CallInfo, type Next,
 } from "./interceptors.js";
 import type { Logger } from "../telemetry.js";
@@ -60,8 +60,9 @@ type Transport = ReturnType<typeof serverTransport>;
 function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterceptor {
   return (method, call) => {
     // Proven before the handler runs (from the connection's certificate, read once per connection:
-    // transport.ts; or from the call's XFCC behind a sidecar) and handed to the handler in
-    // metadata under VERIFIED_CALLER, which is always overwritten here: a caller cannot set it.
+    // transport.ts; or from the call's XFCC behind a sidecar) and handed to the handler on the
+    // call's Metadata object under a symbol: nothing sent on the wire can set it, so there is no
+    // header to remove first. (grpc-js hands the handler the object its interceptors forwarded.)
     const proven = transport.needsMetadata ? undefined : transport.caller(call);
     const openHealth = !proven && method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call);
     return new grpc.ServerInterceptingCall(call, {
@@ -69,8 +70,7 @@ function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterce
         next({
           onReceiveMetadata(metadata, forward) {
             const caller = proven ?? transport.caller(call, metadata);
-            metadata.remove(VERIFIED_CALLER);
-            if (caller) metadata.set(VERIFIED_CALLER, caller);
+            if (caller) (metadata as Verified)[VERIFIED_CALLER] = caller;
             if (caller || openHealth) return forward(metadata);
             logger.warn({ method: method.path, peer: call.getPeer() }, "refused a caller not proven to be a ShopMesh service");
             call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "caller is not proven to be a ShopMesh service" });
@@ -82,7 +82,8 @@ function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterce
 }
 
 /** Where meshPeersOnly leaves the caller it proved, for the handler's chain. */
-const VERIFIED_CALLER = "x-mesh-verified-caller";
+const VERIFIED_CALLER = Symbol("verified caller");
+type Verified = grpc.Metadata & { [VERIFIED_CALLER]?: string };
 
 // Keepalive: detect dead peers on idle connections; allow clients' pings at our client's interval.
 const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -102,7 +103,7 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
   const calls = new InFlight();
   const chain = (handler: Next) =>
     compose(
-      [callContext(), logging(logger), metrics(opts.metrics), errorMapping(logger), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()],
+      [callContext(), callOutcome(logger, opts.metrics), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()],
       handler,
     );
 
@@ -215,22 +216,26 @@ function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
   const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => (call.cancelled ? listener() : call.once("cancelled", listener)));
   const requestId = ctx.header(meshHeaders.requestId) ?? randomUUID();
-  return { method, ctx, requestId, caller: () => call.metadata.get(VERIFIED_CALLER)[0] as string | undefined, deadline };
+  return { method, ctx, requestId, caller: () => (call.metadata as Verified)[VERIFIED_CALLER], deadline };
 }
 
 function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.handleUnaryCall<Message, unknown> {
   return (call, callback) => {
     const done = calls.begin();
     const info = callInfo(method, call, calls.signal);
-    next(call.request, info)
-      .then(
-        (response) => callback(null, create(method.output, response as never)),
-        (err) => callback(toGrpcStatus(ConnectError.from(err))),
-      )
-      .finally(() => {
+    // then(ok, failed) and no finally(): each is a promise and a reaction more per call.
+    next(call.request, info).then(
+      (response) => {
+        callback(null, create(method.output, response as never));
         info.ctx.release();
         done();
-      });
+      },
+      (err) => {
+        callback(toGrpcStatus(ConnectError.from(err)));
+        info.ctx.release();
+        done();
+      },
+    );
   };
 }
 

@@ -47,6 +47,14 @@ describe("mutual TLS", () => {
     client.close();
   });
 
+  it("knows the caller from its certificate alone, whatever metadata it sends", async () => {
+    const client = await clientFor(pki, IdentityService, "identity", [server.address]);
+    lastCaller = undefined;
+    await client.getJwks({}, { headers: { "x-mesh-verified-caller": "gateway" } });
+    expect(lastCaller).toEqual({ service: "client", edge: false });
+    client.close();
+  });
+
   it("reads a connection's certificate once, and a new connection's again (a rotated certificate counts)", async () => {
     const reads = vi.spyOn(TLSSocket.prototype, "getPeerCertificate");
     try {

@@ -7,6 +7,8 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Code } from "@connectrpc/connect";
+import { randomBytes } from "node:crypto";
+import { context, ROOT_CONTEXT, SpanKind, trace, TraceFlags, type SpanContext } from "@opentelemetry/api";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { healthClient } from "../../mesh/rpc/health-client.js";
@@ -111,6 +113,32 @@ describe("observability", () => {
     toA.close();
     toB.close();
     await Promise.all([a.drain(), b.drain()]);
+  });
+
+  it("records the spans of a sampled caller's trace, and none of an unsampled one's, which it still continues", async () => {
+    let seen: SpanContext | undefined;
+    const server = await startServer(pki, "identity", IdentityService, {
+      getJwks: () => {
+        seen = trace.getActiveSpan()?.spanContext();
+        return { keys: [] };
+      },
+    });
+    const client = await clientFor(pki, IdentityService, "identity", [server.address]);
+    const callIn = (traceFlags: TraceFlags) => {
+      const parent = { traceId: randomBytes(16).toString("hex"), spanId: randomBytes(8).toString("hex"), traceFlags, isRemote: true };
+      return context.with(trace.setSpan(ROOT_CONTEXT, trace.wrapSpanContext(parent)), () => client.getJwks({})).then(() => parent.traceId);
+    };
+    spans.reset();
+    const sampledTrace = await callIn(TraceFlags.SAMPLED);
+    expect(seen?.traceId).toBe(sampledTrace);
+    const recorded = spans.getFinishedSpans().filter((s) => s.spanContext().traceId === sampledTrace);
+    expect(recorded.map((s) => s.kind).sort()).toEqual([SpanKind.SERVER, SpanKind.CLIENT]);
+    spans.reset();
+    const unsampledTrace = await callIn(TraceFlags.NONE);
+    expect(seen?.traceId).toBe(unsampledTrace);
+    expect(spans.getFinishedSpans()).toHaveLength(0);
+    client.close();
+    await server.drain();
   });
 });
 
