@@ -94,7 +94,9 @@ async function updateProduct(newPrice: bigint, updatedMs = catalogState.updatedM
   const before = await invalidations();
   Object.assign(catalogState, { price: newPrice, updatedMs });
   const event = create(ProductUpdatedSchema, { productId: PRODUCT_ID, price: { amountMinor: newPrice, currencyCode: "EUR" }, updateTime: timestampFromMs(updatedMs) });
-  await operator.flush(); // after a NATS restart: once this connection is back, not into its reconnect buffer
+  // After a NATS restart: publish once this connection is back (a round trip succeeds), not into
+  // its reconnect buffer; a flush sent while it is still away fails and is tried again.
+  await eventually(() => operator.flush().then(() => true, () => false), Boolean, 30_000);
   operator.publish(eventSubject(ProductUpdatedSchema), toBinary(ProductUpdatedSchema, event));
   await eventually(invalidations, (n) => n > before);
 }
