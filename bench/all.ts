@@ -29,6 +29,7 @@ import { Measurer } from "./measure.js";
 import { comparison, layoutName, markdown, runName, writeJson, type Layout, type LayoutRun, type ProcessLayout } from "./report.js";
 import { mixedRows, orderReadRow, productRow, sagaRows, type BenchContext, type BenchOptions, type Capacity, type RowName, type RowResult } from "./rows.js";
 import { startCountingPostgres, type CountingPostgres } from "./sql-counter.js";
+import { layouts as launcherLayouts } from "../launcher/layout.js";
 
 const numbers = (value: string | undefined, fallback: number[]) => (value ? value.split(",").map(Number).filter((n) => n > 0) : fallback);
 const options: BenchOptions = {
@@ -49,7 +50,7 @@ if (!layouts.length) throw new Error(`BENCH_DATABASE: postgres, pglite or both, 
 // A list runs them in its order ("processes,combined"), to see drift of a shared machine.
 const processLayout = process.env.BENCH_LAYOUT ?? "both";
 const processLayouts = (processLayout === "both" ? "combined,processes" : processLayout).split(",").map((l) => l.trim()) as ProcessLayout[];
-if (!processLayouts.every((l) => l === "combined" || l === "processes")) throw new Error(`BENCH_LAYOUT: combined, processes, both or a list of them, not "${processLayout}"`);
+if (!processLayouts.every((l) => (launcherLayouts as readonly string[]).includes(l))) throw new Error(`BENCH_LAYOUT: combined, processes, both or a list of them, not "${processLayout}"`);
 
 /** Node's flags for every process of the mesh: by default launcher/main.ts's (BENCH_NODE_ARGS="" for none). */
 const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "--max-semi-space-size=2").split(" ").filter(Boolean);

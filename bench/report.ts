@@ -5,11 +5,12 @@ import { projectRoot } from "../mesh/project-root.js";
 import { meshCpuMs, type BenchOptions, type Capacity, type RowResult } from "./rows.js";
 import { describeFailures } from "./stats.js";
 import type { MixedOp, OpenResult } from "./jobs.js";
+import type { Layout as LauncherLayout } from "../launcher/layout.js";
 
 export type Layout = "postgres" | "pglite";
 export const layoutName = (l: Layout) => (l === "postgres" ? "PostgreSQL" : "PGlite");
-/** How the services are laid out in processes (launcher/layout.ts). */
-export type ProcessLayout = "processes" | "combined";
+/** How the services are laid out in processes: the launcher's layouts. */
+export type ProcessLayout = LauncherLayout;
 export const processLayoutName = (p: ProcessLayout) => (p === "combined" ? "services in one process" : "a process per service");
 export const runName = (run: { layout: Layout; processes: ProcessLayout }) => `${layoutName(run.layout)}, ${processLayoutName(run.processes)}`;
 

@@ -106,10 +106,6 @@ export class ResponseCache {
     this.live = true;
   }
 
-  get isLive(): boolean {
-    return this.live;
-  }
-
   private remove(key: string, entry: Entry): void {
     this.entries.delete(key);
     this.bytes -= entry.body.length;

@@ -53,17 +53,18 @@ export const byOrderId = (event: { data: { orderId: string } }) => event.data.or
 /** Typed helper so each spec's handler sees its own event type. */
 export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as unknown as EventHandlerSpec;
 
-/** The service whose stream holds an event: the one whose topology eventSubjects match its subject. */
 /** A batch of one consumer's events: their effects in one transaction, then what follows each. */
 function handlerOf(db: Db, spec: EventHandlerSpec): (events: Delivered[]) => Promise<void> {
   return async (events) => {
     const { apply, then, key } = spec;
-    const ordered = key ? [...events].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0)) : events;
+    // Any one order will do, as long as every batch uses the same.
+    const ordered = key ? [...events].sort((a, b) => key(a).localeCompare(key(b))) : events;
     if (apply) await applyOnce(db, spec.name, ordered, (q, event) => context.with(event.context, () => apply(q, event)));
     if (then) await Promise.all(events.map((event) => context.with(event.context, () => then(event))));
   };
 }
 
+/** The service whose stream holds an event: the one whose topology eventSubjects match its subject. */
 export function ownerOf(schema: DescMessage): ServiceName {
   const owner = ownerOfSubject(eventSubject(schema));
   if (!owner) throw new Error(`no service in mesh/topology.ts owns ${eventSubject(schema)} (${schema.typeName})`);

@@ -7,7 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { createValidator, violationsToProto, type Violation } from "@bufbuild/protovalidate";
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import { callerKey, headers, withCallScope, type Caller } from "./call-scope.js";
 import { nulViolations } from "./nul-bytes.js";
@@ -41,14 +41,13 @@ const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.nam
  */
 export function callContext(): ServerInterceptor {
   const tracer = trace.getTracer("shopmesh");
-  const carrier = { get: (ctx: CallContext, key: string) => ctx.header(key), keys: () => [] };
   return (next) => (request, call) => {
     const parent = parseTraceparent(call.ctx.header(TRACEPARENT), () => call.ctx.header(TRACESTATE));
     if (!spansRecorded() || (parent !== undefined && !sampled(parent))) {
       const span = trace.wrapSpanContext(childSpanContext(parent));
       return withContext(withCallScope(trace.setSpan(ROOT_CONTEXT, span), { deadline: call.deadline, requestId: call.requestId }), next, request, call);
     }
-    const remote = propagation.extract(ROOT_CONTEXT, call.ctx, carrier);
+    const remote = parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT; // as the W3C propagator's extract would
     const span = tracer.startSpan(
       fullName(call.method),
       { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": call.method.parent.typeName, "rpc.method": call.method.name } },

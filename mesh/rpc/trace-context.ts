@@ -6,9 +6,10 @@
 // SDK as before (telemetry.ts: spansRecorded).
 import { randomFillSync } from "node:crypto";
 import { createTraceState, isSpanContextValid, TraceFlags, type SpanContext } from "@opentelemetry/api";
+import { parseTraceParent, TRACE_PARENT_HEADER, TRACE_STATE_HEADER } from "@opentelemetry/core";
 
-export const TRACEPARENT = "traceparent";
-export const TRACESTATE = "tracestate";
+export const TRACEPARENT = TRACE_PARENT_HEADER;
+export const TRACESTATE = TRACE_STATE_HEADER;
 
 // Random bytes drawn from the CSPRNG in blocks, handed out as hex ids.
 const POOL_BYTES = 4096;
@@ -25,19 +26,17 @@ function randomHex(bytes: number): string {
   return /[^0]/.test(id) ? id : randomHex(bytes);
 }
 
-export const newTraceId = (): string => randomHex(16);
-export const newSpanId = (): string => randomHex(8);
+const newTraceId = (): string => randomHex(16);
+const newSpanId = (): string => randomHex(8);
 
-// As OpenTelemetry's W3CTraceContextPropagator reads it: version ff is invalid, version 00 has
-// exactly four fields, later versions may append fields; all-zero ids are invalid.
-const TRACEPARENT_FORMAT = /^\s?((?!ff)[\da-f]{2})-((?![0]{32})[\da-f]{32})-((?![0]{16})[\da-f]{16})-([\da-f]{2})(-.*)?\s?$/;
-
-/** The caller's span context from its traceparent (and tracestate), or undefined if there is none valid. */
+/**
+ * The caller's span context from its traceparent (and tracestate), or undefined if there is none
+ * valid: read as OpenTelemetry's W3CTraceContextPropagator reads it (its own parser).
+ */
 export function parseTraceparent(traceparent: string | undefined, tracestate?: () => string | undefined): SpanContext | undefined {
   if (traceparent === undefined) return undefined;
-  const match = TRACEPARENT_FORMAT.exec(traceparent);
-  if (!match || (match[1] === "00" && match[5] !== undefined)) return undefined;
-  const parent: SpanContext = { traceId: match[2]!, spanId: match[3]!, traceFlags: parseInt(match[4]!, 16), isRemote: true };
+  const parent = parseTraceParent(traceparent);
+  if (!parent) return undefined;
   const state = tracestate?.();
   if (state) parent.traceState = createTraceState(state);
   return parent;

@@ -128,7 +128,7 @@ export interface PeerEvidence {
 /**
  * The HTTP/2 session a server call arrived on. grpc-js hands the first server interceptor its
  * base call, which keeps the stream in a private field; undefined if a release moves it (the
- * caller is then read for every call, correct but slower: peer-identity.test.ts notices).
+ * caller is then read for every call, correct but slower: mtls.test.ts notices).
  */
 const sessionOf = (call: PeerEvidence): object | undefined => (call as { stream?: { session?: object } }).stream?.session;
 

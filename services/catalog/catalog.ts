@@ -18,18 +18,17 @@ const config = {
 };
 
 /** Fills an empty catalog with the demo products (and their product.updated events). */
-async function seedDemo(db: Db, logger: Logger): Promise<boolean> {
-  return db.tx(async (q) => {
+async function seedDemo(db: Db, logger: Logger): Promise<void> {
+  await db.tx(async (q) => {
     await q.query("SELECT pg_advisory_xact_lock(7302)"); // replicas starting together seed once
     const store = createStore(q);
-    if ((await store.count()) > 0) return false;
+    if ((await store.count()) > 0) return;
     logger.info("seeding");
     for (const d of demoProducts) {
       const { value: product } = await store.insert({ ...d, currency: DEMO_CURRENCY, imageUrl: "" });
-      await enqueueProductUpdated(q, product);
+      enqueueProductUpdated(q, product);
     }
     logger.info({ products: demoProducts.length }, "demo catalog seeded");
-    return true;
   });
 }
 

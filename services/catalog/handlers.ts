@@ -37,7 +37,7 @@ export function catalogHandlers({ db, cache }: CatalogDeps): ServiceImpl<typeof 
   const write = async (change: (q: Queryable) => Promise<Versioned<Product> | undefined>) => {
     const written = await db.tx(async (q) => {
       const entry = await change(q);
-      if (entry) await enqueueProductUpdated(q, entry.value);
+      if (entry) enqueueProductUpdated(q, entry.value);
       return entry;
     });
     if (!written) return undefined;

@@ -83,7 +83,7 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N }: Iden
             passwordHash,
             roles: ["customer"],
           });
-          await enqueue(q, UserRegisteredSchema, {
+          enqueue(q, UserRegisteredSchema, {
             userId: user.id,
             email: user.email,
             displayName: user.display_name,

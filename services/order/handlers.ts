@@ -50,7 +50,7 @@ const notFound = (id: string) => new ConnectError(`order ${id} not found`, Code.
 async function cancel(q: Tx, orderId: string, reason: string, lines = true): Promise<StoredOrder | undefined> {
   const stored = await createStore(q).transition(orderId, "cancelled", reason, { lines });
   if (stored) {
-    await enqueue(q, OrderCancelledSchema, {
+    enqueue(q, OrderCancelledSchema, {
       orderId,
       userId: stored.order.userId,
       reason,
@@ -103,7 +103,7 @@ export function orderHandlers({ db, catalog, watchers, timeoutSeconds }: OrderDe
             id: uuidv7(), userId: user.id, currency: [...currencies][0]!, lines, shipping: req.shippingAddress!, idempotencyKey: key, requestHash: hash,
             paymentMethodToken: req.paymentMethod?.token ?? "",
           });
-          await enqueue(q, OrderCreatedSchema, {
+          enqueue(q, OrderCreatedSchema, {
             orderId: created.id, userId: created.userId, lines: created.lines, total: created.total, createTime: created.createTime,
             paymentMethod: { token: req.paymentMethod?.token }, // only the token: card numbers stay in payment
           }, source);

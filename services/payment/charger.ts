@@ -24,15 +24,16 @@ export interface ChargerDeps {
 }
 
 /** Enqueues the events for a payment that has just been decided (captured, refunded at once, or failed). */
-export async function announce(q: Tx, row: PaymentRow) {
+export function announce(q: Tx, row: PaymentRow): void {
   const base = { paymentId: row.id, orderId: row.order_id, amount: money(row) };
   const at = timestampFromDate(row.updated_at);
   if (row.status === "failed") {
-    return enqueue(q, PaymentFailedSchema, { ...base, reason: row.failure_reason, declineCode: row.decline_code, failTime: at }, source);
+    enqueue(q, PaymentFailedSchema, { ...base, reason: row.failure_reason, declineCode: row.decline_code, failTime: at }, source);
+    return;
   }
-  await enqueue(q, PaymentCapturedSchema, { ...base, cardLast4: row.card_last4, captureTime: at }, source);
+  enqueue(q, PaymentCapturedSchema, { ...base, cardLast4: row.card_last4, captureTime: at }, source);
   // Captured for an order cancelled while the charge was in flight: given back at once.
-  if (row.status === "refunded") await enqueue(q, PaymentRefundedSchema, { ...base, reason: row.cancel_reason ?? "order cancelled", refundTime: at }, source);
+  if (row.status === "refunded") enqueue(q, PaymentRefundedSchema, { ...base, reason: row.cancel_reason ?? "order cancelled", refundTime: at }, source);
 }
 
 export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
@@ -53,7 +54,7 @@ export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
     }
     const decided = await db.tx(async (q) => {
       const row = await createStore(q).decide(claimed.id, result.outcome === "captured" ? { status: "captured" } : { status: "failed", reason: result.reason, code: result.code });
-      if (row) await announce(q, row);
+      if (row) announce(q, row);
       return row;
     });
     if (decided) {

@@ -53,7 +53,7 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
         const method = await createMethods(q).use(paymentMethodToken, userId, orderId);
         if ("cardLast4" in method) return void (await store.setCardLast4(row.id, method.cardLast4));
         const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
-        if (failed) await announce(q, failed);
+        if (failed) announce(q, failed);
       },
       then: ({ data }) => charger.chargeIfReady(data.orderId),
     }),

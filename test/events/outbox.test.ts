@@ -47,7 +47,7 @@ describe.each([
     const before = await streamCount();
     const ids: string[] = [];
     await db.tx(async (q) => {
-      for (let i = 0; i < 3; i++) ids.push(await enqueue(q, UserRegisteredSchema, { userId: `u${++n}` }, { source: "identity" }));
+      for (let i = 0; i < 3; i++) ids.push(enqueue(q, UserRegisteredSchema, { userId: `u${++n}` }, { source: "identity" }));
     });
     await db.tx(async (q) => {
       await enqueue(q, UserRegisteredSchema, { userId: "never" }, { source: "identity" });

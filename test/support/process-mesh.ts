@@ -20,6 +20,7 @@ import { createTestPki, type TestPki } from "./pki.js";
 import { portFree } from "./ports.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "./processes.js";
+import type { Layout } from "../../launcher/layout.js";
 
 export type ProcessName = ServiceName | "gateway";
 
@@ -67,7 +68,7 @@ export interface ProcessMeshOptions {
   /** Every line any process writes (stdout and stderr). */
   onLine?(name: ProcessName | "host", line: string): void;
   /** "combined": the six services in one host process; default "processes", one each. */
-  layout?: "processes" | "combined";
+  layout?: Layout;
   /**
    * Runs every process from the bundles `node scripts/build.mjs` made in `<root>/dist`, in `root`,
    * with `nodeArgs`, as `npm start` does; by default the TypeScript sources run through tsx.
