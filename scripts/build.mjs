@@ -54,6 +54,12 @@ const common = {
   target: "node20",
   sourcemap: "linked",
   sourcesContent: false, // maps point at the sources in the repository: a quarter of the size
+  // V8 keeps each bundle's source text in the heap (it compiles functions lazily, from the text).
+  // Without whitespace and comments it is 30 % shorter, and pure ASCII: a single "→" in a kept
+  // comment stored a 1.9 MB chunk as two bytes per character. 2.4–4.5 MiB less heap per process
+  // (heap used, idle, services and gateway; 4 MiB RSS on average). Names stay,
+  // so stack traces still name their functions (NODE_OPTIONS=--enable-source-maps maps them back).
+  minifyWhitespace: true,
   // Bundled CommonJS calls require(); an ES module has none of its own.
   banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
   logLevel: "warning",
