@@ -43,7 +43,7 @@ export function createStore(q: Queryable) {
     /**
      * Reserves every line, or none and returns the shortages. The stock rows are locked first (in
      * product order, so concurrent orders lock them in the same order), checked, then all taken
-     * by one UPDATE and recorded by one INSERT, whatever the number of lines. The CHECK on stock
+     * and recorded as reservations by one statement, whatever the number of lines. The CHECK on stock
      * (available >= 0) backs this up in the table itself.
      */
     async reserve(orderId: string, lines: Line[]): Promise<Shortage[]> {
@@ -58,12 +58,11 @@ export function createStore(q: Queryable) {
         .map((id) => ({ productId: id, requestedQuantity: wanted.get(id)!, availableQuantity: available.get(id) ?? 0 }));
       if (shortages.length) return shortages;
       await q.query(
-        `UPDATE stock s SET available = s.available - w.quantity, updated_at = now()
-         FROM unnest($1::uuid[], $2::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id`,
-        [ids, quantities],
-      );
-      await q.query(
-        "INSERT INTO reservations (order_id, product_id, quantity, status) SELECT $1::uuid, product_id, quantity, 'reserved' FROM unnest($2::uuid[], $3::int[]) AS w(product_id, quantity)",
+        `WITH taken AS (
+           UPDATE stock s SET available = s.available - w.quantity, updated_at = now()
+           FROM unnest($2::uuid[], $3::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id
+           RETURNING s.product_id, w.quantity)
+         INSERT INTO reservations (order_id, product_id, quantity, status) SELECT $1::uuid, product_id, quantity, 'reserved' FROM taken`,
         [orderId, ids, quantities],
       );
       return [];

@@ -99,22 +99,24 @@ export function createStore(q: Queryable) {
     byId: (id: string) => one("SELECT * FROM orders WHERE id = $1", [id]),
     byIdempotencyKey: (userId: string, key: string) => one("SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2", [userId, key]),
 
-    /** The order and all its lines in two statements, answered from what they return (no re-read). */
+    /** The order and all its lines in one statement, answered from what it returns (no re-read). */
     async insert(o: NewOrder): Promise<Order> {
       const total = o.lines.reduce((sum, l) => sum + l.unitPriceMinor * BigInt(l.quantity), 0n);
-      const rows = await q.query<OrderRow>(
-        `INSERT INTO orders (id, user_id, status, total_minor, currency, shipping, idempotency_key, request_hash, payment_method_token)
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) RETURNING *`,
-        [o.id, o.userId, total.toString(), o.currency, JSON.stringify(toJson(ShippingAddressSchema, o.shipping)), o.idempotencyKey ?? null, o.requestHash ?? null, o.paymentMethodToken],
+      const rows = await q.query<OrderRow & { lines: LineRow[] }>(
+        `WITH inserted AS (
+           INSERT INTO orders (id, user_id, status, total_minor, currency, shipping, idempotency_key, request_hash, payment_method_token)
+           VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) RETURNING *),
+         lines AS (
+           INSERT INTO order_lines (order_id, line_no, product_id, product_name, quantity, unit_price_minor)
+           SELECT $1::uuid, n, product_id, product_name, quantity, unit_price_minor
+           FROM unnest($9::uuid[], $10::text[], $11::int[], $12::bigint[]) WITH ORDINALITY AS l(product_id, product_name, quantity, unit_price_minor, n)
+           RETURNING *)
+         SELECT inserted.*, (SELECT json_agg(lines ORDER BY line_no) FROM lines) AS lines FROM inserted`,
+        [o.id, o.userId, total.toString(), o.currency, JSON.stringify(toJson(ShippingAddressSchema, o.shipping)), o.idempotencyKey ?? null, o.requestHash ?? null, o.paymentMethodToken,
+          o.lines.map((l) => l.productId), o.lines.map((l) => l.productName), o.lines.map((l) => l.quantity), o.lines.map((l) => l.unitPriceMinor.toString())],
       );
-      const lines = await q.query<LineRow>(
-        `INSERT INTO order_lines (order_id, line_no, product_id, product_name, quantity, unit_price_minor)
-         SELECT $1::uuid, n, product_id, product_name, quantity, unit_price_minor
-         FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[]) WITH ORDINALITY AS l(product_id, product_name, quantity, unit_price_minor, n)
-         RETURNING *`,
-        [o.id, o.lines.map((l) => l.productId), o.lines.map((l) => l.productName), o.lines.map((l) => l.quantity), o.lines.map((l) => l.unitPriceMinor.toString())],
-      );
-      return toStored(rows, lines.sort((a, b) => Number(a.line_no) - Number(b.line_no)))[0]!.order;
+      // json_agg gives the lines' bigints as JSON numbers: exact, as prices are far below 2^53 minor units.
+      return toStored(rows, rows[0]!.lines)[0]!.order;
     },
 
     /** Newest first; `userId` undefined lists everyone's (admins, services). */

@@ -10,7 +10,6 @@ import type { Db, Tx } from "../../mesh/data/db.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import type { CardProcessor, ChargeResult } from "./processor.js";
-import { createMethods } from "./methods.js";
 import { createStore, money, type PaymentRow } from "./store.js";
 
 export const source = { source: "payment" };
@@ -46,8 +45,7 @@ export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
     if (!claimed) return;
     let result: ChargeResult;
     try {
-      const card = (await createMethods(db).cardFor(orderId)) ?? ""; // kept until this charge is decided
-      result = await processor.charge({ idempotencyKey: claimed.id, card, amountMinor: BigInt(claimed.amount_minor), currency: claimed.currency });
+      result = await processor.charge({ idempotencyKey: claimed.id, card: claimed.card_number ?? "", amountMinor: BigInt(claimed.amount_minor), currency: claimed.currency });
     } catch (err) {
       await createStore(db).retrySoon(claimed.id, claimed.attempts);
       throw err;

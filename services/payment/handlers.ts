@@ -50,8 +50,8 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
         const store = createStore(q);
         const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: total.amountMinor, currency: total.currencyCode });
         if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
-        const method = await createMethods(q).use(paymentMethodToken, userId, orderId);
-        if ("cardLast4" in method) return void (await store.setCardLast4(row.id, method.cardLast4));
+        const method = await createMethods(q).use(paymentMethodToken, userId, orderId, row.id);
+        if ("cardLast4" in method) return; // charged right after the commit
         const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
         if (failed) announce(q, failed);
       },

@@ -34,14 +34,18 @@ export function createMethods(q: Queryable) {
 
     /**
      * Binds the token to the order, once: it must be the customer's, unexpired and unused (by
-     * another order; the same order again is a redelivery). Returns the card's last four digits.
+     * another order; the same order again is a redelivery), and gives its card's last four digits
+     * to the order's payment `paymentId` in the same statement.
      */
-    async use(token: string, userId: string, orderId: string): Promise<{ cardLast4: string } | Unusable> {
+    async use(token: string, userId: string, orderId: string, paymentId: string): Promise<{ cardLast4: string } | Unusable> {
       const used = await one(
-        `UPDATE payment_methods SET order_id = $3
-         WHERE token = $1 AND user_id = $2 AND expires_at > now() AND card_number IS NOT NULL AND (order_id IS NULL OR order_id = $3)
-         RETURNING *`,
-        [token, userId, orderId],
+        `WITH used AS (
+           UPDATE payment_methods SET order_id = $3
+           WHERE token = $1 AND user_id = $2 AND expires_at > now() AND card_number IS NOT NULL AND (order_id IS NULL OR order_id = $3)
+           RETURNING card_last4),
+         shown AS (UPDATE payments SET card_last4 = (SELECT card_last4 FROM used) WHERE id = $4 AND EXISTS (SELECT 1 FROM used))
+         SELECT card_last4 FROM used`,
+        [token, userId, orderId, paymentId],
       );
       if (used) return { cardLast4: used.card_last4 };
       const found = await one("SELECT * FROM payment_methods WHERE token = $1 AND user_id = $2", [token, userId]);
@@ -52,8 +56,6 @@ export function createMethods(q: Queryable) {
           : "the payment details have expired; please enter your card again";
       return { code: "payment_method_unusable", reason };
     },
-
-    cardFor: async (orderId: string) => (await one("SELECT card_number FROM payment_methods WHERE order_id = $1", [orderId]))?.card_number ?? undefined,
 
     /**
      * Erases the card behind a cancelled order's token if no payment took the token yet (its order

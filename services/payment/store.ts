@@ -75,22 +75,20 @@ export function createStore(q: Queryable) {
         [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency],
       ),
 
-    /** The card's last four digits, once the order's payment method is known. */
-    setCardLast4: (id: string, last4: string) => q.query("UPDATE payments SET card_last4 = $2 WHERE id = $1", [id, last4]),
-
     /**
      * Takes the right to call the processor: moves a payment that is ready (order known, stock
      * reserved) from pending to charging for `leaseMs`, or takes over a charge whose lease ran out
-     * (its process died or hung). At most one caller gets the row back.
+     * (its process died or hung). At most one caller gets the row back, with the card to charge
+     * (kept until this charge is decided).
      */
     claim: (orderId: string, leaseMs: number) =>
-      one(
+      q.query<PaymentRow & { card_number: string | null }>(
         `UPDATE payments SET status = 'charging', attempts = attempts + 1, lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
          WHERE order_id = $1 AND stock_reserved AND user_id <> ''
            AND (status = 'pending' OR (status = 'charging' AND lease_until <= now()))
-         RETURNING *`,
+         RETURNING *, (SELECT card_number FROM payment_methods m WHERE m.order_id = payments.order_id) AS card_number`,
         [orderId, leaseMs],
-      ),
+      ).then((rows) => rows[0]),
 
     /** After a failed processor call: lets the next attempt (redelivery or sweep) take the charge over now. */
     retrySoon: (id: string, attempts: number) =>
@@ -101,16 +99,16 @@ export function createStore(q: Queryable) {
      * its payment method is unusable) and erases its card. A capture for an order cancelled
      * meanwhile is recorded as refunded at once. Undefined if another caller recorded it first.
      */
-    async decide(id: string, outcome: Decision, from: "charging" | "pending" = "charging"): Promise<PaymentRow | undefined> {
-      const row = await one(
-        `UPDATE payments SET status = CASE WHEN $2::text = 'captured' AND cancel_reason IS NOT NULL THEN 'refunded' ELSE $2::text END,
-           failure_reason = $3, decline_code = $4, lease_until = NULL, updated_at = now()
-         WHERE id = $1 AND status = $5 RETURNING *`,
+    decide: (id: string, outcome: Decision, from: "charging" | "pending" = "charging"): Promise<PaymentRow | undefined> =>
+      one(
+        `WITH decided AS (
+           UPDATE payments SET status = CASE WHEN $2::text = 'captured' AND cancel_reason IS NOT NULL THEN 'refunded' ELSE $2::text END,
+             failure_reason = $3, decline_code = $4, lease_until = NULL, updated_at = now()
+           WHERE id = $1 AND status = $5 RETURNING *),
+         erased AS (UPDATE payment_methods SET card_number = NULL WHERE order_id = (SELECT order_id FROM decided))
+         SELECT * FROM decided`,
         [id, outcome.status, outcome.status === "failed" ? outcome.reason : "", outcome.status === "failed" ? outcome.code : "", from],
-      );
-      if (row) await createMethods(q).erase(row.order_id);
-      return row;
-    },
+      ),
 
     /** Ready payments nobody is charging: a crashed charge whose lease ran out, or a ready one left behind. */
     stranded: (olderThanMs: number) =>
