@@ -39,14 +39,18 @@ export function inventoryConsumers(): EventHandlerSpec[] {
       event: OrderCreatedSchema,
       name: "reserve",
       key: byOrderId,
-      // All lines or none: stock.reserved, or stock.rejected naming every shortage.
-      async apply(q, { data }) {
-        const lines: Line[] = data.lines.map((l) => ({ productId: l.productId, quantity: l.quantity }));
-        const outcome = await createStore(q).reserveOrder(data.orderId, lines);
-        if (outcome === "closed") return; // cancelled before we saw it created: nothing to reserve, nothing to publish
-        if (outcome.length) enqueue(q, StockRejectedSchema, { orderId: data.orderId, reason: "insufficient stock", shortages: outcome }, source);
-        // What payment needs to charge comes along: it waits for this event alone.
-        else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines, userId: data.userId, total: data.total, paymentMethodToken: data.paymentMethod?.token }, source);
+      // All lines or none, per order: stock.reserved, or stock.rejected naming every shortage. The
+      // batch's orders are reserved together, in a few statements whatever their number.
+      async applyAll(q, events) {
+        const orders = events.map(({ data }) => ({ orderId: data.orderId, lines: data.lines.map((l): Line => ({ productId: l.productId, quantity: l.quantity })) }));
+        const outcomes = await createStore(q).reserveOrders(orders);
+        events.forEach(({ data }, i) => {
+          const outcome = outcomes.get(data.orderId)!;
+          if (outcome === "closed") return; // cancelled before we saw it created: nothing to reserve, nothing to publish
+          if (outcome.length) enqueue(q, StockRejectedSchema, { orderId: data.orderId, reason: "insufficient stock", shortages: outcome }, source);
+          // What payment needs to charge comes along: it waits for this event alone.
+          else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines: orders[i]!.lines, userId: data.userId, total: data.total, paymentMethodToken: data.paymentMethod?.token }, source);
+        });
       },
     }),
     on({ event: PaymentFailedSchema, name: "release-on-payment-failed", apply: release(false, "payment failed"), key: byOrderId }),

@@ -24,6 +24,12 @@ export const toStock = (row: StockRow | undefined, productId: string): Stock =>
     updateTime: row ? timestampFromDate(row.updated_at) : undefined,
   });
 
+/** An order's lines, to reserve. */
+export interface OrderLines {
+  orderId: string;
+  lines: Line[];
+}
+
 /** A product an order wants more of than there is. */
 export interface Shortage {
   productId: string;
@@ -41,42 +47,63 @@ export function createStore(q: Queryable) {
     },
 
     /**
-     * Reserves every line, or none and returns the shortages. The stock rows are locked first (in
-     * product order, so concurrent orders lock them in the same order), checked, then all taken
-     * and recorded as reservations by one statement, whatever the number of lines. The CHECK on stock
-     * (available >= 0) backs this up in the table itself.
+     * Reserves each order's lines, all or none per order, as if the orders came one by one in the
+     * given order; answers, per order, its shortages (none: reserved) or "closed" (cancelled
+     * before we saw it created: nothing reserved). A few statements whatever the number of orders
+     * and lines:
+     * - each order's lock, in the given order, so that a cancellation handled at the same moment
+     *   waits and then sees (and releases) what we reserved;
+     * - which of them are closed (a statement of its own, so that it sees what those locks waited for);
+     * - the stock rows, locked in product order (concurrent batches lock them in the same order);
+     * - all stock taken and all reservations recorded by one statement.
+     * The CHECK on stock (available >= 0) backs this up in the table itself.
      */
-    async reserve(orderId: string, lines: Line[]): Promise<Shortage[]> {
-      const wanted = new Map<string, number>();
-      for (const l of lines) wanted.set(l.productId, (wanted.get(l.productId) ?? 0) + l.quantity);
-      const ids = [...wanted.keys()].sort();
-      const quantities = ids.map((id) => wanted.get(id)!);
-      const rows = await q.query<StockRow>("SELECT product_id, available FROM stock WHERE product_id = ANY($1::uuid[]) ORDER BY product_id FOR UPDATE", [ids]);
+    async reserveOrders(orders: readonly OrderLines[]): Promise<Map<string, Shortage[] | "closed">> {
+      const ids = orders.map((o) => o.orderId);
+      await q.query("SELECT pg_advisory_xact_lock(hashtext(id)) FROM unnest($1::text[]) WITH ORDINALITY AS o(id, n) ORDER BY n", [ids]);
+      const closed = new Set((await q.query<{ order_id: string }>("SELECT order_id FROM closed_orders WHERE order_id = ANY($1::uuid[])", [ids])).map((r) => r.order_id));
+      const products = [...new Set(orders.filter((o) => !closed.has(o.orderId)).flatMap((o) => o.lines.map((l) => l.productId)))].sort();
+      const rows = products.length
+        ? await q.query<StockRow>("SELECT product_id, available FROM stock WHERE product_id = ANY($1::uuid[]) ORDER BY product_id FOR UPDATE", [products])
+        : [];
       const available = new Map(rows.map((r) => [r.product_id, r.available]));
-      const shortages = ids
-        .filter((id) => (available.get(id) ?? 0) < wanted.get(id)!)
-        .map((id) => ({ productId: id, requestedQuantity: wanted.get(id)!, availableQuantity: available.get(id) ?? 0 }));
-      if (shortages.length) return shortages;
-      await q.query(
-        `WITH taken AS (
-           UPDATE stock s SET available = s.available - w.quantity, updated_at = now()
-           FROM unnest($2::uuid[], $3::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id
-           RETURNING s.product_id, w.quantity)
-         INSERT INTO reservations (order_id, product_id, quantity, status) SELECT $1::uuid, product_id, quantity, 'reserved' FROM taken`,
-        [orderId, ids, quantities],
-      );
-      return [];
+      const outcomes = new Map<string, Shortage[] | "closed">();
+      const taken: { orderId: string; productId: string; quantity: number }[] = [];
+      for (const { orderId, lines } of orders) {
+        if (closed.has(orderId)) {
+          outcomes.set(orderId, "closed");
+          continue;
+        }
+        const wanted = new Map<string, number>();
+        for (const l of lines) wanted.set(l.productId, (wanted.get(l.productId) ?? 0) + l.quantity);
+        const shortages = [...wanted]
+          .filter(([id, quantity]) => (available.get(id) ?? 0) < quantity)
+          .map(([id, quantity]) => ({ productId: id, requestedQuantity: quantity, availableQuantity: available.get(id) ?? 0 }))
+          .sort((a, b) => a.productId.localeCompare(b.productId));
+        outcomes.set(orderId, shortages);
+        if (shortages.length) continue;
+        for (const [productId, quantity] of wanted) {
+          available.set(productId, available.get(productId)! - quantity);
+          taken.push({ orderId, productId, quantity });
+        }
+      }
+      if (taken.length) {
+        await q.query(
+          `WITH taken AS (
+             UPDATE stock s SET available = s.available - w.quantity, updated_at = now()
+             FROM (SELECT product_id, sum(quantity)::int AS quantity FROM unnest($2::uuid[], $3::int[]) AS t(product_id, quantity) GROUP BY product_id) w
+             WHERE s.product_id = w.product_id)
+           INSERT INTO reservations (order_id, product_id, quantity, status)
+           SELECT order_id, product_id, quantity, 'reserved' FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS r(order_id, product_id, quantity)`,
+          [taken.map((t) => t.orderId), taken.map((t) => t.productId), taken.map((t) => t.quantity)],
+        );
+      }
+      return outcomes;
     },
 
-    /**
-     * Reserves an order's lines unless it was cancelled first ("closed"); otherwise as reserve().
-     * Holds the order's lock, so a cancellation handled at the same moment waits and then sees
-     * (and releases) what we reserved.
-     */
+    /** One order's reservation: as reserveOrders. */
     async reserveOrder(orderId: string, lines: Line[]): Promise<Shortage[] | "closed"> {
-      await lockOrder(orderId);
-      if ((await q.query("SELECT 1 FROM closed_orders WHERE order_id = $1", [orderId])).length > 0) return "closed";
-      return this.reserve(orderId, lines);
+      return (await this.reserveOrders([{ orderId, lines }])).get(orderId)!;
     },
 
     /** Marks an order cancelled (a later order.created reserves nothing) and releases what it holds. */

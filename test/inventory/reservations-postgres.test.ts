@@ -27,14 +27,39 @@ describe("reservations on PostgreSQL", () => {
     const results = await Promise.all(
       Array.from({ length: 50 }, () =>
         db
-          .tx((q) => createStore(q).reserve(uuidv7(), [{ productId: plenty, quantity: 2 }, { productId: scarce, quantity: 1 }]))
-          .then((shortages) => (shortages.length ? "rejected" : "reserved")),
+          .tx((q) => createStore(q).reserveOrder(uuidv7(), [{ productId: plenty, quantity: 2 }, { productId: scarce, quantity: 1 }]))
+          .then((outcome) => (outcome.length ? "rejected" : "reserved")),
       ),
     );
     expect(results.filter((r) => r === "reserved")).toHaveLength(10);
     const stock = await db.query<{ product_id: string; available: number; reserved: number }>("SELECT product_id, available, reserved FROM stock_levels");
     expect(stock.find((s) => s.product_id === scarce)).toMatchObject({ available: 0, reserved: 10 });
     expect(stock.find((s) => s.product_id === plenty)).toMatchObject({ available: 980, reserved: 20 }); // rejected orders kept nothing
+  });
+
+  it("reserve a batch of orders in a few statements exactly as one by one in the batch's order", async () => {
+    const [scarce, plenty] = [uuidv7(), uuidv7()];
+    const [a, b, c, d, e] = [uuidv7(), uuidv7(), uuidv7(), uuidv7(), uuidv7()];
+    await db.tx((q) => createStore(q).seed([{ productId: scarce, available: 3 }, { productId: plenty, available: 100 }]));
+    await db.tx((q) => createStore(q).cancelOrder(d)); // cancelled before its order.created is handled
+    const outcomes = await db.tx((q) => createStore(q).reserveOrders([
+      { orderId: a, lines: [{ productId: scarce, quantity: 2 }, { productId: plenty, quantity: 1 }] },
+      { orderId: b, lines: [{ productId: scarce, quantity: 2 }, { productId: plenty, quantity: 1 }] }, // only 1 scarce left: none of it
+      { orderId: c, lines: [{ productId: scarce, quantity: 1 }, { productId: plenty, quantity: 5 }] },
+      { orderId: d, lines: [{ productId: scarce, quantity: 1 }] },
+      { orderId: e, lines: [{ productId: plenty, quantity: 1 }, { productId: plenty, quantity: 2 }] }, // one product on two lines
+    ]));
+    expect(Object.fromEntries(outcomes)).toEqual({
+      [a]: [], [b]: [{ productId: scarce, requestedQuantity: 2, availableQuantity: 1 }], [c]: [], [d]: "closed", [e]: [],
+    });
+    const levels = await db.query("SELECT product_id, available, reserved FROM stock_levels WHERE product_id = ANY($1::uuid[]) ORDER BY available", [[scarce, plenty]]);
+    expect(levels).toEqual([{ product_id: scarce, available: 0, reserved: 3 }, { product_id: plenty, available: 91, reserved: 9 }]);
+    const held = await db.query("SELECT order_id, product_id, quantity FROM reservations WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, product_id", [[a, b, c, d, e]]);
+    expect(held).toEqual([
+      { order_id: a, product_id: scarce, quantity: 2 }, { order_id: a, product_id: plenty, quantity: 1 },
+      { order_id: c, product_id: scarce, quantity: 1 }, { order_id: c, product_id: plenty, quantity: 5 },
+      { order_id: e, product_id: plenty, quantity: 3 },
+    ].sort((x, y) => x.order_id.localeCompare(y.order_id) || x.product_id.localeCompare(y.product_id)));
   });
 
   it("release a reservation whose cancellation was handled while it was being made", async () => {
