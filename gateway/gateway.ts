@@ -2,6 +2,7 @@
 // the shared rate limiter, the cache of public reads with its invalidation feed, and the edge server.
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import { pino } from "pino";
 import { loadTls } from "../mesh/certs.js";
 import { ConfigError, env, loadConfig } from "../mesh/config.js";
 import { healthClient } from "../mesh/rpc/health-client.js";
@@ -71,7 +72,12 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
     const variable = `${name.toUpperCase()}_ADDRESSES`;
     return loadConfig({ [variable]: env.addresses(`127.0.0.1:${topology[name].grpcPort}`) }, source)[variable] as string[];
   };
-  const logger = createLogger("gateway", c.LOG_LEVEL);
+  // The access log is a line per request: written in blocks of 4 KiB, and at least every 200 ms,
+  // rather than one write per line (that write was ~5 % of the gateway's CPU per request). pino
+  // writes what is left when the process exits; only a SIGKILL loses the last 200 ms of lines.
+  const logDestination = pino.destination({ dest: 1, sync: false, minLength: 4_096 });
+  const logFlusher = setInterval(() => logDestination.flush(), 200).unref();
+  const logger = createLogger("gateway", c.LOG_LEVEL, logDestination);
   initTracing("gateway");
   const metrics = createMetricsRegistry("gateway");
   const tls = await loadTls(c.CERTS_DIR, "gateway").catch((err) => {
@@ -127,6 +133,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
     await rateLimiter.stop();
     redis.disconnect();
     await shutdownTracing();
+    clearInterval(logFlusher);
   };
   try {
     await new Promise<void>((resolve, reject) => {
@@ -154,6 +161,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
       server.closeAllConnections();
       await release();
       logger.info("stopped");
+      logDestination.flushSync();
     },
   };
 }

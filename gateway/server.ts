@@ -11,9 +11,10 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { context, INVALID_SPAN_CONTEXT, propagation, SpanKind, trace, type Span } from "@opentelemetry/api";
+import { context, INVALID_SPAN_CONTEXT, propagation, ROOT_CONTEXT, SpanKind, trace, type Span } from "@opentelemetry/api";
 import { Counter, Histogram, type Registry } from "prom-client";
-import type { Logger } from "../mesh/telemetry.js";
+import { spansRecorded, type Logger } from "../mesh/telemetry.js";
+import { childSpanContext, parseTraceparent } from "../mesh/rpc/trace-context.js";
 import type { Authenticator } from "./auth.js";
 import { deriveRoutes } from "./http-rules.js";
 import type { EdgeCall } from "./proxy.js";
@@ -224,7 +225,6 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     const requestId = /^[\w.:-]{1,128}$/.test(String(req.headers["x-request-id"] ?? "")) ? String(req.headers["x-request-id"]) : randomUUID();
     req.headers["x-request-id"] = requestId;
     res.setHeader("x-request-id", requestId);
-    const parent = propagation.extract(context.active(), req.headers);
     const serve = (span: Span) => {
       handle(req, res, requestId, report)
         .catch((err) => {
@@ -259,7 +259,15 @@ export function createEdgeServer(opts: EdgeOptions): Server {
     // of real requests: they get a span that records nothing.
     const path = req.url?.split("?")[0];
     if (path === "/healthz" || path === "/readyz") serve(trace.wrapSpanContext(INVALID_SPAN_CONTEXT));
-    else tracer.startActiveSpan(`${req.method} edge`, { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method ?? "", "url.path": req.url ?? "" } }, parent, serve);
+    else if (!spansRecorded()) {
+      // Nothing records spans: the request's span is only its ids (the caller's trace continued,
+      // or a new one), for the services' traceparent and the log lines, made without the SDK.
+      const span = trace.wrapSpanContext(childSpanContext(parseTraceparent(req.headers.traceparent?.toString(), () => req.headers.tracestate?.toString())));
+      context.with(trace.setSpan(ROOT_CONTEXT, span), serve, undefined, span);
+    } else {
+      const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+      tracer.startActiveSpan(`${req.method} edge`, { kind: SpanKind.SERVER, attributes: { "http.request.method": req.method ?? "", "url.path": req.url ?? "" } }, parent, serve);
+    }
   });
   // Node hands a CONNECT request (a tunnel) to this event, and without a listener drops the
   // connection unanswered. The edge tunnels nothing.
