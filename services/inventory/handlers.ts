@@ -30,7 +30,7 @@ const source = { source: "inventory" };
 export function inventoryConsumers(): EventHandlerSpec[] {
   const release = (orderCancelled: boolean, reason: string) => async (q: Tx, { data }: { data: { orderId: string } }) => {
     const store = createStore(q);
-    const lines = orderCancelled ? await store.cancelOrder(data.orderId) : await store.settle(data.orderId, "released");
+    const lines = orderCancelled ? await store.cancelOrder(data.orderId) : await store.release(data.orderId);
     if (lines.length) enqueue(q, StockReleasedSchema, { orderId: data.orderId, reason, lines }, source);
   };
 
@@ -55,6 +55,6 @@ export function inventoryConsumers(): EventHandlerSpec[] {
     }),
     on({ event: PaymentFailedSchema, name: "release-on-payment-failed", apply: release(false, "payment failed"), key: byOrderId }),
     on({ event: OrderCancelledSchema, name: "release-on-order-cancelled", apply: release(true, "order cancelled"), key: byOrderId }),
-    on({ event: OrderConfirmedSchema, name: "commit", apply: async (q, { data }) => void (await createStore(q).settle(data.orderId, "committed")), key: byOrderId }),
+    on({ event: OrderConfirmedSchema, name: "commit", applyAll: async (q, events) => void (await createStore(q).commitOrders(events.map(byOrderId))), key: byOrderId }),
   ];
 }

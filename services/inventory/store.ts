@@ -110,20 +110,17 @@ export function createStore(q: Queryable) {
     async cancelOrder(orderId: string): Promise<Line[]> {
       await lockOrder(orderId);
       await q.query("INSERT INTO closed_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING", [orderId]);
-      return this.settle(orderId, "released");
+      return this.release(orderId);
     },
 
-    /**
-     * Moves an order's held lines to `status`; returns them (none if nothing was held). A sale
-     * (committed) touches only the reservations; released units go back to available stock.
-     */
-    async settle(orderId: string, status: "committed" | "released"): Promise<Line[]> {
+    /** Gives an order's held lines back to available stock; returns them (none if nothing was held). */
+    async release(orderId: string): Promise<Line[]> {
       const rows = await q.query<{ product_id: string; quantity: number }>(
-        "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1 AND status = 'reserved' RETURNING product_id, quantity",
-        [orderId, status],
+        "UPDATE reservations SET status = 'released', updated_at = now() WHERE order_id = $1 AND status = 'reserved' RETURNING product_id, quantity",
+        [orderId],
       );
       const lines = rows.map((r) => ({ productId: r.product_id, quantity: r.quantity })).sort((a, b) => a.productId.localeCompare(b.productId));
-      if (status === "released" && lines.length) {
+      if (lines.length) {
         await q.query(
           `UPDATE stock s SET available = s.available + w.quantity, updated_at = now()
            FROM unnest($1::uuid[], $2::int[]) AS w(product_id, quantity) WHERE s.product_id = w.product_id`,
@@ -132,6 +129,10 @@ export function createStore(q: Queryable) {
       }
       return lines;
     },
+
+    /** Confirmed orders: their held lines become sales (only the reservations change), in one statement for any number of orders. */
+    commitOrders: (orderIds: readonly string[]) =>
+      q.query("UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = ANY($1::uuid[]) AND status = 'reserved'", [orderIds]),
 
     /** Adds `delta` (may be negative); undefined when the result would go below zero. */
     async adjust(productId: string, delta: number, reason: string, actor: string): Promise<Stock | undefined> {

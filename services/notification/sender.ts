@@ -14,19 +14,21 @@ export interface Message {
 }
 
 export interface Sender {
-  /** Sends inside the caller's transaction, so the record and the inbox entry commit together. */
-  send(q: Queryable, message: Message): Promise<void>;
+  /** Sends inside the caller's transaction, so the records and the inbox entries commit together. */
+  send(q: Queryable, messages: readonly Message[]): Promise<void>;
 }
 
 export function databaseSender(logger: Logger): Sender {
   return {
-    async send(q, m) {
+    async send(q, messages) {
+      const column = <K extends keyof Message>(key: K) => messages.map((m) => m[key]);
       await q.query(
         `INSERT INTO notifications (id, user_id, recipient, subject, body, source_event_id, source_event_type)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source_event_id) DO NOTHING`,
-        [uuidv7(), m.userId, m.recipient, m.subject, m.body, m.sourceEventId, m.sourceEventType],
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+         ON CONFLICT (source_event_id) DO NOTHING`,
+        [messages.map(() => uuidv7()), column("userId"), column("recipient"), column("subject"), column("body"), column("sourceEventId"), column("sourceEventType")],
       );
-      logger.info({ user_id: m.userId, to: m.recipient || undefined, subject: m.subject }, "notification sent");
+      for (const m of messages) logger.info({ user_id: m.userId, to: m.recipient || undefined, subject: m.subject }, "notification sent");
     },
   };
 }

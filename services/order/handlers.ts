@@ -172,7 +172,13 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
   const wake = ({ data }: { data: { orderId: string } }) => watchers.changed(data.orderId);
 
   return [
-    on({ event: StockReservedSchema, name: "stock-reserved", apply: async (q, { data }) => void (await createStore(q).mark(data.orderId, "stock_reserved")), then: wake, key: byOrderId }),
+    on({
+      event: StockReservedSchema,
+      name: "stock-reserved",
+      key: byOrderId,
+      then: wake,
+      applyAll: async (q, events) => void (await createStore(q).mark(events.map(byOrderId), "stock_reserved")),
+    }),
     on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", false)), then: wake, key: byOrderId }),
     on({ event: PaymentFailedSchema, name: "payment-failed", apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, false)), then: wake, key: byOrderId }),
     on({
@@ -180,13 +186,17 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
       name: "payment-captured",
       then: wake,
       key: byOrderId,
-      apply: async (q, { data: { orderId } }) => {
+      // The batch's orders confirmed by one statement.
+      async applyAll(q, events) {
         const store = createStore(q);
-        const confirmed = await store.transition(orderId, "confirmed", "", { lines: false });
-        if (!confirmed) return void (await store.mark(orderId, "payment_captured")); // cancelled meanwhile: payment refunds on order.cancelled
-        enqueue(q, OrderConfirmedSchema, {
-          orderId, userId: confirmed.order.userId, total: confirmed.order.total, confirmTime: confirmed.order.updateTime,
-        }, source);
+        const ids = events.map(byOrderId);
+        const confirmed = await store.transitionAll(ids, "confirmed");
+        for (const { order } of confirmed) {
+          enqueue(q, OrderConfirmedSchema, { orderId: order.id, userId: order.userId, total: order.total, confirmTime: order.updateTime }, source);
+        }
+        // Cancelled meanwhile: payment refunds on order.cancelled.
+        const late = ids.filter((id) => !confirmed.some(({ order }) => order.id === id));
+        if (late.length) await store.mark(late, "payment_captured");
       },
     }),
   ];

@@ -86,6 +86,9 @@ function toStored(rows: OrderRow[], lines: LineRow[]): StoredOrder[] {
   });
 }
 
+const TRANSITION = `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(), payment_captured = payment_captured OR $2 = 'confirmed'
+  WHERE id = ANY($1::uuid[]) AND status = 'pending' RETURNING *`;
+
 export function createStore(q: Queryable) {
   const withLines = async (rows: OrderRow[]): Promise<StoredOrder[]> => {
     if (rows.length === 0) return [];
@@ -129,15 +132,16 @@ export function createStore(q: Queryable) {
       return (await withLines(rows)).map((s) => s.order);
     },
 
-    /** PENDING → `to`; undefined when the order had already left PENDING. */
-    /** With `lines: false` the order comes without its lines (the saga's steps need none: one statement less). */
+    /**
+     * PENDING → `to` for each of `ids` still PENDING; the orders that moved, without their lines.
+     * One statement for any number of orders.
+     */
+    transitionAll: async (ids: readonly string[], to: "confirmed" | "cancelled", reason = "") =>
+      toStored(await q.query<OrderRow>(TRANSITION, [ids, to, reason]), []),
+
+    /** PENDING → `to`; undefined when the order had already left PENDING. With `lines: false` the order comes without its lines (the saga's steps need none: one statement less). */
     transition: async (id: string, to: "confirmed" | "cancelled", reason = "", { lines = true } = {}) =>
-      (lines ? one : bare)(
-        `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),
-           payment_captured = payment_captured OR $2 = 'confirmed'
-         WHERE id = $1 AND status = 'pending' RETURNING *`,
-        [id, to, reason],
-      ),
+      (lines ? one : bare)(TRANSITION, [[id], to, reason]),
 
     /** Ids of orders still PENDING `seconds` after they were placed, oldest first (by the database's clock). */
     overdue: async (seconds: number, limit: number) =>
@@ -146,8 +150,8 @@ export function createStore(q: Queryable) {
         [seconds, limit],
       )).map((r) => r.id),
 
-    /** Records saga progress, used as hints in order.cancelled. */
-    mark: (id: string, flag: "stock_reserved" | "payment_captured") =>
-      q.query(`UPDATE orders SET ${flag} = true WHERE id = $1`, [id]),
+    /** Records saga progress of orders, used as hints in order.cancelled. */
+    mark: (ids: readonly string[], flag: "stock_reserved" | "payment_captured") =>
+      q.query(`UPDATE orders SET ${flag} = true WHERE id = ANY($1::uuid[])`, [ids]),
   };
 }
