@@ -26,6 +26,7 @@ import { startDashboard, type Dashboard } from "./dashboard/server.js";
 import { StartProgress } from "./progress.js";
 import { launcherPorts, MAX_PORT_OFFSET } from "./ports.js";
 import { chosenLayout, forHosted, type Layout } from "./layout.js";
+import { hostNodeFlags, processNodeFlags } from "./node-flags.js";
 import { Supervised, type Member, type MemberSpec, type ProcessSpec } from "./supervisor.js";
 
 const began = Date.now();
@@ -168,10 +169,9 @@ const common = {
   OTEL_BSP_SCHEDULE_DELAY: process.env.OTEL_BSP_SCHEDULE_DELAY ?? "500",
 };
 
-// A young generation of 2 MiB (V8 grows it to 16) keeps an idle process near 90 MiB instead of
-// ~115, at the price of more frequent minor GCs under load. The bundles have source maps:
+// Heap sizes by measurement (launcher/node-flags.ts). The bundles have source maps:
 // NODE_OPTIONS=--enable-source-maps maps stack traces to the TypeScript (~10 MiB more per process).
-const node = [process.execPath, "--max-semi-space-size=2"] as const;
+const node = [process.execPath, ...processNodeFlags] as const;
 
 /** A service's own variables: its ports, database and upstreams. */
 function serviceVars(name: ServiceName): Record<string, string> {
@@ -215,7 +215,7 @@ const serviceProcess = (name: ServiceName): ProcessSpec => ({
 /** Every service in one process (launcher/host.ts), each with its own variables. */
 const hostProcess = (names: ServiceName[]): ProcessSpec => ({
   name: "services",
-  command: [...node, join("dist", "launcher", "host.js"), ...names],
+  command: [process.execPath, ...hostNodeFlags, join("dist", "launcher", "host.js"), ...names],
   cwd: root,
   env: { ...common, ...Object.assign({}, ...names.map((n) => forHosted(n, serviceVars(n)))) },
   members: names.map(serviceMember),

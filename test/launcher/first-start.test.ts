@@ -4,7 +4,7 @@
 // one progress line per service and a summary; brings back a service killed under it; and on
 // Ctrl-C stops all it started, exits 0 and leaves no process and no listening port behind. Then,
 // in the same copy: the layout with a process per service, and a configuration error.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { serviceNames, topology } from "../../mesh/topology.js";
@@ -12,11 +12,18 @@ import { testCards } from "../../services/payment/processor.js";
 import { findPostgresBin } from "../support/postgres.js";
 import { shopHttp } from "../support/shop-http.js";
 import { allLauncherPorts } from "../../launcher/ports.js";
+import { hostNodeFlags, processNodeFlags } from "../../launcher/node-flags.js";
 import { freePortOffset, freshCopy, listening, logTails, meshPid, processesUsing, removeCopy, startLauncher, type Launcher } from "../support/fresh-start.js";
 
 const processNames = [...serviceNames, "gateway"];
 let dir: string | undefined;
 let launcher: Launcher | undefined;
+
+/** The arguments `name`'s process runs with. */
+const commandOf = (name: string) => {
+  const pid = meshPid(dir!, name);
+  return processesUsing(dir!).find((p) => p.pid === pid)?.cmdline.split(" ");
+};
 
 beforeEach(({ onTestFailed }) =>
   onTestFailed(() => {
@@ -77,6 +84,15 @@ describe("first start: npm start in a fresh clone", () => {
     expect(out).toMatch(/^A crashed process is restarted\. Ctrl-C stops everything\.$/m);
     expect(out).not.toMatch(/^could not start|^\S+ failed: |^\S+ is stuck /m); // the launcher's words for trouble at start
     for (const made of ["certs/ca.crt", "dist/gateway/main.js", ".data/logs/gateway.log", ".data/logs/order.log"]) expect(existsSync(join(dir, made))).toBe(true);
+    // V8 keeps a bundle's source text in the heap, at one byte per character only when every
+    // character is Latin-1 (scripts/build.mjs leaves out the comments that had others).
+    const bundles = readdirSync(join(dir, "dist"), { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".js"));
+    expect(bundles.length).toBeGreaterThan(10);
+    expect(bundles.filter((f) => /[^\x00-\xff]/.test(readFileSync(join(dir!, "dist", f), "utf8")))).toEqual([]);
+    // Each process with its heap sizes (launcher/node-flags.ts).
+    expect(commandOf("order")).toEqual(expect.arrayContaining([...hostNodeFlags]));
+    expect(commandOf("order")!.filter((arg) => arg.startsWith("--max-old-space-size"))).toEqual([]); // six services' heaps together
+    expect(commandOf("gateway")).toEqual(expect.arrayContaining([...processNodeFlags]));
     // One host runs the six services; each still writes its own log.
     expect(new Set(serviceNames.map((n) => meshPid(dir!, n))).size).toBe(1);
     expect(readFileSync(join(dir, ".data/logs/order.log"), "utf8")).toMatch(/"service":"order".*"msg":"serving"/);
@@ -119,6 +135,7 @@ describe("in the same copy: the other layout, and a configuration error", () => 
     await launcher.progress.waitForLine(/^ShopMesh is up in \d+\.\d s/);
     expect(launcher.progress.output()).toMatch(/^Starting ShopMesh: 6 services each in its own process and the gateway \(SHOPMESH_LAYOUT=processes;/m);
     expect(new Set(serviceNames.map((n) => meshPid(dir!, n))).size).toBe(serviceNames.length);
+    for (const name of serviceNames) expect(commandOf(name)).toEqual(expect.arrayContaining([...processNodeFlags]));
     await shopOnce("processes-layout");
     launcher.interrupt();
     expect(await launcher.progress.waitForExit()).toEqual({ code: 0, signal: null });
