@@ -43,6 +43,8 @@ export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
    * if it throws, the event comes again.
    */
   then?: (event: Delivered<S>) => Promise<void> | void;
+  /** Instead of `then`: what follows the commit for all of a batch's events at once (idempotent, as `then`). */
+  thenAll?: (events: Delivered<S>[]) => Promise<void>;
   /**
    * What the effect locks (e.g. the order id): a batch is applied in this key's order, so batches
    * of a service's consumers that touch the same rows take their locks in one order and cannot
@@ -62,12 +64,13 @@ export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as 
 /** A batch of one consumer's events: their effects in one transaction, then what follows each. */
 function handlerOf(db: Db, spec: EventHandlerSpec): (events: Delivered[]) => Promise<void> {
   return async (events) => {
-    const { apply, applyAll, then, key } = spec;
+    const { apply, applyAll, then, thenAll, key } = spec;
     // Any one order will do, as long as every batch uses the same.
     const ordered = key ? [...events].sort((a, b) => key(a).localeCompare(key(b))) : events;
     if (applyAll) await applyOnceAll(db, spec.name, ordered, applyAll);
     else if (apply) await applyOnce(db, spec.name, ordered, (q, event) => context.with(event.context, () => apply(q, event)));
-    if (then) await Promise.all(events.map((event) => context.with(event.context, () => then(event))));
+    if (thenAll) await thenAll(ordered);
+    else if (then) await Promise.all(events.map((event) => context.with(event.context, () => then(event))));
   };
 }
 

@@ -9,7 +9,7 @@ import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } fro
 import type { Db, Tx } from "../../mesh/data/db.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import type { Logger } from "../../mesh/telemetry.js";
-import type { CardProcessor, ChargeResult } from "./processor.js";
+import type { CardProcessor } from "./processor.js";
 import { createStore, money, type PaymentRow } from "./store.js";
 
 export const source = { source: "payment" };
@@ -37,35 +37,41 @@ export function announce(q: Tx, row: PaymentRow): void {
 
 export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
   /**
-   * Charges the order's payment if it is ready and nobody else is charging it. A processor error
-   * propagates (the event is redelivered) after freeing the claim for the next attempt.
+   * Charges the orders' payments that are ready and that nobody else is charging: one statement
+   * claims them all, the processor is asked for each at once, and one transaction records every
+   * answer with its events. A processor error propagates (the events are redelivered) once the
+   * other answers are recorded and its claim is freed for the next attempt.
    */
-  async function chargeIfReady(orderId: string): Promise<void> {
-    const claimed = await createStore(db).claim(orderId, leaseMs);
-    if (!claimed) return;
-    let result: ChargeResult;
-    try {
-      result = await processor.charge({ idempotencyKey: claimed.id, card: claimed.card_number ?? "", amountMinor: BigInt(claimed.amount_minor), currency: claimed.currency });
-    } catch (err) {
-      await createStore(db).retrySoon(claimed.id, claimed.attempts);
-      throw err;
-    }
-    const decided = await db.tx(async (q) => {
-      const row = await createStore(q).decide(claimed.id, result.outcome === "captured" ? { status: "captured" } : { status: "failed", reason: result.reason, code: result.code });
-      if (row) announce(q, row);
-      return row;
+  async function chargeReady(orderIds: readonly string[]): Promise<void> {
+    const claimed = await createStore(db).claim(orderIds, leaseMs);
+    if (!claimed.length) return;
+    const results = await Promise.allSettled(claimed.map((c) =>
+      processor.charge({ idempotencyKey: c.id, card: c.card_number ?? "", amountMinor: BigInt(c.amount_minor), currency: c.currency })));
+    const answers = claimed.flatMap((c, i) => {
+      const result = results[i]!;
+      if (result.status === "rejected") return [];
+      const { value } = result;
+      return [{ id: c.id, outcome: value.outcome === "captured" ? { status: "captured" as const } : { status: "failed" as const, reason: value.reason, code: value.code } }];
     });
-    if (decided) {
-      logger.info({ order_id: orderId, outcome: decided.status, attempt: claimed.attempts }, "charge decided");
-    }
+    const decided = answers.length
+      ? await db.tx(async (q) => {
+        const rows = await createStore(q).decide(answers);
+        for (const row of rows) announce(q, row);
+        return rows;
+      })
+      : [];
+    for (const row of decided) logger.info({ order_id: row.order_id, outcome: row.status, attempt: row.attempts }, "charge decided");
+    const failed = results.findIndex((r) => r.status === "rejected");
+    if (failed === -1) return;
+    for (const [i, c] of claimed.entries()) if (results[i]!.status === "rejected") await createStore(db).retrySoon(c.id, c.attempts);
+    throw (results[failed] as PromiseRejectedResult).reason;
   }
 
   /** Finishes charges nobody is carrying any more (crashed while charging, or ready and left behind). */
   async function sweep(): Promise<void> {
-    for (const { order_id } of await createStore(db).stranded(leaseMs)) {
-      await chargeIfReady(order_id).catch((err) => logger.warn({ err, order_id }, "charge failed; will retry"));
-    }
+    const stranded = (await createStore(db).stranded(leaseMs)).map((r) => r.order_id);
+    if (stranded.length) await chargeReady(stranded).catch((err) => logger.warn({ err }, "charge failed; will retry"));
   }
 
-  return { chargeIfReady, sweep };
+  return { chargeReady, sweep };
 }

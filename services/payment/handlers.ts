@@ -39,7 +39,7 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
       name: "charge",
       key: byOrderId,
       // stock.reserved carries the order's amount, customer and payment method: the payment is
-      // recorded ready to charge, and charged right after the commit.
+      // recorded ready to charge, and the batch's payments are charged together right after the commit.
       async apply(q, { data }) {
         const { orderId, userId, total, paymentMethodToken } = data;
         if (!total || !userId) {
@@ -52,10 +52,10 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
         if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
         const method = await createMethods(q).use(paymentMethodToken, userId, orderId, row.id);
         if ("cardLast4" in method) return; // charged right after the commit
-        const failed = await store.decide(row.id, { status: "failed", ...method }, "pending");
+        const [failed] = await store.decide([{ id: row.id, outcome: { status: "failed", ...method } }], "pending");
         if (failed) announce(q, failed);
       },
-      then: ({ data }) => charger.chargeIfReady(data.orderId),
+      thenAll: (events) => charger.chargeReady(events.map(byOrderId)),
     }),
     on({
       event: OrderCancelledSchema,

@@ -76,38 +76,46 @@ export function createStore(q: Queryable) {
       ),
 
     /**
-     * Takes the right to call the processor: moves a payment that is ready (order known, stock
-     * reserved) from pending to charging for `leaseMs`, or takes over a charge whose lease ran out
-     * (its process died or hung). At most one caller gets the row back, with the card to charge
-     * (kept until this charge is decided).
+     * Takes the right to call the processor for the orders' payments: moves each that is ready
+     * (order known, stock reserved) from pending to charging for `leaseMs`, or takes over a charge
+     * whose lease ran out (its process died or hung). At most one caller gets a row back, with the
+     * card to charge (kept until this charge is decided). One statement for any number of orders.
      */
-    claim: (orderId: string, leaseMs: number) =>
+    claim: (orderIds: readonly string[], leaseMs: number) =>
       q.query<PaymentRow & { card_number: string | null }>(
         `UPDATE payments SET status = 'charging', attempts = attempts + 1, lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
-         WHERE order_id = $1 AND stock_reserved AND user_id <> ''
+         WHERE order_id = ANY($1::uuid[]) AND stock_reserved AND user_id <> ''
            AND (status = 'pending' OR (status = 'charging' AND lease_until <= now()))
          RETURNING *, (SELECT card_number FROM payment_methods m WHERE m.order_id = payments.order_id) AS card_number`,
-        [orderId, leaseMs],
-      ).then((rows) => rows[0]),
+        [orderIds, leaseMs],
+      ),
 
     /** After a failed processor call: lets the next attempt (redelivery or sweep) take the charge over now. */
     retrySoon: (id: string, attempts: number) =>
       q.query("UPDATE payments SET lease_until = now() WHERE id = $1 AND status = 'charging' AND attempts = $2", [id, attempts]),
 
     /**
-     * Records the answer for a payment being charged (or, with from "pending", one that cannot be:
-     * its payment method is unusable) and erases its card. A capture for an order cancelled
-     * meanwhile is recorded as refunded at once. Undefined if another caller recorded it first.
+     * Records the answers for payments being charged (or, with from "pending", ones that cannot be:
+     * their payment method is unusable) and erases their cards, in one statement. A capture for an
+     * order cancelled meanwhile is recorded as refunded at once. Returns the payments decided here
+     * (not those another caller recorded first).
      */
-    decide: (id: string, outcome: Decision, from: "charging" | "pending" = "charging"): Promise<PaymentRow | undefined> =>
-      one(
-        `WITH decided AS (
-           UPDATE payments SET status = CASE WHEN $2::text = 'captured' AND cancel_reason IS NOT NULL THEN 'refunded' ELSE $2::text END,
-             failure_reason = $3, decline_code = $4, lease_until = NULL, updated_at = now()
-           WHERE id = $1 AND status = $5 RETURNING *),
-         erased AS (UPDATE payment_methods SET card_number = NULL WHERE order_id = (SELECT order_id FROM decided))
+    decide: (answers: readonly { id: string; outcome: Decision }[], from: "charging" | "pending" = "charging") =>
+      q.query<PaymentRow>(
+        `WITH answers AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, status, reason, code)),
+         decided AS (
+           UPDATE payments p SET status = CASE WHEN a.status = 'captured' AND p.cancel_reason IS NOT NULL THEN 'refunded' ELSE a.status END,
+             failure_reason = a.reason, decline_code = a.code, lease_until = NULL, updated_at = now()
+           FROM answers a WHERE p.id = a.id AND p.status = $5 RETURNING p.*),
+         erased AS (UPDATE payment_methods SET card_number = NULL WHERE order_id IN (SELECT order_id FROM decided))
          SELECT * FROM decided`,
-        [id, outcome.status, outcome.status === "failed" ? outcome.reason : "", outcome.status === "failed" ? outcome.code : "", from],
+        [
+          answers.map((a) => a.id),
+          answers.map((a) => a.outcome.status),
+          answers.map((a) => (a.outcome.status === "failed" ? a.outcome.reason : "")),
+          answers.map((a) => (a.outcome.status === "failed" ? a.outcome.code : "")),
+          from,
+        ],
       ),
 
     /** Ready payments nobody is charging: a crashed charge whose lease ran out, or a ready one left behind. */
