@@ -38,22 +38,32 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
       event: StockReservedSchema,
       name: "charge",
       key: byOrderId,
-      // stock.reserved carries the order's amount, customer and payment method: the payment is
-      // recorded ready to charge, and the batch's payments are charged together right after the commit.
-      async apply(q, { data }) {
-        const { orderId, userId, total, paymentMethodToken } = data;
-        if (!total || !userId) {
+      // stock.reserved carries the order's amount, customer and payment method: the batch's
+      // payments are recorded ready to charge and their tokens bound (a statement each for the
+      // whole batch), and charged together right after the commit.
+      async applyAll(q, events) {
+        const charges = events.flatMap(({ data: { orderId, userId, total, paymentMethodToken } }) => {
+          if (total && userId) return [{ id: uuidv7(), orderId, userId, amountMinor: total.amountMinor, currency: total.currencyCode, token: paymentMethodToken }];
           // From an inventory older than this: nothing here says what to charge; the order's timeout cancels it.
           logger.warn({ order_id: orderId }, "stock.reserved without the order's amount; not charged");
-          return;
+          return [];
+        });
+        // An order or a token twice in one batch (a republished event, a token offered for two
+        // orders): one by one, so the first in key order is the one recorded, or that gets the card.
+        const once = (key: (c: (typeof charges)[number]) => string) => new Set(charges.map(key)).size === charges.length;
+        const groups = once((c) => c.orderId) && once((c) => c.token) ? [charges] : charges.map((c) => [c]);
+        for (const group of groups) {
+          const store = createStore(q);
+          const methods = createMethods(q);
+          const pending = (await store.record(group)).filter((row) => row.status === "pending"); // not recorded before, nor cancelled first
+          const charge = new Map(group.map((c) => [c.orderId, c]));
+          const bound = await methods.use(pending.map((row) => ({ token: charge.get(row.order_id)!.token, userId: row.user_id, orderId: row.order_id, paymentId: row.id })));
+          for (const row of pending.filter((r) => !bound.has(r.id))) {
+            const why = await methods.unusable(charge.get(row.order_id)!.token, row.user_id, row.order_id);
+            const [failed] = await store.decide([{ id: row.id, outcome: { status: "failed", ...why } }], "pending");
+            if (failed) announce(q, failed);
+          }
         }
-        const store = createStore(q);
-        const row = await store.record({ id: uuidv7(), orderId, userId, amountMinor: total.amountMinor, currency: total.currencyCode });
-        if (row?.status !== "pending") return; // recorded before, or cancelled first: no card needed
-        const method = await createMethods(q).use(paymentMethodToken, userId, orderId, row.id);
-        if ("cardLast4" in method) return; // charged right after the commit
-        const [failed] = await store.decide([{ id: row.id, outcome: { status: "failed", ...method } }], "pending");
-        if (failed) announce(q, failed);
       },
       thenAll: (events) => charger.chargeReady(events.map(byOrderId)),
     }),

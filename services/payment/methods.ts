@@ -33,21 +33,27 @@ export function createMethods(q: Queryable) {
       ) as Promise<MethodRow>,
 
     /**
-     * Binds the token to the order, once: it must be the customer's, unexpired and unused (by
+     * Binds each token to its order, once: it must be the customer's, unexpired and unused (by
      * another order; the same order again is a redelivery), and gives its card's last four digits
-     * to the order's payment `paymentId` in the same statement.
+     * to the order's payment. One statement for any number of orders (each token once); returns the
+     * payments whose token was bound.
      */
-    async use(token: string, userId: string, orderId: string, paymentId: string): Promise<{ cardLast4: string } | Unusable> {
-      const used = await one(
-        `WITH used AS (
-           UPDATE payment_methods SET order_id = $3
-           WHERE token = $1 AND user_id = $2 AND expires_at > now() AND card_number IS NOT NULL AND (order_id IS NULL OR order_id = $3)
-           RETURNING card_last4),
-         shown AS (UPDATE payments SET card_last4 = (SELECT card_last4 FROM used) WHERE id = $4 AND EXISTS (SELECT 1 FROM used))
-         SELECT card_last4 FROM used`,
-        [token, userId, orderId, paymentId],
+    async use(uses: readonly { token: string; userId: string; orderId: string; paymentId: string }[]): Promise<Set<string>> {
+      const rows = await q.query<{ payment_id: string }>(
+        `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[]) AS w(token, user_id, order_id, payment_id)),
+         used AS (
+           UPDATE payment_methods m SET order_id = w.order_id FROM wanted w
+           WHERE m.token = w.token AND m.user_id = w.user_id AND m.expires_at > now() AND m.card_number IS NOT NULL AND (m.order_id IS NULL OR m.order_id = w.order_id)
+           RETURNING w.payment_id, m.card_last4),
+         shown AS (UPDATE payments p SET card_last4 = used.card_last4 FROM used WHERE p.id = used.payment_id)
+         SELECT payment_id FROM used`,
+        [uses.map((u) => u.token), uses.map((u) => u.userId), uses.map((u) => u.orderId), uses.map((u) => u.paymentId)],
       );
-      if (used) return { cardLast4: used.card_last4 };
+      return new Set(rows.map((r) => r.payment_id));
+    },
+
+    /** Why the token could not pay for the order (after use() did not bind it). */
+    async unusable(token: string, userId: string, orderId: string): Promise<Unusable> {
       const found = await one("SELECT * FROM payment_methods WHERE token = $1 AND user_id = $2", [token, userId]);
       const reason = !found
         ? "the payment details are unknown; please enter your card again"

@@ -60,19 +60,20 @@ export function createStore(q: Queryable) {
     byOrder: (orderId: string) => one("SELECT * FROM payments WHERE order_id = $1", [orderId]),
 
     /**
-     * The order's charge (amount, owner), ready to charge: its stock is reserved. Fills a
-     * cancellation's placeholder but never revives it (it stays voided). Returns the row unless the
-     * order was already recorded.
+     * The orders' charges (amount, owner), ready to charge: their stock is reserved. Fills a
+     * cancellation's placeholder but never revives it (it stays voided). Returns the rows recorded
+     * now (not those recorded before), in one statement for any number of orders (each order once).
      */
-    record: (p: { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string }) =>
-      one(
+    record: (charges: readonly { id: string; orderId: string; userId: string; amountMinor: bigint; currency: string }[]) =>
+      q.query<PaymentRow>(
         `INSERT INTO payments (id, order_id, user_id, amount_minor, currency, card_last4, status, stock_reserved)
-         VALUES ($1, $2, $3, $4, $5, '', 'pending', true)
+         SELECT id, order_id, user_id, amount_minor, currency, '', 'pending', true
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[]) AS c(id, order_id, user_id, amount_minor, currency)
          ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, amount_minor = EXCLUDED.amount_minor,
            currency = EXCLUDED.currency, stock_reserved = true, updated_at = now()
          WHERE payments.user_id = ''
          RETURNING *`,
-        [p.id, p.orderId, p.userId, p.amountMinor.toString(), p.currency],
+        [charges.map((c) => c.id), charges.map((c) => c.orderId), charges.map((c) => c.userId), charges.map((c) => c.amountMinor.toString()), charges.map((c) => c.currency)],
       ),
 
     /**
