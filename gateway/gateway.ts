@@ -151,6 +151,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   const port = (server.address() as { port: number }).port;
   const metricsPort = (metricsServer!.address() as { port: number }).port;
   logger.info({ port, metrics_port: metricsPort }, "serving");
+  logDestination.flush(); // the launcher waits for this line: not for the next block
   return {
     port,
     metricsPort,
