@@ -95,6 +95,11 @@ export interface EventMeta {
   /** ce-source: the producing service, e.g. "order". */
   source: string;
   time?: Date;
+  /**
+   * The delivered event this one follows from, whose trace it continues. Needed where a batch's
+   * events are handled together (applyAll, thenAll); otherwise the active trace context is used.
+   */
+  cause?: { context: Context };
 }
 
 /** An event ready to publish (or to keep in an outbox row until it is). */
@@ -116,7 +121,7 @@ export function encodeEvent<S extends DescMessage>(schema: S, data: MessageInitS
     "ce-time": (meta.time ?? new Date()).toISOString(),
     "content-type": "application/protobuf",
   };
-  propagation.inject(context.active(), headers);
+  propagation.inject(meta.cause?.context ?? context.active(), headers);
   return { id, subject: eventSubject(schema), type: schema.typeName, payload: toBinary(schema, create(schema, data)), headers };
 }
 

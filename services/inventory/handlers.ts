@@ -44,12 +44,14 @@ export function inventoryConsumers(): EventHandlerSpec[] {
       async applyAll(q, events) {
         const orders = events.map(({ data }) => ({ orderId: data.orderId, lines: data.lines.map((l): Line => ({ productId: l.productId, quantity: l.quantity })) }));
         const outcomes = await createStore(q).reserveOrders(orders);
-        events.forEach(({ data }, i) => {
+        events.forEach((event, i) => {
+          const { data } = event;
           const outcome = outcomes.get(data.orderId)!;
+          const meta = { ...source, cause: event };
           if (outcome === "closed") return; // cancelled before we saw it created: nothing to reserve, nothing to publish
-          if (outcome.length) enqueue(q, StockRejectedSchema, { orderId: data.orderId, reason: "insufficient stock", shortages: outcome }, source);
+          if (outcome.length) enqueue(q, StockRejectedSchema, { orderId: data.orderId, reason: "insufficient stock", shortages: outcome }, meta);
           // What payment needs to charge comes along: it waits for this event alone.
-          else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines: orders[i]!.lines, userId: data.userId, total: data.total, paymentMethodToken: data.paymentMethod?.token }, source);
+          else enqueue(q, StockReservedSchema, { orderId: data.orderId, lines: orders[i]!.lines, userId: data.userId, total: data.total, paymentMethodToken: data.paymentMethod?.token }, meta);
         });
       },
     }),

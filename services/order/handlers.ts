@@ -192,7 +192,8 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
         const ids = events.map(byOrderId);
         const confirmed = await store.transitionAll(ids, "confirmed");
         for (const { order } of confirmed) {
-          enqueue(q, OrderConfirmedSchema, { orderId: order.id, userId: order.userId, total: order.total, confirmTime: order.updateTime }, source);
+          const cause = events.find((e) => e.data.orderId === order.id);
+          enqueue(q, OrderConfirmedSchema, { orderId: order.id, userId: order.userId, total: order.total, confirmTime: order.updateTime }, { ...source, cause });
         }
         // Cancelled meanwhile: payment refunds on order.cancelled.
         const late = ids.filter((id) => !confirmed.some(({ order }) => order.id === id));

@@ -8,6 +8,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PaymentCapturedSchema, PaymentFailedSchema, PaymentRefundedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import type { Db, Tx } from "../../mesh/data/db.js";
 import { enqueue } from "../../mesh/events/outbox.js";
+import type { EventMeta } from "../../mesh/events/events.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import type { CardProcessor } from "./processor.js";
 import { createStore, money, type PaymentRow } from "./store.js";
@@ -22,17 +23,18 @@ export interface ChargerDeps {
   leaseMs: number;
 }
 
-/** Enqueues the events for a payment that has just been decided (captured, refunded at once, or failed). */
-export function announce(q: Tx, row: PaymentRow): void {
+/** Enqueues the events for a payment that has just been decided; they continue the trace of `cause`, the event that led to it, if given. */
+export function announce(q: Tx, row: PaymentRow, cause?: EventMeta["cause"]): void {
   const base = { paymentId: row.id, orderId: row.order_id, amount: money(row) };
   const at = timestampFromDate(row.updated_at);
+  const meta = { ...source, cause };
   if (row.status === "failed") {
-    enqueue(q, PaymentFailedSchema, { ...base, reason: row.failure_reason, declineCode: row.decline_code, failTime: at }, source);
+    enqueue(q, PaymentFailedSchema, { ...base, reason: row.failure_reason, declineCode: row.decline_code, failTime: at }, meta);
     return;
   }
-  enqueue(q, PaymentCapturedSchema, { ...base, cardLast4: row.card_last4, captureTime: at }, source);
+  enqueue(q, PaymentCapturedSchema, { ...base, cardLast4: row.card_last4, captureTime: at }, meta);
   // Captured for an order cancelled while the charge was in flight: given back at once.
-  if (row.status === "refunded") enqueue(q, PaymentRefundedSchema, { ...base, reason: row.cancel_reason ?? "order cancelled", refundTime: at }, source);
+  if (row.status === "refunded") enqueue(q, PaymentRefundedSchema, { ...base, reason: row.cancel_reason ?? "order cancelled", refundTime: at }, meta);
 }
 
 export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
@@ -40,9 +42,10 @@ export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
    * Charges the orders' payments that are ready and that nobody else is charging: one statement
    * claims them all, the processor is asked for each at once, and one transaction records every
    * answer with its events. A processor error propagates (the events are redelivered) once the
-   * other answers are recorded and its claim is freed for the next attempt.
+   * other answers are recorded and its claim is freed for the next attempt. `causes`: the events
+   * that asked for the charges, by order, whose traces the payments' events continue.
    */
-  async function chargeReady(orderIds: readonly string[]): Promise<void> {
+  async function chargeReady(orderIds: readonly string[], causes?: ReadonlyMap<string, EventMeta["cause"]>): Promise<void> {
     const claimed = await createStore(db).claim(orderIds, leaseMs);
     if (!claimed.length) return;
     const results = await Promise.allSettled(claimed.map((c) =>
@@ -56,7 +59,7 @@ export function createCharger({ db, logger, processor, leaseMs }: ChargerDeps) {
     const decided = answers.length
       ? await db.tx(async (q) => {
         const rows = await createStore(q).decide(answers);
-        for (const row of rows) announce(q, row);
+        for (const row of rows) announce(q, row, causes?.get(row.order_id));
         return rows;
       })
       : [];

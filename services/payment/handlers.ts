@@ -61,11 +61,11 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
           for (const row of pending.filter((r) => !bound.has(r.id))) {
             const why = await methods.unusable(charge.get(row.order_id)!.token, row.user_id, row.order_id);
             const [failed] = await store.decide([{ id: row.id, outcome: { status: "failed", ...why } }], "pending");
-            if (failed) announce(q, failed);
+            if (failed) announce(q, failed, events.find((e) => e.data.orderId === row.order_id));
           }
         }
       },
-      thenAll: (events) => charger.chargeReady(events.map(byOrderId)),
+      thenAll: (events) => charger.chargeReady(events.map(byOrderId), new Map(events.map((e) => [e.data.orderId, e]))),
     }),
     on({
       event: OrderCancelledSchema,
