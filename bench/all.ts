@@ -16,7 +16,7 @@
 //   BENCH_SECONDS=10  BENCH_WARMUP_SECONDS=2  BENCH_CONCURRENCY=32
 //   BENCH_SAGA_RATES=25,50,75  BENCH_MIXED_RATES=25,50,100  BENCH_SEARCH_STEPS=4  BENCH_SHOPPERS=8
 //   BENCH_REF=<commit>   measure that commit instead of the work tree
-//   BENCH_NODE_ARGS="--max-semi-space-size=2"   node's flags for the mesh's processes (the launcher's)
+//   BENCH_NODE_ARGS="--max-semi-space-size=2"   node's flags for all the mesh's processes (default: the launcher's, per process)
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { natsOperator } from "../mesh/events/nats-config.js";
@@ -52,8 +52,8 @@ const processLayout = process.env.BENCH_LAYOUT ?? "both";
 const processLayouts = (processLayout === "both" ? "combined,processes" : processLayout).split(",").map((l) => l.trim()) as ProcessLayout[];
 if (!processLayouts.every((l) => (launcherLayouts as readonly string[]).includes(l))) throw new Error(`BENCH_LAYOUT: combined, processes, both or a list of them, not "${processLayout}"`);
 
-/** Node's flags for every process of the mesh: by default launcher/main.ts's (BENCH_NODE_ARGS="" for none). */
-const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "--max-semi-space-size=2").split(" ").filter(Boolean);
+/** Node's flags for every process of the mesh: by default the launcher's, per process (launcher/node-flags.ts; BENCH_NODE_ARGS="" for none). */
+const nodeArgs = process.env.BENCH_NODE_ARGS === undefined ? undefined : process.env.BENCH_NODE_ARGS.split(" ").filter(Boolean);
 /** Quiet means below this much CPU for the mesh: an idle PGlite service polls at ~3–4 % of a core. */
 const QUIET_CORES: Record<Layout, number> = { postgres: 0.2, pglite: 0.5 };
 

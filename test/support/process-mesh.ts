@@ -5,6 +5,7 @@
 // the benchmarks (bench/all.ts), which run the bundles of a built copy, on PostgreSQL or PGlite.
 // layout "combined" runs the six services in one host process (launcher/host.ts) as `npm start`
 // does by default; then every service's entry in `processes` is that host.
+import { hostNodeFlags, processNodeFlags } from "../../launcher/node-flags.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -71,7 +72,8 @@ export interface ProcessMeshOptions {
   layout?: Layout;
   /**
    * Runs every process from the bundles `node scripts/build.mjs` made in `<root>/dist`, in `root`,
-   * with `nodeArgs`, as `npm start` does; by default the TypeScript sources run through tsx.
+   * with `nodeArgs` (by default the launcher's flags, launcher/node-flags.ts), as `npm start` does;
+   * by default the TypeScript sources run through tsx.
    */
   bundles?: { root: string; nodeArgs?: readonly string[] };
   /**
@@ -103,7 +105,7 @@ async function stablePort(): Promise<number> {
 function managedProcess(name: ProcessName, label: ProcessName | "host", entry: string, entryArgs: string[], port: number, env: Record<string, string>, opts: ProcessMeshOptions): MeshProcess {
   const { onLine, bundles } = opts;
   const [cwd, args] = bundles
-    ? [bundles.root, [...(bundles.nodeArgs ?? []), join("dist", `${entry}.js`), ...entryArgs]]
+    ? [bundles.root, [...(bundles.nodeArgs ?? (label === "host" ? hostNodeFlags : processNodeFlags)), join("dist", `${entry}.js`), ...entryArgs]]
     : [projectRoot, ["--import", "tsx", `${entry}.ts`, ...entryArgs]];
   let child: ChildProcess | undefined;
   const tail: string[] = [];
