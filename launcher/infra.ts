@@ -88,7 +88,7 @@ export async function ensurePostgres(root: string, port: number, databases: read
     return undefined;
   }
   const dir = join(root, ".data", "postgres");
-  const urlFor = (db: string) => postgresUrl(port, db);
+  const urlFor = (db: string) => postgresUrl(port, db, dir);
   let stop = nothingToStop;
   let how = "already running";
   if (!(await reachable("127.0.0.1", port))) {

@@ -39,8 +39,16 @@ function runAs(): { uid?: number; gid?: number } {
   return { uid: Number(execFileSync("id", ["-u", "postgres"]).toString()), gid: Number(execFileSync("id", ["-g", "postgres"]).toString()) };
 }
 
-/** The URL of `database` on our server at `port` (trust authentication on loopback). */
-export const postgresUrl = (port: number, database: string) => `postgresql://postgres@127.0.0.1:${port}/${database}`;
+/**
+ * The URL of `database` on our server at `port` (trust authentication on loopback): through its
+ * Unix socket in `socketDir` where there is one, which costs a third less CPU per statement on
+ * both ends than TCP on loopback (A/B of 5-statement transactions, pg 8.23); else over TCP (the
+ * socket's path is too long for the kernel when the checkout lies deep, and PostgreSQL then makes none).
+ */
+export function postgresUrl(port: number, database: string, socketDir?: string): string {
+  if (socketDir && existsSync(join(socketDir, `.s.PGSQL.${port}`))) return `postgresql://postgres@localhost/${database}?host=${encodeURIComponent(socketDir)}&port=${port}`;
+  return `postgresql://postgres@127.0.0.1:${port}/${database}`;
+}
 
 /** Creates the databases in `names` that do not exist yet, connected to `adminUrl`. */
 export async function ensureDatabases(adminUrl: string, names: readonly string[]): Promise<void> {
@@ -99,7 +107,7 @@ export async function startPostgres({ bin, dir, port, maxConnections = 100, onLo
     server.once("exit", (code) => reject(new Error(`postgres exited with code ${code} while starting:\n${log.trim()}`)));
   });
   await ready;
-  const url = (database: string) => postgresUrl(port, database);
+  const url = (database: string) => postgresUrl(port, database, dir);
   return {
     port,
     url,
