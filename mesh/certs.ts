@@ -9,10 +9,22 @@
 import { webcrypto } from "node:crypto";
 import { mkdir, readFile, writeFile, access } from "node:fs/promises";
 import { join } from "node:path";
-import "reflect-metadata"; // @peculiar/x509 resolves its ASN.1 providers through tsyringe, which needs it
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+/**
+ * @peculiar/x509, loaded on first use: only issuing certificates needs it, and a service that
+ * only reads its certificate files need not carry it (~2.8 MiB of heap per process).
+ */
+let x509Library: Promise<typeof X509> | undefined;
+const loadX509 = () =>
+  (x509Library ??= (async () => {
+    await import("reflect-metadata"); // @peculiar/x509 resolves its ASN.1 providers through tsyringe, which needs it
+    const loaded = await import("@peculiar/x509");
+    // A CommonJS package: bundled (dist/), its exports come as the namespace's default.
+    const x509 = ("cryptoProvider" in loaded ? loaded : (loaded as unknown as { default: typeof X509 }).default) as typeof X509;
+    x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+    return x509;
+  })());
 
 const KEY_ALG = { name: "ECDSA", namedCurve: "P-256" } as const;
 const SIGN_ALG = { name: "ECDSA", hash: "SHA-256" } as const;
@@ -35,7 +47,7 @@ export interface Pem {
 
 async function exportKey(key: CryptoKey): Promise<string> {
   const der = await webcrypto.subtle.exportKey("pkcs8", key as webcrypto.CryptoKey);
-  return x509.PemConverter.encode(der, "PRIVATE KEY");
+  return (await loadX509()).PemConverter.encode(der, "PRIVATE KEY");
 }
 
 async function newKeys(): Promise<CryptoKeyPair> {
@@ -49,6 +61,7 @@ export interface CertificateAuthority extends Pem {
 
 /** Creates a new certificate authority that can issue service certificates. */
 export async function createCa(name = "ShopMesh dev CA"): Promise<CertificateAuthority> {
+  const x509 = await loadX509();
   const keys = await newKeys();
   const now = Date.now();
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -63,7 +76,7 @@ export async function createCa(name = "ShopMesh dev CA"): Promise<CertificateAut
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return issuerFrom(caCert, keys, await exportKey(keys.privateKey));
+  return issuerFrom(x509, caCert, keys, await exportKey(keys.privateKey));
 }
 
 /** Everything a service needs for mTLS: the CA to trust, its own certificate and key. */
@@ -103,15 +116,16 @@ export async function ensureCerts(dir: string, services: readonly string[], opts
 }
 
 async function loadCa(certPath: string, keyPath: string): Promise<CertificateAuthority> {
+  const x509 = await loadX509();
   const caCert = new x509.X509Certificate(await readFile(certPath, "utf8"));
   const keyPem = await readFile(keyPath, "utf8");
   const keyDer = x509.PemConverter.decodeFirst(keyPem);
   const privateKey = await webcrypto.subtle.importKey("pkcs8", keyDer, KEY_ALG, true, ["sign"]);
   const publicKey = await caCert.publicKey.export(KEY_ALG, ["verify"]);
-  return issuerFrom(caCert, { privateKey, publicKey } as CryptoKeyPair, keyPem);
+  return issuerFrom(x509, caCert, { privateKey, publicKey } as CryptoKeyPair, keyPem);
 }
 
-function issuerFrom(caCert: x509.X509Certificate, keys: CryptoKeyPair, keyPem: string): CertificateAuthority {
+function issuerFrom(x509: typeof X509, caCert: X509.X509Certificate, keys: CryptoKeyPair, keyPem: string): CertificateAuthority {
   return {
     cert: caCert.toString("pem"),
     key: keyPem,

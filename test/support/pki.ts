@@ -6,8 +6,11 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { webcrypto } from "node:crypto";
-import { createCa, type CertificateAuthority, type TlsFiles } from "../../mesh/certs.js"; // first: it sets up @peculiar/x509
+import "reflect-metadata"; // @peculiar/x509 resolves its ASN.1 providers through tsyringe, which needs it
 import * as x509 from "@peculiar/x509";
+import { createCa, type CertificateAuthority, type TlsFiles } from "../../mesh/certs.js";
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 export interface TestPki {
   ca: CertificateAuthority;
