@@ -174,9 +174,7 @@ function bucketOf(seconds: number): number {
 /**
  * RPC count and latency by service, method and status code, named as grpc-ecosystem's Prometheus
  * middleware names them (grpc_server_handled_total, grpc_client_handling_seconds, …).
- * Returns `forMethod(method)`, called once per method where a client or server is built; the
- * observer it returns takes a finished call's start (performance.now()) and final code, so a call
- * costs no closure and no lookup of its method.
+ * Returns: call `record(method)` as a call starts, and the function it returns with the final code.
  */
 export function rpcMetrics(registry: Registry, side: "server" | "client") {
   const register = (metric: RpcMetric) => (registry.registerMetric(metric as never), metric);
@@ -184,24 +182,28 @@ export function rpcMetrics(registry: Registry, side: "server" | "client") {
     register(new RpcMetric(`grpc_${side}_handled_total`, `RPCs completed on the ${side}, by method and status code${side === "client" ? " (after retries)" : ""}.`, "counter")));
   const latency = metric(registry, `grpc_${side}_handling_seconds`, () =>
     register(new RpcMetric(`grpc_${side}_handling_seconds`, `Time from the start of a call to its final status on the ${side}.`, "histogram")));
+  // One child per method and code, found by two map lookups (no label hashing per call).
+  const children = new Map<DescMethod, Map<string, { handled: Child; latency: Child }>>();
+  const child = (method: DescMethod, code: string) => {
+    let byCode = children.get(method);
+    if (!byCode) children.set(method, (byCode = new Map()));
+    let found = byCode.get(code);
+    if (!found) {
+      const labels = { grpc_service: method.parent.typeName, grpc_method: method.name, grpc_code: code };
+      byCode.set(code, (found = { handled: handled.child(labels), latency: latency.child(labels) }));
+    }
+    return found;
+  };
   return (method: DescMethod) => {
-    // One child per code, found by one map lookup (no label hashing per call).
-    const byCode = new Map<string, { handled: Child; latency: Child }>();
-    return (started: number, code: string) => {
-      let found = byCode.get(code);
-      if (!found) {
-        const labels = { grpc_service: method.parent.typeName, grpc_method: method.name, grpc_code: code };
-        byCode.set(code, (found = { handled: handled.child(labels), latency: latency.child(labels) }));
-      }
+    const started = performance.now();
+    return (code: string) => {
+      const { handled, latency } = child(method, code);
       const seconds = (performance.now() - started) / 1000;
-      found.handled.count++;
-      found.latency.count++;
-      found.latency.sum += seconds;
+      handled.count++;
+      latency.count++;
+      latency.sum += seconds;
       const bucket = bucketOf(seconds);
-      if (bucket < LATENCY_BUCKETS.length) found.latency.buckets[bucket]!++;
+      if (bucket < LATENCY_BUCKETS.length) latency.buckets[bucket]!++;
     };
   };
 }
-
-/** What rpcMetrics gives for one method: record a finished call from its start and final code. */
-export type RpcObserver = (started: number, code: string) => void;

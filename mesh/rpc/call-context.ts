@@ -14,12 +14,12 @@ export class CallContext implements HandlerContext {
   readonly requestMethod = "POST";
   readonly values = createContextValues();
   readonly service;
+  readonly url;
   #requestHeader?: Headers;
   #responseHeader?: Headers;
   #responseTrailer?: Headers;
   #controller?: AbortController;
-  /** What release() undoes: made with the signal, the only part that needs undoing. */
-  #cleanup?: (() => void)[];
+  #cleanup: (() => void)[] = [];
 
   constructor(
     readonly method: DescMethod,
@@ -30,10 +30,7 @@ export class CallContext implements HandlerContext {
     private readonly onCancel: (listener: () => void) => void,
   ) {
     this.service = method.parent;
-  }
-
-  get url(): string {
-    return methodPath(this.method);
+    this.url = methodPath(method);
   }
 
   /** One request header, read straight from the metadata (no Headers object needed). */
@@ -70,16 +67,15 @@ export class CallContext implements HandlerContext {
   get signal(): AbortSignal {
     if (!this.#controller) {
       const controller = (this.#controller = new AbortController());
-      const cleanup: (() => void)[] = (this.#cleanup = []);
       const abort = (reason: unknown) => controller.signal.aborted || controller.abort(reason);
       if (this.shutdownSignal.aborted) abort(this.shutdownSignal.reason);
       const onShutdown = () => abort(this.shutdownSignal.reason);
       this.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
-      cleanup.push(() => this.shutdownSignal.removeEventListener("abort", onShutdown));
+      this.#cleanup.push(() => this.shutdownSignal.removeEventListener("abort", onShutdown));
       this.onCancel(() => abort(new ConnectError("call cancelled by the client", Code.Canceled)));
       if (this.deadline !== undefined) {
         const timer = setTimeout(() => abort(new ConnectError("deadline exceeded", Code.DeadlineExceeded)), Math.max(0, this.deadline - Date.now()));
-        cleanup.push(() => clearTimeout(timer));
+        this.#cleanup.push(() => clearTimeout(timer));
       }
     }
     return this.#controller.signal;
@@ -87,8 +83,7 @@ export class CallContext implements HandlerContext {
 
   /** Called once the call has ended: stops timers, unhooks listeners, aborts the signal if one was made. */
   release(): void {
-    if (!this.#controller) return;
-    for (const undo of this.#cleanup!.splice(0)) undo();
-    if (!this.#controller.signal.aborted) this.#controller.abort(callEnded);
+    for (const undo of this.#cleanup.splice(0)) undo();
+    if (this.#controller && !this.#controller.signal.aborted) this.#controller.abort(callEnded);
   }
 }

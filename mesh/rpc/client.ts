@@ -26,7 +26,7 @@ import { Breaker, CircuitOpenError } from "./breaker.js";
 import { fromGrpcError, isRelayed, isSidecarReply, upstreamError } from "./errors.js";
 import { grpcMethodDefinition } from "./grpc-adapter.js";
 import { channelCredentials, checkUpstreamAddresses, type TransportMode } from "./transport.js";
-import { rpcMetrics, spansRecorded, type RpcObserver } from "../telemetry.js";
+import { rpcMetrics, spansRecorded } from "../telemetry.js";
 import { activeContext } from "../async-context.js";
 import { childSpanContext, sampled, TRACEPARENT, TRACESTATE, traceparentOf } from "./trace-context.js";
 import { defaultResilience, type ResiliencePolicy } from "../topology.js";
@@ -104,65 +104,56 @@ export function createClient<S extends DescService>(service: S, opts: ClientOpti
   });
 
   const breaker = new Breaker(policy.breakerFailures, policy.breakerHalfOpenAfterMs, upstreamUnhealthy);
-  const observeFor = clientMetrics(opts.metrics);
+  const observe = clientMetrics(opts.metrics);
   const tracer = trace.getTracer("shopmesh");
 
-  // What depends only on the method is bound here, once; a call then costs its own work alone.
   const unary = (method: DescMethod) => {
     const def = grpcMethodDefinition(method);
-    const observe = observeFor(method);
-    const spanName = `${method.parent.typeName}/${method.name}`;
-    const idempotent = idempotentMethod(method);
-    const call = (request: Message, options: CallOptions): Promise<unknown> => {
-      const started = performance.now();
+    return async (request: Message, options: CallOptions = {}) => {
       // The span is never made active: nothing runs in it but grpc-js, and entering a context per
       // call costs more than passing it to the metadata that carries it on. A span nobody records
       // (no exporter, or the caller's trace is not sampled) is only ids, made without the SDK.
       const active = activeContext();
       const parent = trace.getSpanContext(active);
       const span = spansRecorded() && (parent === undefined || !isSpanContextValid(parent) || sampled(parent))
-        ? tracer.startSpan(spanName, { kind: SpanKind.CLIENT }, active)
+        ? tracer.startSpan(`${method.parent.typeName}/${method.name}`, { kind: SpanKind.CLIENT }, active)
         : undefined;
-      const prepared = prepareCall(options, policy.timeoutMs, active, span ? trace.setSpan(active, span) : childSpanContext(parent));
-      const attempts = idempotent || hasIdempotencyKey(request) ? policy.maxAttempts : 1;
+      const call = prepareCall(options, policy.timeoutMs, active, span ? trace.setSpan(active, span) : childSpanContext(parent));
+      const attempts = isRetryable(method, request) ? policy.maxAttempts : 1;
       const send = () => {
-        // Refusals are rejections, never throws: the breaker sees every attempt's outcome the same way.
-        if (Date.now() >= prepared.deadline) return Promise.reject(deadlinePassed(opts.upstream));
-        if (options.signal?.aborted) return Promise.reject(new ConnectError("call aborted by the caller", Code.Canceled));
-        const metadata = prepared.metadata();
+        if (Date.now() >= call.deadline) throw deadlinePassed(opts.upstream);
+        if (options.signal?.aborted) throw new ConnectError("call aborted by the caller", Code.Canceled);
+        const metadata = call.metadata();
         return new Promise<unknown>((resolve, reject) => {
           const cancel = () => pending.cancel();
-          const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: prepared.deadline }, (err, value) => {
+          const pending = channel.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, { deadline: call.deadline }, (err, value) => {
             options.signal?.removeEventListener("abort", cancel);
             err ? reject(fromGrpcError(err)) : resolve(value);
           });
           options.signal?.addEventListener("abort", cancel, { once: true });
         });
       };
-      // Reactions, not an async function: each await and async frame is a promise more per call.
-      let attempt = 1;
-      const succeeded = (response: unknown) => {
-        observe(started, "OK");
-        span?.end();
-        return response;
-      };
-      const failed = (err: unknown): Promise<unknown> => {
-        if (attempt < attempts && retryable(err)) {
-          return sleep(backoffMs(attempt++, policy)).then(() => breaker.execute(send)).then(succeeded, failed);
-        }
-        const error = asUpstreamError(err, opts.upstream);
-        observe(started, Code[error.code]);
-        span?.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
-        span?.end();
-        throw error;
-      };
-      return breaker.execute(send).then(succeeded, failed);
-    };
-    return (request: Message, options: CallOptions = {}): Promise<unknown> => {
+      const done = observe(method);
       try {
-        return call(request, options);
+        let response: unknown;
+        for (let attempt = 1; ; attempt++) {
+          try {
+            response = await breaker.execute(send);
+            break;
+          } catch (err) {
+            if (attempt >= attempts || !retryable(err)) throw err;
+            await sleep(backoffMs(attempt, policy));
+          }
+        }
+        done("OK");
+        return response;
       } catch (err) {
-        return Promise.reject(err); // e.g. a header that is no header: still a rejection, as from any call
+        const error = asUpstreamError(err, opts.upstream);
+        done(Code[error.code]);
+        span?.setStatus({ code: SpanStatusCode.ERROR, message: Code[error.code] });
+        throw error;
+      } finally {
+        span?.end();
       }
     };
   };
@@ -242,12 +233,9 @@ function backoffMs(attempt: number, policy: ResiliencePolicy): number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A method the contract says may run twice (NO_SIDE_EFFECTS, IDEMPOTENT): its calls may be retried. */
-const idempotentMethod = (method: DescMethod): boolean =>
-  method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS || method.idempotency === MethodOptions_IdempotencyLevel.IDEMPOTENT;
-
-/** A request carrying its own idempotency key: retrying it cannot do the work twice. */
-function hasIdempotencyKey(request: Message): boolean {
+function isRetryable(method: DescMethod, request: Message): boolean {
+  if (method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) return true;
+  if (method.idempotency === MethodOptions_IdempotencyLevel.IDEMPOTENT) return true;
   const key = (request as { idempotencyKey?: unknown }).idempotencyKey;
   return typeof key === "string" && key.length > 0;
 }
@@ -260,6 +248,6 @@ function asUpstreamError(err: unknown, upstream: string): ConnectError {
   return upstreamError(ConnectError.from(err));
 }
 
-function clientMetrics(registry: Registry | undefined): (method: DescMethod) => RpcObserver {
-  return registry ? rpcMetrics(registry, "client") : () => () => {};
+function clientMetrics(registry: Registry | undefined) {
+  return registry ? rpcMetrics(registry, "client") : (_method: DescMethod) => (_code: string) => {};
 }

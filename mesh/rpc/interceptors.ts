@@ -1,13 +1,11 @@
 // The server interceptors every service runs, in one place. An interceptor wraps the step after
-// it; serve() composes them outermost first, once per method: call context, the call's outcome
-// (error mapping, metrics, its log line), peer authentication, validation, then the handler.
-// What depends only on the method (names, metric children, log level) is bound then, not per call.
-// Unary and server-streaming calls go through the same chain: for a stream, "next" runs the whole
-// stream, so durations and codes cover all of it.
+// it; serve() composes them outermost first: call context, the call's outcome (error mapping,
+// metrics, its log line), peer authentication, validation, then the handler. Unary and
+// server-streaming calls go through the same chain: for a stream, "next" runs the whole stream,
+// so durations and codes cover all of it.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext } from "./call-context.js";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
-import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { createValidator, violationsToProto, type Violation } from "@bufbuild/protovalidate";
 import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
@@ -28,11 +26,10 @@ export interface CallInfo {
   deadline?: number;
 }
 export type Next = (request: Message, call: CallInfo) => Promise<unknown>;
-/** Wraps `next`, the rest of `method`'s chain; called once per method when a server is built. */
-export type ServerInterceptor = (next: Next, method: DescMethod) => Next;
+export type ServerInterceptor = (next: Next) => Next;
 
-export const compose = (interceptors: ServerInterceptor[], handler: Next, method: DescMethod): Next =>
-  interceptors.reduceRight((next, interceptor) => interceptor(next, method), handler);
+export const compose = (interceptors: ServerInterceptor[], handler: Next): Next =>
+  interceptors.reduceRight((next, interceptor) => interceptor(next), handler);
 
 const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.name}`;
 
@@ -44,88 +41,75 @@ const fullName = (method: DescMethod) => `${method.parent.typeName}/${method.nam
  */
 export function callContext(): ServerInterceptor {
   const tracer = trace.getTracer("shopmesh");
-  return (next, method) => {
-    const name = fullName(method);
-    const attributes = { "rpc.system": "grpc", "rpc.service": method.parent.typeName, "rpc.method": method.name };
-    return (request, call) => {
-      const parent = parseTraceparent(call.ctx.header(TRACEPARENT), () => call.ctx.header(TRACESTATE));
-      if (!spansRecorded() || (parent !== undefined && !sampled(parent))) {
-        const span = trace.wrapSpanContext(childSpanContext(parent));
-        return withContext(withCallScope(trace.setSpan(ROOT_CONTEXT, span), { deadline: call.deadline, requestId: call.requestId }), next, request, call);
+  return (next) => (request, call) => {
+    const parent = parseTraceparent(call.ctx.header(TRACEPARENT), () => call.ctx.header(TRACESTATE));
+    if (!spansRecorded() || (parent !== undefined && !sampled(parent))) {
+      const span = trace.wrapSpanContext(childSpanContext(parent));
+      return withContext(withCallScope(trace.setSpan(ROOT_CONTEXT, span), { deadline: call.deadline, requestId: call.requestId }), next, request, call);
+    }
+    const remote = parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT; // as the W3C propagator's extract would
+    const span = tracer.startSpan(
+      fullName(call.method),
+      { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": call.method.parent.typeName, "rpc.method": call.method.name } },
+      remote,
+    );
+    const scoped = withCallScope(trace.setSpan(remote, span), { deadline: call.deadline, requestId: call.requestId });
+    return context.with(scoped, async () => {
+      try {
+        return await next(request, call);
+      } catch (err) {
+        const code = ConnectError.from(err).code;
+        span.setAttribute("rpc.grpc.status_code", code);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: Code[code] });
+        throw err;
+      } finally {
+        span.end();
       }
-      const remote = parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT; // as the W3C propagator's extract would
-      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, remote);
-      const scoped = withCallScope(trace.setSpan(remote, span), { deadline: call.deadline, requestId: call.requestId });
-      return context.with(scoped, async () => {
-        try {
-          return await next(request, call);
-        } catch (err) {
-          const code = ConnectError.from(err).code;
-          span.setAttribute("rpc.grpc.status_code", code);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: Code[code] });
-          throw err;
-        } finally {
-          span.end();
-        }
-      });
-    };
+    });
   };
 }
 
 /**
- * What every call's outcome gets, in one async step around the rest of the chain (a step each
+ * What every call's outcome gets, in one async frame around the rest of the chain (a frame each
  * cost a promise and its reactions per call):
  * - error mapping: callers see a ConnectError's code, message and details; anything else is a bug
  *   whose text (stack, SQL, file paths) must not leave the process: it is logged and answered
  *   with INTERNAL;
  * - RPC count and latency histogram by method and code;
- * - a log line: method, code, duration, request id, peer (trace ids come from the mixin). Every
- *   failure (warn) and every call that may change something (info) has one; a read that succeeds
- *   (NO_SIDE_EFFECTS in the contract) logs at debug: reads are most of the traffic, a line each
- *   cost more than the rest of the runtime's work on a call, and metrics and traces describe them.
+ * - one log line per call: method, code, duration, request id, peer (trace ids come from the mixin).
  */
 export function callOutcome(logger: Logger, registry: Registry): ServerInterceptor {
-  const forMethod = rpcMetrics(registry, "server");
-  return (next, method) => {
-    const name = fullName(method);
-    const observe = forMethod(method);
-    const okLevel = method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS ? "debug" : "info";
-    const entry = (call: CallInfo, started: number, code: string) => ({
-      method: name,
-      code,
+  const record = rpcMetrics(registry, "server");
+  const log = (call: CallInfo, started: number, code: Code | undefined, failure?: ConnectError) => {
+    const entry = {
+      method: fullName(call.method),
+      code: code === undefined ? "OK" : Code[code],
       duration_ms: Math.round((performance.now() - started) * 100) / 100,
       request_id: call.requestId,
       peer: call.ctx.values.get(callerKey)?.service,
-    });
-    const failed = (call: CallInfo, started: number, err: unknown): never => {
+    };
+    if (failure === undefined) logger.info(entry, "rpc");
+    else logger.warn({ ...entry, error: failure.rawMessage }, "rpc");
+  };
+  return (next) => async (request, call) => {
+    const started = performance.now();
+    const done = record(call.method);
+    try {
+      const response = await next(request, call);
+      done("OK");
+      log(call, started, undefined);
+      return response;
+    } catch (err) {
       let failure: ConnectError;
       if (err instanceof ConnectError) failure = err;
       else {
-        logger.error({ err, method: name, request_id: call.requestId }, "unhandled error");
+        logger.error({ err, method: fullName(call.method), request_id: call.requestId }, "unhandled error");
         failure = new ConnectError(`internal error (request id ${call.requestId})`, Code.Internal);
       }
-      const code = Code[failure.code];
-      observe(started, code);
-      logger.warn({ ...entry(call, started, code), error: failure.rawMessage }, "rpc");
+      done(Code[failure.code]);
+      log(call, started, failure.code, failure);
       throw failure;
-    };
-    return (request, call) => {
-      const started = performance.now();
-      let pending: Promise<unknown>;
-      try {
-        pending = next(request, call);
-      } catch (err) {
-        pending = Promise.reject(err); // peer authentication and validation refuse by throwing
-      }
-      return pending.then(
-        (response) => {
-          observe(started, "OK");
-          if (logger.isLevelEnabled(okLevel)) logger[okLevel](entry(call, started, "OK"), "rpc");
-          return response;
-        },
-        (err) => failed(call, started, err),
-      );
-    };
+    }
   };
 }
 
@@ -163,11 +147,11 @@ export const MAX_LISTED_VIOLATIONS = 20;
  */
 export function validation(): ServerInterceptor {
   const validator = createValidator();
-  return (next, method) => (request, call) => {
-    const result = validator.validate(method.input, request);
+  return (next) => (request, call) => {
+    const result = validator.validate(call.method.input, request);
     if (result.kind === "error") throw result.error;
-    const nul = nulViolations(method.input, request);
-    if (result.kind === "invalid" || nul.length > 0) throw invalidRequest([...nul, ...(result.kind === "invalid" ? result.violations : [])]);
+    const violations = [...nulViolations(call.method.input, request), ...(result.kind === "invalid" ? result.violations : [])];
+    if (violations.length > 0) throw invalidRequest(violations);
     return next(request, call);
   };
 }

@@ -59,23 +59,17 @@ type Transport = ReturnType<typeof serverTransport>;
  */
 function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterceptor {
   return (method, call) => {
-    // Proven before the handler runs, and handed to it under a symbol, which nothing sent on the
-    // wire can set (so there is no header to remove first). With mTLS the connection's certificate
-    // proves the caller (read once per connection: transport.ts) and the call goes on unwrapped, the
-    // caller on grpc-js's own call object: a wrapping call costs a layer of listeners, closures and
-    // an empty Metadata on every call. Behind a sidecar the caller is in the call's XFCC, so the
-    // call is wrapped to read its metadata and the caller goes on the Metadata object.
+    // Proven before the handler runs (from the connection's certificate, read once per connection:
+    // transport.ts; or from the call's XFCC behind a sidecar) and handed to the handler on the
+    // call's Metadata object under a symbol: nothing sent on the wire can set it, so there is no
+    // header to remove first. (grpc-js hands the handler the object its interceptors forwarded.)
     const proven = transport.needsMetadata ? undefined : transport.caller(call);
-    if (proven) {
-      (call as Verified)[VERIFIED_CALLER] = proven;
-      return call as grpc.ServerInterceptingCall; // grpc-js uses what an interceptor returns only through the interface both implement
-    }
-    const openHealth = method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call);
+    const openHealth = !proven && method.path.startsWith("/grpc.health.v1.Health/") && transport.openHealth(call);
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, forward) {
-            const caller = transport.caller(call, metadata);
+            const caller = proven ?? transport.caller(call, metadata);
             if (caller) (metadata as Verified)[VERIFIED_CALLER] = caller;
             if (caller || openHealth) return forward(metadata);
             logger.warn({ method: method.path, peer: call.getPeer() }, "refused a caller not proven to be a ShopMesh service");
@@ -89,15 +83,7 @@ function meshPeersOnly(logger: Logger, transport: Transport): grpc.ServerInterce
 
 /** Where meshPeersOnly leaves the caller it proved, for the handler's chain. */
 const VERIFIED_CALLER = Symbol("verified caller");
-type Verified = { [VERIFIED_CALLER]?: string };
-
-/**
- * The caller meshPeersOnly proved for a handler's call: on the call grpc-js made for it (kept in the
- * handler call's `call` field; if a release renames it, no caller is found and every call is
- * refused: mtls.test.ts notices), or on its Metadata behind a sidecar.
- */
-const verifiedCaller = (call: AnyCall): string | undefined =>
-  (call as { call?: Verified }).call?.[VERIFIED_CALLER] ?? (call.metadata as Verified)[VERIFIED_CALLER];
+type Verified = grpc.Metadata & { [VERIFIED_CALLER]?: string };
 
 // Keepalive: detect dead peers on idle connections; allow clients' pings at our client's interval.
 const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -115,8 +101,11 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
   const transport = serverTransport(opts.transport ?? "mtls", opts.tls);
   const server = new grpc.Server({ ...SERVER_OPTIONS, interceptors: [meshPeersOnly(logger, transport)] });
   const calls = new InFlight();
-  const interceptors = [callContext(), callOutcome(logger, opts.metrics), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()];
-  const chain = (handler: Next, method: DescMethod) => compose(interceptors, handler, method);
+  const chain = (handler: Next) =>
+    compose(
+      [callContext(), callOutcome(logger, opts.metrics), peerAuthentication(opts.trustedUserPeers ?? ["gateway"]), validation()],
+      handler,
+    );
 
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
@@ -127,7 +116,7 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
         : () => {
             throw new ConnectError(`${methodPath(method)} is not implemented`, Code.Unimplemented);
           };
-    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx)), method), calls);
+    if (method.methodKind === "unary") handlers[method.localName] = unaryHandler(method, chain((req, call) => Promise.resolve(impl(req, call.ctx))), calls);
     else if (method.methodKind === "server_streaming") handlers[method.localName] = serverStreamHandler(method, impl, chain, calls);
     else throw new Error(`${methodPath(method)}: ${method.methodKind} methods are not supported by the mesh runtime`);
   }
@@ -227,7 +216,7 @@ function callInfo(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal
   const deadline = rawDeadline instanceof Date ? rawDeadline.getTime() : Number.isFinite(rawDeadline) ? rawDeadline : undefined;
   const ctx = new CallContext(method, call.metadata, deadline, shutdownSignal, (listener) => (call.cancelled ? listener() : call.once("cancelled", listener)));
   const requestId = ctx.header(meshHeaders.requestId) ?? randomUUID();
-  return { method, ctx, requestId, caller: () => verifiedCaller(call), deadline };
+  return { method, ctx, requestId, caller: () => (call.metadata as Verified)[VERIFIED_CALLER], deadline };
 }
 
 function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.handleUnaryCall<Message, unknown> {
@@ -253,7 +242,7 @@ function unaryHandler(method: DescMethod, next: Next, calls: InFlight): grpc.han
 function serverStreamHandler(
   method: DescMethod,
   impl: (...args: unknown[]) => unknown,
-  chain: (handler: Next, method: DescMethod) => Next,
+  chain: (handler: Next) => Next,
   calls: InFlight,
 ): grpc.handleServerStreamingCall<Message, unknown> {
   return (call) => {
@@ -276,7 +265,7 @@ function serverStreamHandler(
         }
       }
       if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason);
-    }, method);
+    });
     run(call.request, info)
       .then(
         () => call.end(),

@@ -26,10 +26,10 @@ describe("rpc metrics", () => {
       [one, "getUser", "OK", 0.0004], [two, "getUser", "OK", 0.001], [one, "getUser", "OK", 0.003],
       [two, "getUser", "NotFound", 0.2], [one, "getJwks", "OK", 12], [two, "getJwks", "OK", 10], [one, "getJwks", "Unavailable", 0],
     ];
-    for (const [forMethod, method, code, seconds] of calls) {
-      const started = now;
+    for (const [record, method, code, seconds] of calls) {
+      const [done, started] = [record(IdentityService.method[method]), now];
       now += seconds * 1000;
-      forMethod(IdentityService.method[method])(started, code);
+      done(code);
       const labels = { grpc_service: IdentityService.typeName, grpc_method: IdentityService.method[method].name, grpc_code: code };
       handled.inc(labels);
       latency.observe(labels, (now - started) / 1000);
