@@ -12,7 +12,10 @@ import { context, ROOT_CONTEXT, SpanKind, trace, TraceFlags, type SpanContext } 
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
 import { healthClient } from "../../mesh/rpc/health-client.js";
-import { initTracing, serveMetrics } from "../../mesh/telemetry.js";
+import { createLogger, initTracing, serveMetrics } from "../../mesh/telemetry.js";
+import { serve } from "../../mesh/rpc/serve.js";
+import { Writable } from "node:stream";
+import { Registry } from "prom-client";
 import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { clientFor, rejection, sleep, startServer } from "../support/servers.js";
@@ -96,6 +99,35 @@ describe("observability", () => {
     expect(text).toMatch(/grpc_server_handled_total\{[^}]*grpc_method="GetUser",grpc_code="InvalidArgument"\} 1/);
     expect(text).toMatch(/grpc_server_handling_seconds_bucket\{[^}]*grpc_method="GetJwks"/);
     http.close();
+    client.close();
+    await server.drain();
+  });
+
+  it("logs every failure and every call that may change something; a read that succeeds only at debug", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({ write: (chunk, _enc, done) => (lines.push(JSON.parse(String(chunk))), done()) });
+    const logger = createLogger("test", "info", sink);
+    const server = await serve({
+      service: IdentityService,
+      impl: { getJwks: () => ({ keys: [] }), updateProfile: () => ({}), getUser: () => ({}) } as never,
+      tls: await pki.tls("identity"),
+      logger,
+      metrics: new Registry(),
+      host: "127.0.0.1",
+      port: 0,
+    });
+    const client = await clientFor(pki, IdentityService, "identity", [`127.0.0.1:${server.port}`]);
+    const rpcLines = () => lines.filter((l) => l.msg === "rpc").map((l) => [String(l.method).split("/")[1], l.code, l.level]);
+    await client.getJwks({}); // NO_SIDE_EFFECTS, succeeds
+    await client.updateProfile({ id: "0190a000-0000-7000-8000-0000000000aa", displayName: "Ada" }); // IDEMPOTENT: changes something
+    await rejection(client.getUser({ id: "not-a-uuid" })); // a read that fails
+    await eventually(() => rpcLines().length, (n) => n >= 2);
+    expect(rpcLines()).toEqual([["UpdateProfile", "OK", 30], ["GetUser", "InvalidArgument", 40]]);
+
+    logger.level = "debug"; // the read's line is there for whoever asks for debug
+    await client.getJwks({});
+    await eventually(() => rpcLines().length, (n) => n >= 3);
+    expect(rpcLines()[2]).toEqual(["GetJwks", "OK", 20]);
     client.close();
     await server.drain();
   });

@@ -30,7 +30,7 @@ const lines: Record<string, unknown>[] = [];
 beforeAll(async () => {
   pki = await createTestPki();
   const sink = new Writable({ write: (chunk, _enc, done) => (lines.push(JSON.parse(String(chunk))), done()) });
-  const logger = createLogger("test", "info", sink);
+  const logger = createLogger("test", "debug", sink); // a read's "rpc" line is at debug (interceptors.ts)
   const start = async (identity: string, getJwks: (req: unknown, ctx: { requestHeader: Headers }) => unknown) =>
     serve({
       service: IdentityService,
