@@ -289,7 +289,7 @@ function meshIsUp() {
   progress?.end();
   progress = undefined;
   const rows = present.map((name) => `  ${name.padEnd(13)} grpcs://127.0.0.1:${ports.grpc(name)}   metrics http://127.0.0.1:${ports.metrics(name)}/metrics`);
-  const database = postgres ? `PostgreSQL, a database per service (${postgres.url.replace(/\/postgres$/, "/<service>")}, ${postgres.how})` : "PGlite, embedded in each service (.data/<service>)";
+  const database = postgres ? `PostgreSQL, a database per service (${decodeURIComponent(postgres.url).replace(/\/postgres(?=\?|$)/, "/<service>")}, ${postgres.how})` : "PGlite, embedded in each service (.data/<service>)";
   console.log(`
 ShopMesh is up in ${((Date.now() - began) / 1000).toFixed(1)} s (mTLS with certificates in ${shown(certsDir)}):
 ${rows.join("\n")}
