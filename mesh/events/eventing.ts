@@ -82,8 +82,6 @@ export function ownerOf(schema: DescMessage): ServiceName {
 }
 
 export interface Eventing {
-  /** Wakes the outbox relay (after a commit that enqueued events). */
-  notify(): void;
   /** Resolves once connected, streams exist, the relay and every consumer run. */
   readonly ready: Promise<void>;
   stop(): Promise<void>;
@@ -197,7 +195,6 @@ export function startEventing(opts: EventingOptions): Eventing {
   ready.catch((err) => opts.logger.error({ err }, "event backbone failed to start"));
 
   return {
-    notify: () => relay?.notify(),
     ready,
     async stop() {
       stopping = true;

@@ -101,11 +101,6 @@ export function createStore(q: Queryable) {
       return outcomes;
     },
 
-    /** One order's reservation: as reserveOrders. */
-    async reserveOrder(orderId: string, lines: Line[]): Promise<Shortage[] | "closed"> {
-      return (await this.reserveOrders([{ orderId, lines }])).get(orderId)!;
-    },
-
     /** Marks an order cancelled (a later order.created reserves nothing) and releases what it holds. */
     async cancelOrder(orderId: string): Promise<Line[]> {
       await lockOrder(orderId);

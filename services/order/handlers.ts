@@ -177,7 +177,7 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
       name: "stock-reserved",
       key: byOrderId,
       then: wake,
-      applyAll: async (q, events) => void (await createStore(q).mark(events.map(byOrderId), "stock_reserved")),
+      applyAll: async (q, events) => void (await createStore(q).markStockReserved(events.map(byOrderId))),
     }),
     on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", false)), then: wake, key: byOrderId }),
     on({ event: PaymentFailedSchema, name: "payment-failed", apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, false)), then: wake, key: byOrderId }),
@@ -188,16 +188,12 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
       key: byOrderId,
       // The batch's orders confirmed by one statement.
       async applyAll(q, events) {
-        const store = createStore(q);
-        const ids = events.map(byOrderId);
-        const confirmed = await store.transitionAll(ids, "confirmed");
+        // An order cancelled meanwhile stays cancelled: payment refunds it on order.cancelled.
+        const confirmed = await createStore(q).transitionAll(events.map(byOrderId), "confirmed");
         for (const { order } of confirmed) {
           const cause = events.find((e) => e.data.orderId === order.id);
           enqueue(q, OrderConfirmedSchema, { orderId: order.id, userId: order.userId, total: order.total, confirmTime: order.updateTime }, { ...source, cause });
         }
-        // Cancelled meanwhile: payment refunds on order.cancelled.
-        const late = ids.filter((id) => !confirmed.some(({ order }) => order.id === id));
-        if (late.length) await store.mark(late, "payment_captured");
       },
     }),
   ];

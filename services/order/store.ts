@@ -150,8 +150,7 @@ export function createStore(q: Queryable) {
         [seconds, limit],
       )).map((r) => r.id),
 
-    /** Records saga progress of orders, used as hints in order.cancelled. */
-    mark: (ids: readonly string[], flag: "stock_reserved" | "payment_captured") =>
-      q.query(`UPDATE orders SET ${flag} = true WHERE id = ANY($1::uuid[])`, [ids]),
+    /** Notes that the orders' stock is reserved: a hint in order.cancelled (payment_captured is set by the confirming transition). */
+    markStockReserved: (ids: readonly string[]) => q.query("UPDATE orders SET stock_reserved = true WHERE id = ANY($1::uuid[])", [ids]),
   };
 }

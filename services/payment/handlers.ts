@@ -52,10 +52,12 @@ export function paymentConsumers(charger: ReturnType<typeof createCharger>, logg
         // orders): one by one, so the first in key order is the one recorded, or that gets the card.
         const once = (key: (c: (typeof charges)[number]) => string) => new Set(charges.map(key)).size === charges.length;
         const groups = once((c) => c.orderId) && once((c) => c.token) ? [charges] : charges.map((c) => [c]);
+        const store = createStore(q);
+        const methods = createMethods(q);
         for (const group of groups) {
-          const store = createStore(q);
-          const methods = createMethods(q);
+          if (!group.length) continue;
           const pending = (await store.record(group)).filter((row) => row.status === "pending"); // not recorded before, nor cancelled first
+          if (!pending.length) continue;
           const charge = new Map(group.map((c) => [c.orderId, c]));
           const bound = await methods.use(pending.map((row) => ({ token: charge.get(row.order_id)!.token, userId: row.user_id, orderId: row.order_id, paymentId: row.id })));
           for (const row of pending.filter((r) => !bound.has(r.id))) {

@@ -3,8 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fileURLToPath } from "node:url";
 import { v7 as uuidv7 } from "uuid";
-import { migrate, openDb, type Db } from "../../mesh/data/db.js";
-import { createStore } from "../../services/inventory/store.js";
+import { migrate, openDb, type Db, type Queryable } from "../../mesh/data/db.js";
+import { createStore, type Line } from "../../services/inventory/store.js";
 import { startPostgres, type TestPostgres } from "../support/postgres.js";
 
 let pg: TestPostgres;
@@ -20,6 +20,9 @@ afterAll(async () => {
   await pg?.stop();
 });
 
+/** One order's reservation: its shortages (none: reserved) or "closed". */
+const reserveOne = async (q: Queryable, orderId: string, lines: Line[]) => (await createStore(q).reserveOrders([{ orderId, lines }])).get(orderId)!;
+
 describe("reservations on PostgreSQL", () => {
   it("let exactly 10 of 50 concurrent orders take a stock of 10, all lines or none", async () => {
     const [scarce, plenty] = [uuidv7(), uuidv7()];
@@ -27,7 +30,7 @@ describe("reservations on PostgreSQL", () => {
     const results = await Promise.all(
       Array.from({ length: 50 }, () =>
         db
-          .tx((q) => createStore(q).reserveOrder(uuidv7(), [{ productId: plenty, quantity: 2 }, { productId: scarce, quantity: 1 }]))
+          .tx((q) => reserveOne(q, uuidv7(), [{ productId: plenty, quantity: 2 }, { productId: scarce, quantity: 1 }]))
           .then((outcome) => (outcome.length ? "rejected" : "reserved")),
       ),
     );
@@ -67,7 +70,7 @@ describe("reservations on PostgreSQL", () => {
     await db.tx((q) => createStore(q).seed([{ productId: product, available: 10 }]));
     let finishReserving!: () => void;
     const reserving = db.tx(async (q) => {
-      const outcome = await createStore(q).reserveOrder(orderId, [{ productId: product, quantity: 3 }]);
+      const outcome = await reserveOne(q, orderId, [{ productId: product, quantity: 3 }]);
       await new Promise<void>((resolve) => (finishReserving = resolve)); // still uncommitted...
       return outcome;
     });
@@ -79,6 +82,6 @@ describe("reservations on PostgreSQL", () => {
     expect(await cancelling).toEqual([{ productId: product, quantity: 3 }]); // it waited, then released
     expect(await db.query("SELECT available, reserved FROM stock_levels WHERE product_id = $1", [product])).toEqual([{ available: 10, reserved: 0 }]);
     // And an order.created arriving after its cancellation reserves nothing.
-    expect(await db.tx((q) => createStore(q).reserveOrder(orderId, [{ productId: product, quantity: 1 }]))).toBe("closed");
+    expect(await db.tx((q) => reserveOne(q, orderId, [{ productId: product, quantity: 1 }]))).toBe("closed");
   });
 });
