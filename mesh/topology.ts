@@ -104,7 +104,6 @@ export const topology = {
   order: {
     name: "order", contract: OrderService, grpcPort: 50054, metricsPort: 9454, upstreams: ["catalog"], eventSubjects: ["shop.order.>"],
     consumes: {
-      "stock-reserved": "shop.stock.reserved",
       "stock-rejected": "shop.stock.rejected",
       "payment-failed": "shop.payment.failed",
       "payment-captured": "shop.payment.captured",

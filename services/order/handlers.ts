@@ -5,7 +5,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { v7 as uuidv7 } from "uuid";
 import type { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
-import { StockRejectedSchema, StockReservedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
+import { StockRejectedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
@@ -46,16 +46,19 @@ const notFound = (id: string) => new ConnectError(`order ${id} not found`, Code.
 /**
  * Cancels a PENDING order and publishes order.cancelled; undefined if it had already left PENDING.
  * `lines`: whether the answer needs the order's lines (an RPC's answer does, the saga's steps not).
+ * `stockReserved`: whether order knows the stock was reserved. It learns so only from payment's
+ * outcome, since payment acts on reserved orders alone: a consumer of stock.reserved just for this
+ * hint cost a delivery and a transaction per order, and the compensators never read it.
  */
-async function cancel(q: Tx, orderId: string, reason: string, lines = true): Promise<StoredOrder | undefined> {
+async function cancel(q: Tx, orderId: string, reason: string, { lines = true, stockReserved = false } = {}): Promise<StoredOrder | undefined> {
   const stored = await createStore(q).transition(orderId, "cancelled", reason, { lines });
   if (stored) {
     enqueue(q, OrderCancelledSchema, {
       orderId,
       userId: stored.order.userId,
       reason,
-      stockReserved: stored.stockReserved,
-      paymentCaptured: stored.paymentCaptured,
+      stockReserved,
+      paymentCaptured: false, // a captured payment confirms the order, which then cannot be cancelled
       cancelTime: stored.order.updateTime,
       paymentMethodToken: stored.paymentMethodToken,
     }, source);
@@ -172,15 +175,14 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
   const wake = ({ data }: { data: { orderId: string } }) => watchers.changed(data.orderId);
 
   return [
+    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", { lines: false })), then: wake, key: byOrderId }),
     on({
-      event: StockReservedSchema,
-      name: "stock-reserved",
-      key: byOrderId,
+      event: PaymentFailedSchema,
+      name: "payment-failed",
+      apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, { lines: false, stockReserved: true })),
       then: wake,
-      applyAll: async (q, events) => void (await createStore(q).markStockReserved(events.map(byOrderId))),
+      key: byOrderId,
     }),
-    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", false)), then: wake, key: byOrderId }),
-    on({ event: PaymentFailedSchema, name: "payment-failed", apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, false)), then: wake, key: byOrderId }),
     on({
       event: PaymentCapturedSchema,
       name: "payment-captured",
@@ -212,7 +214,7 @@ export async function cancelOverdue({ db, watchers }: SagaDeps, timeoutSeconds: 
   for (;;) {
     const ids = await createStore(db).overdue(timeoutSeconds, batch);
     for (const id of ids) {
-      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment", false))) {
+      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment", { lines: false }))) {
         cancelled++;
         watchers.changed(id);
       }

@@ -14,8 +14,8 @@ interface OrderRow extends Record<string, unknown> {
   cancel_reason: string;
   shipping: JsonValue;
   request_hash: string | null;
-  stock_reserved: boolean;
-  payment_captured: boolean;
+  // stock_reserved and payment_captured (001_orders.sql) are no longer written or read: order.cancelled's
+  // flags come from the event that cancels (see handlers.ts, cancel). Kept so that older replicas still run.
   payment_method_token: string;
   created_at: Date;
   updated_at: Date;
@@ -34,8 +34,6 @@ export interface StoredOrder {
   order: Order;
   paymentMethodToken: string;
   requestHash: string | null;
-  stockReserved: boolean;
-  paymentCaptured: boolean;
 }
 
 const STATUS = { pending: OrderStatus.PENDING, confirmed: OrderStatus.CONFIRMED, cancelled: OrderStatus.CANCELLED } as const;
@@ -80,13 +78,11 @@ function toStored(rows: OrderRow[], lines: LineRow[]): StoredOrder[] {
       }),
       paymentMethodToken: r.payment_method_token,
       requestHash: r.request_hash,
-      stockReserved: r.stock_reserved,
-      paymentCaptured: r.payment_captured,
     };
   });
 }
 
-const TRANSITION = `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(), payment_captured = payment_captured OR $2 = 'confirmed'
+const TRANSITION = `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()
   WHERE id = ANY($1::uuid[]) AND status = 'pending' RETURNING *`;
 
 export function createStore(q: Queryable) {
@@ -149,8 +145,5 @@ export function createStore(q: Queryable) {
         "SELECT id FROM orders WHERE status = 'pending' AND created_at < now() - $1 * interval '1 second' ORDER BY created_at LIMIT $2",
         [seconds, limit],
       )).map((r) => r.id),
-
-    /** Notes that the orders' stock is reserved: a hint in order.cancelled (payment_captured is set by the confirming transition). */
-    markStockReserved: (ids: readonly string[]) => q.query("UPDATE orders SET stock_reserved = true WHERE id = ANY($1::uuid[])", [ids]),
   };
 }

@@ -150,14 +150,17 @@ export type OrderCancelled = Message<"shop.order.v1.OrderCancelled"> & {
   reason: string;
 
   /**
-   * Whether the order service had seen the order's stock reserved.
+   * Whether the order service knew the order's stock was reserved. It learns so from payment's
+   * outcome (payment acts only on reserved orders), so a cancellation between the reservation and
+   * that outcome (by the customer, or on timeout) says false.
    *
    * @generated from field: bool stock_reserved = 4;
    */
   stockReserved: boolean;
 
   /**
-   * Whether the order service had seen the order's payment captured.
+   * Whether the order service had seen the order's payment captured: always false today, since a
+   * captured payment confirms the order and a confirmed order is never cancelled.
    *
    * @generated from field: bool payment_captured = 5;
    */
