@@ -4,7 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { v7 as uuidv7 } from "uuid";
-import type { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import type { CatalogService, Product } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { StockRejectedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
@@ -86,12 +86,18 @@ export function orderHandlers({ db, catalog, watchers, timeoutSeconds }: OrderDe
       const user = requireUser(ctx);
       const key = req.idempotencyKey || undefined;
       const hash = requestHash(req);
-      if (key) {
-        const existing = await store.byIdempotencyKey(user.id, key);
-        if (existing) return replay(existing, hash);
-      }
+      // A retry (the same key) is found by the insert below, which refuses its key: looking first
+      // cost every new order a statement. Only when the catalog cannot price it is a retry looked
+      // up here, so an order once placed is answered even while the catalog is away.
       // Prices come from the catalog, never from the client.
-      const { products } = await catalog.batchGetProducts({ ids: req.lines.map((l) => l.productId) });
+      let products: Product[];
+      try {
+        ({ products } = await catalog.batchGetProducts({ ids: req.lines.map((l) => l.productId) }));
+      } catch (err) {
+        const existing = key && (await store.byIdempotencyKey(user.id, key));
+        if (existing) return replay(existing, hash);
+        throw err;
+      }
       const currencies = new Set(products.map((p) => p.price?.currencyCode));
       if (currencies.size !== 1) throw new ConnectError("the products are priced in different currencies; order them separately", Code.FailedPrecondition);
       const lines = req.lines.map((l, i) => ({
