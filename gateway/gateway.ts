@@ -15,11 +15,11 @@ import { IdentityService } from "../gen/shop/identity/v1/identity_pb.js";
 import type { MeshClient } from "../mesh/rpc/client.js";
 import { createAuthenticator } from "./auth.js";
 import { openapiDocument } from "./openapi.js";
-import { startInvalidationFeed } from "./invalidation-feed.js";
-import { ProductFreshness } from "./product-freshness.js";
+import { keepInvalidated } from "../mesh/invalidation/invalidation-feed.js";
+import { ProductFreshness } from "../mesh/invalidation/product-freshness.js";
 import { publicReads } from "./public-reads.js";
 import { createRateLimiter } from "./rate-limit.js";
-import { ResponseCache } from "./response-cache.js";
+import { InvalidatedCache } from "../mesh/invalidation/invalidated-cache.js";
 import { createEdgeServer } from "./server.js";
 import { connectUpstreams, publicServices } from "./upstreams.js";
 
@@ -92,22 +92,12 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   await Promise.race([new Promise((resolve) => redis.once("ready", resolve)), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   const health = publicServices.map(([, name]) => healthClient(addresses(name)[0]!, name, tls, c.MESH_TRANSPORT));
   const rateLimiter = createRateLimiter({ redis, points: c.RATE_LIMIT_POINTS, windowSeconds: c.RATE_LIMIT_WINDOW_SECONDS, burst: c.RATE_LIMIT_BURST, prefix: c.RATE_LIMIT_PREFIX, syncMs: c.RATE_LIMIT_SYNC_MS });
-  const cache = new ResponseCache({ maxEntries: c.CACHE_MAX_ENTRIES, maxBytes: c.CACHE_MAX_BYTES, maxAgeMs: c.CACHE_MAX_AGE_MS, metrics });
+  const cache = new InvalidatedCache<Buffer>({
+    name: "gateway_cache", what: "the edge cache", maxEntries: c.CACHE_MAX_ENTRIES, maxAgeMs: c.CACHE_MAX_AGE_MS, metrics, sizeOf: (body) => body.length, maxBytes: c.CACHE_MAX_BYTES,
+  });
   const freshness = new ProductFreshness();
   const feed = c.NATS_URL && c.CACHE_MAX_ENTRIES > 0
-    ? startInvalidationFeed({
-      url: c.NATS_URL, tls, subjects: gatewayTopology.cacheInvalidatedBy, logger,
-      event(subject, payload) {
-        cache.invalidate(); // first: whatever happens below, nothing older is served from here on
-        try {
-          freshness.announced(subject, payload);
-        } catch (err) {
-          logger.warn({ err }, "an invalidating event that does not decode");
-        }
-      },
-      live: () => cache.resume(),
-      lost: () => cache.suspend(),
-    })
+    ? keepInvalidated(cache, { url: c.NATS_URL, identity: "gateway", tls, what: "the edge cache", subjects: gatewayTopology.cacheInvalidatedBy, logger }, (subject, payload) => freshness.announced(subject, payload))
     : undefined;
 
   const server = createEdgeServer({

@@ -6,8 +6,8 @@ import { toJson, type DescMethod, type Message } from "@bufbuild/protobuf";
 import { EdgeAccess } from "../gen/shop/common/v1/edge_pb.js";
 import { gateway, ownerOfSubject, topology } from "../mesh/topology.js";
 import { edgeAccess } from "./access.js";
-import type { ProductFreshness } from "./product-freshness.js";
-import type { ResponseCache } from "./response-cache.js";
+import type { ProductFreshness } from "../mesh/invalidation/product-freshness.js";
+import type { InvalidatedCache } from "../mesh/invalidation/invalidated-cache.js";
 
 /** The RPCs whose answers the edge may cache, from the topology and the contracts. */
 export function cachedMethods(): Set<DescMethod> {
@@ -22,7 +22,7 @@ export interface PublicReads {
   answer(method: DescMethod, key: string, read: () => Promise<Message>): Promise<Buffer>;
 }
 
-export function publicReads(cache: ResponseCache, freshness: ProductFreshness): PublicReads {
+export function publicReads(cache: InvalidatedCache<Buffer>, freshness: ProductFreshness): PublicReads {
   const methods = cachedMethods();
   return {
     covers: (method) => methods.has(method),

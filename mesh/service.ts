@@ -17,7 +17,9 @@ import { startEventing, type Eventing, type EventHandlerSpec } from "./events/ev
 import { startPeriodic } from "./periodic.js";
 import { serve } from "./rpc/serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
-import { appPort, topology, type ServiceName } from "./topology.js";
+import { appPort, topology, type ServiceName, type ServiceSpec } from "./topology.js";
+import type { InvalidatedCache } from "./invalidation/invalidated-cache.js";
+import { keepInvalidated as keepCacheInvalidated } from "./invalidation/invalidation-feed.js";
 import { checkListenHost, transportModes } from "./rpc/transport.js";
 
 export { projectRoot };
@@ -55,6 +57,12 @@ export interface ServiceDeps<C extends ConfigSpec> {
    * over mTLS as this service or through the sidecar. Closed when the service stops.
    */
   upstream<U extends DescService>(service: U, name: ServiceName): MeshClient<U>;
+  /**
+   * Keeps `cache` correct by the events the topology says invalidate it (cacheInvalidatedBy),
+   * received on a NATS connection of this service's own: off until they surely arrive, cleared by
+   * each one before `announced` sees it. Stopped with the service.
+   */
+  keepInvalidated(cache: Pick<InvalidatedCache<unknown>, "invalidate" | "resume" | "suspend">, what: string, announced?: (subject: string, payload: Uint8Array) => void): void;
 }
 
 export interface RunningService {
@@ -128,7 +136,14 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     const periodic = startPeriodic(name, intervalMs, job, logger);
     onStop(() => periodic.stop());
   };
-  const deps: ServiceDeps<C> = { db, logger, metrics, config, onStop, every, upstream };
+  const natsUrl = common.NATS_URL ?? "tls://127.0.0.1:4222";
+  const keepInvalidated: ServiceDeps<C>["keepInvalidated"] = (cache, what, announced) => {
+    const subjects = (topology[def.name] as ServiceSpec).cacheInvalidatedBy;
+    if (!subjects?.length) throw new Error(`topology: ${def.name} keeps a cache, but names no events that invalidate it (cacheInvalidatedBy)`);
+    const feed = keepCacheInvalidated(cache, { url: natsUrl, identity: def.name, tls, what, subjects, logger }, announced);
+    onStop(() => feed.stop());
+  };
+  const deps: ServiceDeps<C> = { db, logger, metrics, config, onStop, every, upstream, keepInvalidated };
   const impl = await def.handlers(deps);
   const server = await serve({
     service: def.service,
@@ -144,7 +159,7 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
   });
   eventing = startEventing({
     service: def.name,
-    url: common.NATS_URL ?? "tls://127.0.0.1:4222",
+    url: natsUrl,
     tls,
     db,
     logger,

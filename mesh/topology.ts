@@ -80,6 +80,11 @@ export interface ServiceSpec {
    * these, and a service refuses to start a consumer that is not listed here.
    */
   consumes: Readonly<Record<string, string>>;
+  /**
+   * Events after which it drops an in-memory cache of another service's answers (see
+   * mesh/invalidation/): it subscribes to exactly these (core NATS), as the gateway does.
+   */
+  cacheInvalidatedBy?: readonly string[];
   resilience: ResiliencePolicy;
   resources: Resources;
   scaling: Scaling;
@@ -108,6 +113,8 @@ export const topology = {
       "payment-failed": "shop.payment.failed",
       "payment-captured": "shop.payment.captured",
     },
+    // Its cache of catalog's prices (services/order/prices.ts): no catalog call per order.
+    cacheInvalidatedBy: ["shop.product.updated"],
     ...common,
   },
   payment: {
@@ -144,7 +151,7 @@ export const gateway = {
   resources: { cpu: "200m", memory: "160Mi", memoryLimit: "512Mi" },
   scaling: defaultScaling,
   /**
-   * Events after which the gateway drops its cached public reads (gateway/response-cache.ts) of the
+   * Events after which the gateway drops its cached public reads (gateway/public-reads.ts) of the
    * service that owns them. Every replica subscribes to exactly these (core NATS), and NATS lets it
    * do exactly that and nothing else (mesh/events/nats-config.ts).
    */

@@ -8,14 +8,15 @@
 //
 // A service may publish only its own events, dead-letter only its own consumers' messages, use
 // only the JetStream API calls its own stream and consumers need, and receive only on its own
-// inbox prefix, so it cannot read another service's replies. The gateway may only subscribe to the
+// inbox prefix, so it cannot read another service's replies, and the events that invalidate its
+// caches (topology's cacheInvalidatedBy), if any. The gateway may only subscribe to the
 // events that invalidate its cache (topology's gateway.cacheInvalidatedBy) and publish nothing.
 // The "client" identity (CLI tools, `npm run dlq`, tests) is the operator: full rights.
 import type { ConnectionOptions } from "nats";
 import type { TlsFiles } from "../certs.js";
 import { spiffeId } from "../certs.js";
 import { DLQ_STREAM, streamName } from "./events.js";
-import { gateway, ownerOfSubject, serviceNames, topology, type ServiceName } from "../topology.js";
+import { gateway, ownerOfSubject, serviceNames, topology, type ServiceName, type ServiceSpec } from "../topology.js";
 
 /** The identity with every right on NATS: operators, their tools and tests. */
 export const natsOperator = "client";
@@ -33,7 +34,7 @@ export interface NatsPermissions {
 
 /** What `service` may publish and subscribe to, from what the topology says it owns and consumes. */
 export function natsPermissions(service: ServiceName): NatsPermissions {
-  const spec = topology[service];
+  const spec: ServiceSpec = topology[service];
   const api = "$JS.API";
   const publish = [`${api}.INFO`, ...spec.eventSubjects];
   const streamCalls = (stream: string) => ["INFO", "CREATE", "UPDATE"].map((call) => `${api}.STREAM.${call}.${stream}`);
@@ -54,7 +55,10 @@ export function natsPermissions(service: ServiceName): NatsPermissions {
       `dlq.${durable}.${subject}`,
     );
   }
-  return { publish, subscribe: [`${inboxPrefix(service)}.>`] };
+  for (const subject of spec.cacheInvalidatedBy ?? []) {
+    if (!ownerOfSubject(subject)) throw new Error(`topology: ${service}'s cache is invalidated by ${subject}, which no service publishes`);
+  }
+  return { publish, subscribe: [`${inboxPrefix(service)}.>`, ...(spec.cacheInvalidatedBy ?? [])] };
 }
 
 /** The gateway's NATS user: it subscribes (core NATS) to its cache's invalidating events, and publishes nothing. */

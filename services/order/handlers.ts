@@ -4,25 +4,26 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { v7 as uuidv7 } from "uuid";
-import type { CatalogService, Product } from "../../gen/shop/catalog/v1/catalog_pb.js";
+import type { Product } from "../../gen/shop/catalog/v1/catalog_pb.js";
 import { StockRejectedSchema } from "../../gen/shop/inventory/v1/events_pb.js";
 import { OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { CreateOrderRequestSchema, OrderService, OrderStatus, type CreateOrderRequest, type Order } from "../../gen/shop/order/v1/order_pb.js";
 import { PaymentCapturedSchema, PaymentFailedSchema } from "../../gen/shop/payment/v1/events_pb.js";
 import { listScope, mayAccess, requireUser } from "../../mesh/rpc/call-scope.js";
 import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
-import type { MeshClient } from "../../mesh/rpc/client.js";
 import { isUniqueViolation, type Db, type Tx } from "../../mesh/data/db.js";
 import { byOrderId, on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
 import { enqueue } from "../../mesh/events/outbox.js";
 import { createStore, isTerminal, statusName, type StoredOrder } from "./store.js";
+import type { Prices } from "./prices.js";
 import type { OrderWatchers } from "./watchers.js";
 
 const source = { source: "order" };
 
 export interface OrderDeps {
   db: Db;
-  catalog: MeshClient<typeof CatalogService>;
+  /** The catalog's products and prices (prices.ts). */
+  prices: Prices;
   watchers: OrderWatchers;
   /** How long an order may stay PENDING before it is cancelled (ORDER_TIMEOUT_SECONDS). */
   timeoutSeconds: number;
@@ -66,7 +67,7 @@ async function cancel(q: Tx, orderId: string, reason: string, { lines = true, st
   return stored;
 }
 
-export function orderHandlers({ db, catalog, watchers, timeoutSeconds }: OrderDeps): ServiceImpl<typeof OrderService> {
+export function orderHandlers({ db, prices, watchers, timeoutSeconds }: OrderDeps): ServiceImpl<typeof OrderService> {
   const store = createStore(db);
   const visible = async (ctx: Parameters<typeof mayAccess>[0], id: string) => {
     const stored = await store.byId(id);
@@ -89,10 +90,10 @@ export function orderHandlers({ db, catalog, watchers, timeoutSeconds }: OrderDe
       // A retry (the same key) is found by the insert below, which refuses its key: looking first
       // cost every new order a statement. Only when the catalog cannot price it is a retry looked
       // up here, so an order once placed is answered even while the catalog is away.
-      // Prices come from the catalog, never from the client.
+      // Prices come from the catalog (through order's cache of its answers, prices.ts), never from the client.
       let products: Product[];
       try {
-        ({ products } = await catalog.batchGetProducts({ ids: req.lines.map((l) => l.productId) }));
+        products = await prices.of(req.lines.map((l) => l.productId));
       } catch (err) {
         const existing = key && (await store.byIdempotencyKey(user.id, key));
         if (existing) return replay(existing, hash);

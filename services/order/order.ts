@@ -5,6 +5,7 @@ import { OrderService } from "../../gen/shop/order/v1/order_pb.js";
 import { env } from "../../mesh/config.js";
 import type { ServiceDefinition } from "../../mesh/service.js";
 import { cancelOverdue, orderConsumers, orderHandlers } from "./handlers.js";
+import { cachedPrices } from "./prices.js";
 import { OrderWatchers } from "./watchers.js";
 
 // One per process: handlers and consumers wake the same WatchOrder streams.
@@ -23,10 +24,11 @@ export const order: ServiceDefinition<typeof OrderService, typeof config> = {
   service: OrderService,
   migrations: fileURLToPath(new URL("./migrations", import.meta.url)),
   config,
-  handlers: ({ db, upstream, every, config }) => {
+  handlers: ({ db, upstream, every, config, metrics, keepInvalidated }) => {
     const timeoutSeconds = config.ORDER_TIMEOUT_SECONDS;
     every("cancel-overdue-orders", sweepIntervalMs(timeoutSeconds), () => cancelOverdue({ db, watchers }, timeoutSeconds));
-    return orderHandlers({ db, catalog: upstream(CatalogService, "catalog"), watchers, timeoutSeconds });
+    const prices = cachedPrices(upstream(CatalogService, "catalog"), { metrics, keepInvalidated });
+    return orderHandlers({ db, prices, watchers, timeoutSeconds });
   },
   consumers: ({ db }) => orderConsumers({ db, watchers }),
 };

@@ -24,7 +24,7 @@ import { freePort } from "../support/ports.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "../support/processes.js";
 import { startServer, type StubServer } from "../support/servers.js";
 import { eventually } from "../support/eventually.js";
-import { metricValue } from "./edge-metrics.js";
+import { metricValue } from "../support/metrics.js";
 
 const PRODUCT_ID = "0190a000-0000-7000-8000-0000000000aa";
 const path = `/v1/products/${PRODUCT_ID}`;

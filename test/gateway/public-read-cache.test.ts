@@ -12,7 +12,7 @@ import { freePort } from "../support/ports.js";
 import { startNats, startRedis, type NatsTestServer, type TestServer } from "../support/processes.js";
 import { startTestService, type ServiceUnderTest } from "../support/service.js";
 import { eventually } from "../support/eventually.js";
-import { metricValue } from "./edge-metrics.js";
+import { metricValue } from "../support/metrics.js";
 import type { CatalogService } from "../../gen/shop/catalog/v1/catalog_pb.js";
 
 const ADMIN = { email: "admin@cache.test", password: "admin-password" };

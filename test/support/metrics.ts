@@ -1,4 +1,4 @@
-// A gateway's Prometheus figures, read from its metrics port as Prometheus would.
+// A process's Prometheus figures, read from its metrics port as Prometheus would.
 /** The value of `name` with these labels (others may be there too): 0 when the series is absent. */
 export async function metricValue(metricsPort: number, name: string, labels: Record<string, string> = {}): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();

@@ -1,19 +1,24 @@
-// The gateway's side of NATS: a plain core subscription to the events that invalidate its cache
-// (topology's gateway.cacheInvalidatedBy), so every replica sees every one, over TLS with the
-// gateway's own certificate (NATS lets it subscribe to exactly these subjects, publish nothing).
+// A cache's side of NATS: a plain core subscription to the events that invalidate it (the
+// topology's cacheInvalidatedBy: the gateway's and order's), so every replica sees every one, over
+// TLS with its process's own certificate (NATS lets it subscribe to exactly these subjects).
 // The cache may be on only while the feed surely delivers: `live` is called once the server has
 // confirmed the subscriptions (a flush after SUB: a refused one is reported before the PONG), `lost`
 // on any doubt: disconnect (also how nats-server ends a slow consumer; the callback itself never
 // queues), a stale connection, a refused subscription, the connection closed.
 // Events missed while it was away are unknowable, so the cache starts empty each time it is live.
 import { connect, type NatsConnection, type Subscription } from "nats";
-import type { TlsFiles } from "../mesh/certs.js";
-import { natsConnectOptions } from "../mesh/events/nats-config.js";
-import type { Logger } from "../mesh/telemetry.js";
+import type { TlsFiles } from "../certs.js";
+import { natsConnectOptions } from "../events/nats-config.js";
+import type { Logger } from "../telemetry.js";
+import type { InvalidatedCache } from "./invalidated-cache.js";
 
 export interface InvalidationFeedOptions {
   url: string;
+  /** The mesh identity that subscribes ("gateway", "order"): its certificate is in `tls`. */
+  identity: string;
   tls: TlsFiles;
+  /** The cache it keeps, in words for the logs, e.g. "the edge cache". */
+  what: string;
   subjects: readonly string[];
   logger: Logger;
   /** An event arrived on `subject`. */
@@ -46,11 +51,11 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
     for (let attempt = 0; !nc && !stopping; attempt++) {
       try {
         nc = await connect({
-          servers: opts.url, ...natsConnectOptions("gateway", opts.tls), timeout: 5_000,
+          servers: opts.url, ...natsConnectOptions(opts.identity, opts.tls), timeout: 5_000,
           maxReconnectAttempts: -1, reconnectTimeWait: 500, pingInterval: opts.pingIntervalMs ?? 2_000, maxPingOut: 2,
         });
       } catch (err) {
-        if (attempt % 30 === 0) opts.logger.warn({ err, nats: opts.url }, "cannot reach NATS: the edge cache stays off until it can");
+        if (attempt % 30 === 0) opts.logger.warn({ err, nats: opts.url }, `cannot reach NATS: ${opts.what} stays off until it can`);
         await new Promise((r) => setTimeout(r, 1_000));
       }
     }
@@ -61,7 +66,7 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
       connection.subscribe(subject, {
         callback: (err, msg) => {
           if (err) {
-            opts.logger.error({ err, subject }, "NATS refused the cache's invalidation subscription: the cache stays off");
+            opts.logger.error({ err, subject }, `NATS refused the invalidation subscription: ${opts.what} stays off`);
             return lose();
           }
           opts.event(msg.subject, msg.data);
@@ -75,7 +80,7 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
         return; // the connection went away meanwhile: its loss was reported
       }
       if (at === epoch && !stopping && subs.every((s) => !s.isClosed())) {
-        opts.logger.info({ subjects: opts.subjects }, "cache invalidations live: the edge cache is on");
+        opts.logger.info({ subjects: opts.subjects }, `cache invalidations live: ${opts.what} is on`);
         opts.live();
       }
     };
@@ -83,7 +88,7 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
     for await (const status of connection.status()) {
       if (stopping) break;
       if (status.type === "disconnect" || status.type === "staleConnection" || status.type === "reconnecting") {
-        if (status.type === "disconnect") opts.logger.warn({ nats: opts.url }, "NATS disconnected: the edge cache is off until it is back");
+        if (status.type === "disconnect") opts.logger.warn({ nats: opts.url }, `NATS disconnected: ${opts.what} is off until it is back`);
         lose();
       } else if (status.type === "reconnect") {
         lose(); // events published meanwhile were missed
@@ -91,7 +96,7 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
       }
     }
   })();
-  started.catch((err) => opts.logger.error({ err }, "cache invalidation feed failed: the edge cache stays off"));
+  started.catch((err) => opts.logger.error({ err }, `cache invalidation feed failed: ${opts.what} stays off`));
   // However the connection ends (closed, refused for good), the cache must not stay on.
   void started.then(() => nc?.closed()).then(() => !stopping && lose(), () => {});
 
@@ -102,4 +107,28 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
       await nc?.close().catch(() => {});
     },
   };
+}
+
+/**
+ * Keeps `cache` correct by the feed: on while it is live, cleared by each event before
+ * `announced` sees it (e.g. ProductFreshness, which must know of the event before any refill).
+ */
+export function keepInvalidated(
+  cache: Pick<InvalidatedCache<unknown>, "invalidate" | "resume" | "suspend">,
+  opts: Omit<InvalidationFeedOptions, "event" | "live" | "lost">,
+  announced?: (subject: string, payload: Uint8Array) => void,
+): InvalidationFeed {
+  return startInvalidationFeed({
+    ...opts,
+    event(subject, payload) {
+      cache.invalidate(); // first: whatever happens below, nothing older is served from here on
+      try {
+        announced?.(subject, payload);
+      } catch (err) {
+        opts.logger.warn({ err }, "an invalidating event that does not decode");
+      }
+    },
+    live: () => cache.resume(),
+    lost: () => cache.suspend(),
+  });
 }
