@@ -11,7 +11,7 @@ import type { DescMessage } from "@bufbuild/protobuf";
 import { context } from "@opentelemetry/api";
 import { connect, type NatsConnection } from "nats";
 import type { TlsFiles } from "../certs.js";
-import type { Db, Tx } from "../data/db.js";
+import type { Db, Queryable, Tx } from "../data/db.js";
 import { consume, ensureStreams, eventSubject, streamName, type Delivered, type RunningConsumer, type StreamLimits } from "./events.js";
 import { durableName, natsConnectOptions } from "./nats-config.js";
 import type { Registry } from "prom-client";
@@ -37,6 +37,13 @@ export interface EventHandlerSpec<S extends DescMessage = DescMessage> {
    * by one in that order.
    */
   applyAll?: (q: Tx, events: Delivered<S>[]) => Promise<void>;
+  /**
+   * Instead of `apply`/`applyAll`, for an effect idempotent by itself: one statement whose guard
+   * makes a redelivery change nothing (UPDATE … WHERE status = 'reserved', INSERT … ON CONFLICT
+   * DO NOTHING on the event's id). All of a batch's events at once, with no transaction and no
+   * inbox around it: one statement per batch instead of four. It may enqueue no events.
+   */
+  applyIdempotent?: (q: Queryable, events: Delivered<S>[]) => Promise<void>;
   /**
    * What follows the commit (waking watchers, starting a charge). It runs for every delivery,
    * redeliveries too (a process may have died between the commit and this), so it is idempotent;
@@ -64,10 +71,11 @@ export const on = <S extends DescMessage>(spec: EventHandlerSpec<S>) => spec as 
 /** A batch of one consumer's events: their effects in one transaction, then what follows each. */
 function handlerOf(db: Db, spec: EventHandlerSpec): (events: Delivered[]) => Promise<void> {
   return async (events) => {
-    const { apply, applyAll, then, thenAll, key } = spec;
+    const { apply, applyAll, applyIdempotent, then, thenAll, key } = spec;
     // Any one order will do, as long as every batch uses the same.
     const ordered = key ? [...events].sort((a, b) => key(a).localeCompare(key(b))) : events;
-    if (applyAll) await applyOnceAll(db, spec.name, ordered, applyAll);
+    if (applyIdempotent) await applyIdempotent(db, ordered);
+    else if (applyAll) await applyOnceAll(db, spec.name, ordered, applyAll);
     else if (apply) await applyOnce(db, spec.name, ordered, (q, event) => context.with(event.context, () => apply(q, event)));
     if (thenAll) await thenAll(ordered);
     else if (then) await Promise.all(events.map((event) => context.with(event.context, () => then(event))));

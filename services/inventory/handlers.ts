@@ -57,6 +57,7 @@ export function inventoryConsumers(): EventHandlerSpec[] {
     }),
     on({ event: PaymentFailedSchema, name: "release-on-payment-failed", apply: release(false, "payment failed"), key: byOrderId }),
     on({ event: OrderCancelledSchema, name: "release-on-order-cancelled", apply: release(true, "order cancelled"), key: byOrderId }),
-    on({ event: OrderConfirmedSchema, name: "commit", applyAll: async (q, events) => void (await createStore(q).commitOrders(events.map(byOrderId))), key: byOrderId }),
+    // Reserved → committed, guarded by the status: a redelivery finds nothing left to commit.
+    on({ event: OrderConfirmedSchema, name: "commit", applyIdempotent: async (q, events) => void (await createStore(q).commitOrders(events.map(byOrderId))), key: byOrderId }),
   ];
 }

@@ -7,7 +7,7 @@ import { NotificationChannel, NotificationSchema, NotificationService } from "..
 import { OrderCancelledSchema, OrderConfirmedSchema } from "../../gen/shop/order/v1/events_pb.js";
 import { listScope } from "../../mesh/rpc/call-scope.js";
 import { pageLimit, pageToken, paginate } from "../../mesh/rpc/paging.js";
-import type { Db, Tx } from "../../mesh/data/db.js";
+import type { Db, Queryable } from "../../mesh/data/db.js";
 import { on, type EventHandlerSpec } from "../../mesh/events/eventing.js";
 import type { Money } from "../../gen/shop/common/v1/money_pb.js";
 import type { Message, Sender } from "./sender.js";
@@ -65,30 +65,30 @@ export function amount(m: Money | undefined): string {
 }
 
 export function notificationConsumers(sender: Sender): EventHandlerSpec[] {
-  // One notification per event: the inbox makes a redelivery a no-op, and the unique
-  // source_event_id backs it up in the table itself. A batch's messages go in one statement.
+  // One notification per event: the sender sends once per source event id (the database sender:
+  // its unique column), so a redelivery is a no-op without the inbox. A batch's messages go in one statement.
   const sendAll = <E extends { id: string; type: string }>(message: (event: E) => Omit<Message, "sourceEventId" | "sourceEventType">) =>
-    (q: Tx, events: E[]) => sender.send(q, events.map((e) => ({ ...message(e), sourceEventId: e.id, sourceEventType: e.type })));
+    (q: Queryable, events: E[]) => sender.send(q, events.map((e) => ({ ...message(e), sourceEventId: e.id, sourceEventType: e.type })));
 
   return [
     on({
       event: UserRegisteredSchema,
       name: "welcome",
-      applyAll: sendAll(({ data }) => ({
+      applyIdempotent: sendAll(({ data }) => ({
         userId: data.userId, recipient: data.email, subject: "Welcome to ShopMesh", body: `Hello ${data.displayName}, your account is ready.`,
       })),
     }),
     on({
       event: OrderConfirmedSchema,
       name: "order-confirmed",
-      applyAll: sendAll(({ data }) => ({
+      applyIdempotent: sendAll(({ data }) => ({
         userId: data.userId, recipient: "", subject: `Order ${data.orderId} confirmed`, body: `We have your payment of ${amount(data.total)}; your order is on its way.`,
       })),
     }),
     on({
       event: OrderCancelledSchema,
       name: "order-cancelled",
-      applyAll: sendAll(({ data }) => ({
+      applyIdempotent: sendAll(({ data }) => ({
         userId: data.userId, recipient: "", subject: `Order ${data.orderId} cancelled`,
         // Whether a charge went through can be decided after this event, so promise what is true either way.
         body: `Your order was cancelled: ${data.reason}.${data.stockReserved || data.paymentCaptured ? " If your card was charged, the payment will be refunded in full." : ""}`,

@@ -14,7 +14,10 @@ export interface Message {
 }
 
 export interface Sender {
-  /** Sends inside the caller's transaction, so the records and the inbox entries commit together. */
+  /**
+   * Sends each message once per sourceEventId, however often it is asked to (events are
+   * redelivered): the database sender by its unique column; a mail provider by its idempotency key.
+   */
   send(q: Queryable, messages: readonly Message[]): Promise<void>;
 }
 
