@@ -13,7 +13,8 @@ import { build } from "esbuild";
 
 const external = [
   "@electric-sql/pglite", // WebAssembly and data files beside its code
-  "@grpc/proto-loader", "@grpc/reflection", "grpc-health-check", "protobufjs", // .proto files
+  // .proto files; loaded only on a first reflection call (mesh/rpc/serve.ts)
+  "@grpc/proto-loader", "@grpc/reflection", "protobufjs",
   "pino", "pino-pretty", "thread-stream", // worker threads
   "pg-native", // optional native driver pg tries to load
   "esbuild", "playwright-core",

@@ -2,8 +2,7 @@
 // gRPC with mutual TLS (or plaintext on loopback behind a sidecar: transport.ts), grpc.health.v1,
 // server reflection and graceful drain, every call going through the mesh's interceptor chain.
 import * as grpc from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
-import { ReflectionService } from "@grpc/reflection";
+import { createRequire } from "node:module";
 import { create, toBinary, type DescFile, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
@@ -14,6 +13,7 @@ import { CallContext } from "./call-context.js";
 import { headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
 import { grpcServiceDefinition, methodPath } from "./grpc-adapter.js";
+import { healthDefinition, type HealthListResponse, type HealthRequest, type HealthResponse, type ServingStatus } from "./health-client.js";
 import {
   callContext, callOutcome, compose, peerAuthentication, validation,
   type CallInfo, type Next,
@@ -122,9 +122,8 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
   }
   server.addService(grpcServiceDefinition(service), handlers);
 
-  const health = new HealthImplementation({ "": "NOT_SERVING", [service.typeName]: "NOT_SERVING" });
-  health.addToServer(server);
-  new ReflectionService({ [service.typeName]: { fileDescriptorProtos: fileDescriptorProtos(service.file) } } as never).addToServer(server);
+  const health = addHealth(server, { "": "NOT_SERVING", [service.typeName]: "NOT_SERVING" });
+  addReflection(server, service);
 
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host.includes(":") ? `[${host}]` : host}:${opts.port}`, transport.credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
@@ -163,6 +162,79 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
       server.forceShutdown();
     },
   };
+}
+
+/**
+ * grpc.health.v1 Check, Watch and List, as grpc-health-check serves them (wire format in
+ * health-client.ts), but a watcher hears only changes, as the protocol says: the readiness probe
+ * sets the status every 2 s.
+ */
+function addHealth(server: grpc.Server, initial: Record<string, ServingStatus>) {
+  const statuses = new Map(Object.entries(initial));
+  const watchers = new Set<{ service: string; send(status: ServingStatus): void }>();
+  server.addService(healthDefinition, {
+    check: (call: grpc.ServerUnaryCall<HealthRequest, HealthResponse>, callback: grpc.sendUnaryData<HealthResponse>) => {
+      const status = statuses.get(call.request.service);
+      if (status) callback(null, { status });
+      else callback({ code: grpc.status.NOT_FOUND, details: `Health status unknown for service ${call.request.service}` });
+    },
+    watch: (call: grpc.ServerWritableStream<HealthRequest, HealthResponse>) => {
+      const watcher = { service: call.request.service, send: (status: ServingStatus) => call.write({ status }) };
+      watchers.add(watcher);
+      call.on("cancelled", () => watchers.delete(watcher));
+      watcher.send(statuses.get(watcher.service) ?? "SERVICE_UNKNOWN");
+    },
+    list: (_call: unknown, callback: grpc.sendUnaryData<HealthListResponse>) =>
+      callback(null, { statuses: Object.fromEntries([...statuses].map(([name, status]) => [name, { status }])) }),
+  });
+  return {
+    setStatus(service: string, status: ServingStatus) {
+      if (statuses.get(service) === status) return;
+      statuses.set(service, status);
+      for (const watcher of watchers) if (watcher.service === service) watcher.send(status);
+    },
+  };
+}
+
+/**
+ * Server reflection (grpc.reflection.v1 and v1alpha, for buf curl and grpcurl), loaded on its first
+ * call: @grpc/reflection, with proto-loader and protobufjs, parses its .proto files and indexes the
+ * contract when it is constructed, ~2.2 MiB of heap and ~4 MiB of RSS per process (measured) for a
+ * tool someone may use now and then. grpc-js needs a definition at addService, but for a method
+ * only its path and kind; its messages are (de)serialized by the package's own definition, which
+ * it hands to this stand-in for a server from its addToServer() once loaded (synchronously: a
+ * request may need decoding before any promise could resolve).
+ */
+function addReflection(server: grpc.Server, service: DescService): void {
+  type Method = { definition: grpc.MethodDefinition<unknown, unknown>; handler: grpc.handleBidiStreamingCall<unknown, unknown> };
+  let loaded: Map<string, Method> | undefined;
+  const load = (): Map<string, Method> => {
+    if (loaded) return loaded;
+    const { ReflectionService } = createRequire(import.meta.url)("@grpc/reflection") as typeof import("@grpc/reflection");
+    const methods = new Map<string, Method>();
+    const standIn = {
+      addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
+        const def = definition.ServerReflectionInfo!;
+        methods.set(def.path, { definition: def, handler: impl.ServerReflectionInfo as Method["handler"] });
+      },
+    };
+    new ReflectionService({ [service.typeName]: { fileDescriptorProtos: fileDescriptorProtos(service.file) } } as never).addToServer(standIn as never);
+    return (loaded = methods);
+  };
+  for (const version of ["v1", "v1alpha"]) {
+    const path = `/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo`;
+    const real = () => load().get(path)!;
+    const ServerReflectionInfo: grpc.MethodDefinition<unknown, unknown> = {
+      path,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: (value) => real().definition.requestSerialize(value),
+      requestDeserialize: (bytes) => real().definition.requestDeserialize(bytes),
+      responseSerialize: (value) => real().definition.responseSerialize(value),
+      responseDeserialize: (bytes) => real().definition.responseDeserialize(bytes),
+    };
+    server.addService({ ServerReflectionInfo }, { ServerReflectionInfo: (call: grpc.ServerDuplexStream<unknown, unknown>) => real().handler(call) });
+  }
 }
 
 /** All files a service's file depends on, as serialized FileDescriptorProtos, for reflection. */
