@@ -13,7 +13,11 @@ import { CallContext } from "./call-context.js";
 import { headers as meshHeaders } from "./call-scope.js";
 import { toGrpcStatus } from "./errors.js";
 import { grpcServiceDefinition, methodPath } from "./grpc-adapter.js";
-import { healthDefinition, type HealthListResponse, type HealthRequest, type HealthResponse, type ServingStatus } from "./health-client.js";
+import { healthDefinition, type ServingStatus } from "./health-client.js";
+import {
+  HealthCheckResponse_ServingStatus, HealthCheckResponseSchema, HealthListResponseSchema,
+  type HealthCheckRequest, type HealthCheckResponse, type HealthListResponse,
+} from "../../gen/health/v1/health_pb.js";
 import {
   callContext, callOutcome, compose, peerAuthentication, validation,
   type CallInfo, type Next,
@@ -165,27 +169,28 @@ export async function serve<S extends DescService>(opts: ServeOptions<S>): Promi
 }
 
 /**
- * grpc.health.v1 Check, Watch and List, as grpc-health-check serves them (wire format in
- * health-client.ts), but a watcher hears only changes, as the protocol says: the readiness probe
- * sets the status every 2 s.
+ * grpc.health.v1 Check, Watch and List, as grpc-health-check serves them, from the code generated
+ * from its .proto (health-client.ts), but a watcher hears only changes, as the protocol says: the
+ * readiness probe sets the status every 2 s.
  */
 function addHealth(server: grpc.Server, initial: Record<string, ServingStatus>) {
   const statuses = new Map(Object.entries(initial));
   const watchers = new Set<{ service: string; send(status: ServingStatus): void }>();
+  const response = (status: ServingStatus) => create(HealthCheckResponseSchema, { status: HealthCheckResponse_ServingStatus[status] });
   server.addService(healthDefinition, {
-    check: (call: grpc.ServerUnaryCall<HealthRequest, HealthResponse>, callback: grpc.sendUnaryData<HealthResponse>) => {
+    check: (call: grpc.ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>, callback: grpc.sendUnaryData<HealthCheckResponse>) => {
       const status = statuses.get(call.request.service);
-      if (status) callback(null, { status });
+      if (status) callback(null, response(status));
       else callback({ code: grpc.status.NOT_FOUND, details: `Health status unknown for service ${call.request.service}` });
     },
-    watch: (call: grpc.ServerWritableStream<HealthRequest, HealthResponse>) => {
-      const watcher = { service: call.request.service, send: (status: ServingStatus) => call.write({ status }) };
+    watch: (call: grpc.ServerWritableStream<HealthCheckRequest, HealthCheckResponse>) => {
+      const watcher = { service: call.request.service, send: (status: ServingStatus) => call.write(response(status)) };
       watchers.add(watcher);
       call.on("cancelled", () => watchers.delete(watcher));
       watcher.send(statuses.get(watcher.service) ?? "SERVICE_UNKNOWN");
     },
     list: (_call: unknown, callback: grpc.sendUnaryData<HealthListResponse>) =>
-      callback(null, { statuses: Object.fromEntries([...statuses].map(([name, status]) => [name, { status }])) }),
+      callback(null, create(HealthListResponseSchema, { statuses: Object.fromEntries([...statuses].map(([name, status]) => [name, response(status)])) })),
   });
   return {
     setStatus(service: string, status: ServingStatus) {

@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import { context, ROOT_CONTEXT, SpanKind, trace, TraceFlags, type SpanContext } from "@opentelemetry/api";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
-import { healthClient } from "../../mesh/rpc/health-client.js";
+import { healthClient, statusName } from "../../mesh/rpc/health-client.js";
 import { createLogger, initTracing, serveMetrics } from "../../mesh/telemetry.js";
 import { serve } from "../../mesh/rpc/serve.js";
 import { Writable } from "node:stream";
@@ -187,7 +187,7 @@ describe("graceful drain", () => {
     const health = healthClient(server.address, "identity", await pki.tls("client"));
     const watch = health.watch();
     const statuses: string[] = [];
-    watch.on("data", (m) => statuses.push(m.status));
+    watch.on("data", (m) => statuses.push(statusName(m.status)));
     watch.on("error", () => {});
     await eventually(() => statuses.length, (n) => n === 1); // watching (polled: a loaded machine is slow to connect)
     const inFlight = client.getJwks({});
