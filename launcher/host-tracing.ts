@@ -11,10 +11,10 @@
 // contract (rpc.service), a consumer span its durable (`<service>-<consumer>`), and any other span
 // (a client call, a publish) belongs to the span it runs under.
 import { context as api, trace, type Context, type Span, type SpanOptions, type Tracer, type TracerProvider } from "@opentelemetry/api";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import { LazyOtlpExporter } from "../mesh/telemetry.js";
 import { topology, type ServiceName } from "../mesh/topology.js";
 
 export interface HostTracing {
@@ -32,7 +32,7 @@ export function installHostTracing(services: readonly ServiceName[], host: strin
   const providers = new Map<string, NodeTracerProvider>(
     [...services, host].map((name) => [name, new NodeTracerProvider({
       resource: resourceFromAttributes({ "service.name": name }),
-      spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
+      spanProcessors: [new BatchSpanProcessor(new LazyOtlpExporter())],
     })]),
   );
   const byContract = new Map(services.map((name) => [topology[name].contract.typeName, name]));

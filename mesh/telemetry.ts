@@ -72,9 +72,9 @@ export function initTracing(service: string, exporter?: SpanExporter): void {
  * The OTLP/HTTP exporter, imported as tracing starts but only when spans go somewhere: imported
  * statically it cost every process ~1.5 MiB of heap (measured) where none are sent (deployments
  * without a collector, the benchmarks). The batch processor holds the first spans until its first
- * export, which waits for the import, so none is lost.
+ * export, which waits for the import, so none is lost. (launcher/host-tracing.ts uses it too.)
  */
-class LazyOtlpExporter implements SpanExporter {
+export class LazyOtlpExporter implements SpanExporter {
   readonly #exporter = import("@opentelemetry/exporter-trace-otlp-http").then((module) => {
     // A CommonJS package: Node gives its exports as the default too, and a bundle only as that.
     const { OTLPTraceExporter } = module.default ?? module;
