@@ -49,9 +49,9 @@ function stringSlots(schema: DescMessage, enclosing: string[] = []): StringSlot[
   return slots;
 }
 
-/** Every service generated from our contracts, with the identity that serves it. */
+/** Every service generated from our contracts (gen/shop/; gen/health is grpc's), with the identity that serves it. */
 async function generatedServices(): Promise<{ service: DescService; identity: string }[]> {
-  const root = join(process.cwd(), "gen");
+  const root = join(process.cwd(), "gen", "shop");
   const files = (await readdir(root, { recursive: true })).filter((f) => f.endsWith("_pb.ts"));
   const found: { service: DescService; identity: string }[] = [];
   for (const file of files) {
