@@ -91,7 +91,17 @@ export function createStore(q: Queryable) {
     const lines = await q.query<LineRow>("SELECT * FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no", [rows.map((r) => r.id)]);
     return toStored(rows, lines);
   };
-  const one = async (sql: string, params: unknown[]) => (await withLines(await q.query<OrderRow>(sql, params)))[0];
+  /**
+   * The first order `sql` gives, with its lines, in one statement (GetOrder's read was two): each
+   * row's lines come as JSON, whose bigints are JSON numbers, exact as prices are far below 2^53.
+   */
+  const one = async (sql: string, params: unknown[]) => {
+    const rows = await q.query<OrderRow & { lines: LineRow[] | null }>(
+      `WITH o AS (${sql}) SELECT o.*, (SELECT json_agg(l ORDER BY l.line_no) FROM order_lines l WHERE l.order_id = o.id) AS lines FROM o`,
+      params,
+    );
+    return toStored(rows, rows.flatMap((r) => r.lines ?? []))[0];
+  };
   const bare = async (sql: string, params: unknown[]) => toStored(await q.query<OrderRow>(sql, params), [])[0];
 
   return {
