@@ -91,8 +91,9 @@ export class Member implements ProcessView {
     if (this.lines.length > KEPT_LINES) this.lines.shift();
   }
 
-  closeLog() {
-    this.log.end();
+  /** Resolves once what was written has reached the file. */
+  closeLog(): Promise<void> {
+    return new Promise((resolve) => this.log.end(resolve));
   }
 }
 
@@ -258,16 +259,20 @@ export class Supervised {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) {
       for (const m of this.members) if (notEnded(m.state)) this.setState(m, "stopped");
-      this.members.forEach((m) => m.closeLog());
+      await Promise.all(this.members.map((m) => m.closeLog()));
       return;
     }
     for (const m of this.members) this.setState(m, "stopping");
     const exited = new Promise((resolve) => child.once("exit", resolve));
+    const closed = new Promise((resolve) => child.once("close", resolve));
     child.kill("SIGTERM");
     const force = setTimeout(() => child.kill("SIGKILL"), this.spec.drainMs);
     await exited;
     clearTimeout(force);
-    this.members.forEach((m) => m.closeLog());
+    // The lines it wrote last may still be in its pipes when it exits: read them before the log
+    // closes (not for ever: a process it started could hold the pipes open).
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+    await Promise.all(this.members.map((m) => m.closeLog()));
   }
 
   /** Kills it at once (a second Ctrl-C). */
