@@ -97,7 +97,7 @@ export async function startGateway(source: NodeJS.ProcessEnv = process.env): Pro
   });
   const freshness = new ProductFreshness();
   const feed = c.NATS_URL && c.CACHE_MAX_ENTRIES > 0
-    ? keepInvalidated(cache, { url: c.NATS_URL, identity: "gateway", tls, what: "the edge cache", subjects: gatewayTopology.cacheInvalidatedBy, logger }, (subject, payload) => freshness.announced(subject, payload))
+    ? keepInvalidated(cache, { url: c.NATS_URL, identity: "gateway", tls, subjects: gatewayTopology.cacheInvalidatedBy, logger }, (subject, payload) => freshness.announced(subject, payload))
     : undefined;
 
   const server = createEdgeServer({

@@ -18,8 +18,7 @@ import { startPeriodic } from "./periodic.js";
 import { serve } from "./rpc/serve.js";
 import { createLogger, createMetricsRegistry, initTracing, serveMetrics, shutdownTracing, type Logger } from "./telemetry.js";
 import { appPort, topology, type ServiceName, type ServiceSpec } from "./topology.js";
-import type { InvalidatedCache } from "./invalidation/invalidated-cache.js";
-import { keepInvalidated as keepCacheInvalidated } from "./invalidation/invalidation-feed.js";
+import { keepInvalidated as keepCacheInvalidated, type KeptCache } from "./invalidation/invalidation-feed.js";
 import { checkListenHost, transportModes } from "./rpc/transport.js";
 
 export { projectRoot };
@@ -62,7 +61,7 @@ export interface ServiceDeps<C extends ConfigSpec> {
    * received on a NATS connection of this service's own: off until they surely arrive, cleared by
    * each one before `announced` sees it. Stopped with the service.
    */
-  keepInvalidated(cache: Pick<InvalidatedCache<unknown>, "invalidate" | "resume" | "suspend">, what: string, announced?: (subject: string, payload: Uint8Array) => void): void;
+  keepInvalidated(cache: KeptCache, announced?: (subject: string, payload: Uint8Array) => void): void;
 }
 
 export interface RunningService {
@@ -137,10 +136,10 @@ export async function startService<S extends DescService, C extends ConfigSpec>(
     onStop(() => periodic.stop());
   };
   const natsUrl = common.NATS_URL ?? "tls://127.0.0.1:4222";
-  const keepInvalidated: ServiceDeps<C>["keepInvalidated"] = (cache, what, announced) => {
+  const keepInvalidated: ServiceDeps<C>["keepInvalidated"] = (cache, announced) => {
     const subjects = (topology[def.name] as ServiceSpec).cacheInvalidatedBy;
     if (!subjects?.length) throw new Error(`topology: ${def.name} keeps a cache, but names no events that invalidate it (cacheInvalidatedBy)`);
-    const feed = keepCacheInvalidated(cache, { url: natsUrl, identity: def.name, tls, what, subjects, logger }, announced);
+    const feed = keepCacheInvalidated(cache, { url: natsUrl, identity: def.name, tls, subjects, logger }, announced);
     onStop(() => feed.stop());
   };
   const deps: ServiceDeps<C> = { db, logger, metrics, config, onStop, every, upstream, keepInvalidated };

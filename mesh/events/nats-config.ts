@@ -55,19 +55,21 @@ export function natsPermissions(service: ServiceName): NatsPermissions {
       `dlq.${durable}.${subject}`,
     );
   }
-  for (const subject of spec.cacheInvalidatedBy ?? []) {
-    if (!ownerOfSubject(subject)) throw new Error(`topology: ${service}'s cache is invalidated by ${subject}, which no service publishes`);
+  return { publish, subscribe: [`${inboxPrefix(service)}.>`, ...invalidatingSubjects(service, spec.cacheInvalidatedBy ?? [])] };
+}
+
+/** The subjects that invalidate `whose` cache, each checked to be some service's events. */
+function invalidatingSubjects(whose: string, subjects: readonly string[]): string[] {
+  for (const subject of subjects) {
+    if (!ownerOfSubject(subject)) throw new Error(`topology: ${whose}'s cache is invalidated by ${subject}, which no service publishes`);
   }
-  return { publish, subscribe: [`${inboxPrefix(service)}.>`, ...(spec.cacheInvalidatedBy ?? [])] };
+  return [...subjects];
 }
 
 /** The gateway's NATS user: it subscribes (core NATS) to its cache's invalidating events, and publishes nothing. */
 export function gatewayNatsPermissions(): { publish: { deny: string[] }; subscribe: { allow: string[] } } {
-  for (const subject of gateway.cacheInvalidatedBy) {
-    if (!ownerOfSubject(subject)) throw new Error(`topology: the gateway's cache is invalidated by ${subject}, which no service publishes`);
-  }
   // An empty allow list would allow everything: deny publishing outright.
-  return { publish: { deny: [">"] }, subscribe: { allow: [...gateway.cacheInvalidatedBy] } };
+  return { publish: { deny: [">"] }, subscribe: { allow: invalidatingSubjects("the gateway", gateway.cacheInvalidatedBy) } };
 }
 
 /** Options every mesh process connects with: its certificate, always, and its own inbox prefix. */

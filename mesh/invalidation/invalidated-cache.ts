@@ -37,12 +37,15 @@ export class InvalidatedCache<V> {
   private generation = 0;
   private live = false;
   private readonly maxBytes: number;
+  /** What it is, in words for logs and metrics' help, e.g. "the edge cache". */
+  readonly what: string;
   private readonly lookups;
   private readonly dropped;
   private readonly invalidations;
 
   constructor(private readonly opts: InvalidatedCacheOptions<V>) {
     this.maxBytes = opts.sizeOf ? (opts.maxBytes ?? Infinity) : Infinity;
+    this.what = opts.what;
     const registers = [opts.metrics];
     const lookups = new Counter({ name: `${opts.name}_lookups_total`, help: `Lookups in ${opts.what}: hit, miss, or bypass (the cache was off).`, labelNames: ["result"], registers });
     // Children bound once: these run on every lookup.

@@ -109,17 +109,21 @@ export function startInvalidationFeed(opts: InvalidationFeedOptions): Invalidati
   };
 }
 
+/** What keepInvalidated needs of a cache. */
+export type KeptCache = Pick<InvalidatedCache<unknown>, "what" | "invalidate" | "resume" | "suspend">;
+
 /**
  * Keeps `cache` correct by the feed: on while it is live, cleared by each event before
  * `announced` sees it (e.g. ProductFreshness, which must know of the event before any refill).
  */
 export function keepInvalidated(
-  cache: Pick<InvalidatedCache<unknown>, "invalidate" | "resume" | "suspend">,
-  opts: Omit<InvalidationFeedOptions, "event" | "live" | "lost">,
+  cache: KeptCache,
+  opts: Omit<InvalidationFeedOptions, "what" | "event" | "live" | "lost">,
   announced?: (subject: string, payload: Uint8Array) => void,
 ): InvalidationFeed {
   return startInvalidationFeed({
     ...opts,
+    what: cache.what,
     event(subject, payload) {
       cache.invalidate(); // first: whatever happens below, nothing older is served from here on
       try {

@@ -25,13 +25,15 @@ export function databaseSender(logger: Logger): Sender {
   return {
     async send(q, messages) {
       const column = <K extends keyof Message>(key: K) => messages.map((m) => m[key]);
-      await q.query(
+      const inserted = await q.query<{ source_event_id: string }>(
         `INSERT INTO notifications (id, user_id, recipient, subject, body, source_event_id, source_event_type)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-         ON CONFLICT (source_event_id) DO NOTHING`,
+         ON CONFLICT (source_event_id) DO NOTHING RETURNING source_event_id`,
         [messages.map(() => uuidv7()), column("userId"), column("recipient"), column("subject"), column("body"), column("sourceEventId"), column("sourceEventType")],
       );
-      for (const m of messages) logger.info({ user_id: m.userId, to: m.recipient || undefined, subject: m.subject }, "notification sent");
+      // Logged once each: a redelivered event's message is already there, and not sent again.
+      const sent = new Set(inserted.map((r) => r.source_event_id));
+      for (const m of messages) if (sent.has(m.sourceEventId)) logger.info({ user_id: m.userId, to: m.recipient || undefined, subject: m.subject }, "notification sent");
     },
   };
 }

@@ -46,13 +46,12 @@ const notFound = (id: string) => new ConnectError(`order ${id} not found`, Code.
 
 /**
  * Cancels a PENDING order and publishes order.cancelled; undefined if it had already left PENDING.
- * `lines`: whether the answer needs the order's lines (an RPC's answer does, the saga's steps not).
  * `stockReserved`: whether order knows the stock was reserved. It learns so only from payment's
  * outcome, since payment acts on reserved orders alone: a consumer of stock.reserved just for this
  * hint cost a delivery and a transaction per order, and the compensators never read it.
  */
-async function cancel(q: Tx, orderId: string, reason: string, { lines = true, stockReserved = false } = {}): Promise<StoredOrder | undefined> {
-  const stored = await createStore(q).transition(orderId, "cancelled", reason, { lines });
+async function cancel(q: Tx, orderId: string, reason: string, { stockReserved = false } = {}): Promise<StoredOrder | undefined> {
+  const stored = await createStore(q).transition(orderId, "cancelled", reason);
   if (stored) {
     enqueue(q, OrderCancelledSchema, {
       orderId,
@@ -182,11 +181,11 @@ export function orderConsumers({ watchers }: SagaDeps): EventHandlerSpec[] {
   const wake = ({ data }: { data: { orderId: string } }) => watchers.changed(data.orderId);
 
   return [
-    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock", { lines: false })), then: wake, key: byOrderId }),
+    on({ event: StockRejectedSchema, name: "stock-rejected", apply: async (q, { data }) => void (await cancel(q, data.orderId, "out of stock")), then: wake, key: byOrderId }),
     on({
       event: PaymentFailedSchema,
       name: "payment-failed",
-      apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, { lines: false, stockReserved: true })),
+      apply: async (q, { data }) => void (await cancel(q, data.orderId, `payment failed: ${data.reason}`, { stockReserved: true })),
       then: wake,
       key: byOrderId,
     }),
@@ -221,7 +220,7 @@ export async function cancelOverdue({ db, watchers }: SagaDeps, timeoutSeconds: 
   for (;;) {
     const ids = await createStore(db).overdue(timeoutSeconds, batch);
     for (const id of ids) {
-      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment", { lines: false }))) {
+      if (await db.tx((q) => cancel(q, id, "timed out waiting for stock and payment"))) {
         cancelled++;
         watchers.changed(id);
       }

@@ -21,7 +21,7 @@ const MAX_AGE_MS = 60_000;
 export function cachedPrices(catalog: MeshClient<typeof CatalogService>, deps: Pick<ServiceDeps<never>, "metrics" | "keepInvalidated">): Prices {
   const cache = new InvalidatedCache<Product>({ name: "order_price_cache", what: "the price cache", maxEntries: MAX_PRODUCTS, maxAgeMs: MAX_AGE_MS, metrics: deps.metrics });
   const freshness = new ProductFreshness(MAX_PRODUCTS);
-  deps.keepInvalidated(cache, "the price cache", (subject, payload) => freshness.announced(subject, payload));
+  deps.keepInvalidated(cache, (subject, payload) => freshness.announced(subject, payload));
   return {
     async of(ids) {
       const cached = ids.map((id) => cache.get(id));

@@ -102,7 +102,6 @@ export function createStore(q: Queryable) {
     );
     return toStored(rows, rows.flatMap((r) => r.lines ?? []))[0];
   };
-  const bare = async (sql: string, params: unknown[]) => toStored(await q.query<OrderRow>(sql, params), [])[0];
 
   return {
     byId: (id: string) => one("SELECT * FROM orders WHERE id = $1", [id]),
@@ -145,9 +144,8 @@ export function createStore(q: Queryable) {
     transitionAll: async (ids: readonly string[], to: "confirmed" | "cancelled", reason = "") =>
       toStored(await q.query<OrderRow>(TRANSITION, [ids, to, reason]), []),
 
-    /** PENDING → `to`; undefined when the order had already left PENDING. With `lines: false` the order comes without its lines (the saga's steps need none: one statement less). */
-    transition: async (id: string, to: "confirmed" | "cancelled", reason = "", { lines = true } = {}) =>
-      (lines ? one : bare)(TRANSITION, [[id], to, reason]),
+    /** PENDING → `to`, with its lines; undefined when the order had already left PENDING. */
+    transition: async (id: string, to: "confirmed" | "cancelled", reason = "") => one(TRANSITION, [[id], to, reason]),
 
     /** Ids of orders still PENDING `seconds` after they were placed, oldest first (by the database's clock). */
     overdue: async (seconds: number, limit: number) =>

@@ -13,6 +13,7 @@ import { build } from "esbuild";
 import * as grpc from "@grpc/grpc-js";
 import { service as referenceHealth } from "grpc-health-check";
 import { IdentityService } from "../../gen/shop/identity/v1/identity_pb.js";
+import { eventually } from "../support/eventually.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { startServer, type StubServer } from "../support/servers.js";
 
@@ -159,7 +160,8 @@ describe("grpc.health.v1 without grpc-health-check", () => {
     };
     const unknown = watch("nope");
     const known = watch("");
-    await new Promise((r) => setTimeout(r, 500)); // ten readiness probes, each setting SERVING again
+    await eventually(() => unknown.seen.length + known.seen.length, (n) => n === 2, 15_000); // both watching (a busy machine is slow to connect)
+    await new Promise((r) => setTimeout(r, 500)); // then ten readiness probes, each setting SERVING again
     unknown.call.cancel();
     known.call.cancel();
     expect(unknown.seen).toEqual(["SERVICE_UNKNOWN"]);
