@@ -179,6 +179,8 @@ export interface ConsumerOptions<S extends DescMessage> {
 
 export interface RunningConsumer {
   stop(): Promise<void>;
+  /** Messages this process holds, queued or being handled: what JetStream counts as ack-pending once they have arrived. */
+  held(): number;
 }
 
 const header = (h: MsgHdrs | undefined, key: string) => h?.get(key) || undefined;
@@ -356,6 +358,7 @@ export async function consume<S extends DescMessage>(js: JetStreamClient, jsm: J
   })();
 
   return {
+    held: () => handling.length + queue.length,
     async stop() {
       await messages.close();
       await reader;

@@ -231,7 +231,9 @@ describe("events", () => {
     await publishEvent(js, OrderCreatedSchema, { orderId: "o-batch-0" }, { source: "order" });
     await until(() => batches.length === 1);
     for (let i = 1; i <= 5; i++) await publishEvent(js, OrderCreatedSchema, { orderId: i === 3 ? "o-batch-bad" : `o-batch-${i}` }, { source: "order" });
-    await eventually(async () => (await jsm.consumers.info(streamName("order"), "test-batches")).num_ack_pending, (n) => n >= 6);
+    const pending = await eventually(async () => (await jsm.consumers.info(streamName("order"), "test-batches")).num_ack_pending, (n) => n >= 6);
+    // JetStream counts a message as pending when it sends it, which can be before it reaches us.
+    await until(() => consumer.held() >= pending);
     release();
     await eventually(async () => (await jsm.consumers.info(streamName("order"), "test-batches")).num_ack_pending, (n) => n === 0);
     // The five that waited came as one batch; it failed, so each was handled again on its own:
