@@ -10,7 +10,7 @@
 # from this file and starts a service from it.)
 
 # ---- build: every dependency, then the bundles in dist/ (scripts/build.mjs) ----
-FROM node:22.23.2-bookworm-slim AS build
+FROM node:24.22.3-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -24,7 +24,7 @@ COPY launcher ./launcher
 RUN npm run build
 
 # ---- runtime: production dependencies, the bundles, and the files read at run time; nothing else ----
-FROM node:22.23.2-bookworm-slim AS runtime
+FROM node:24.22.3-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 # The user every process runs as. Its group also owns the mounted secrets (keys 0640), so the

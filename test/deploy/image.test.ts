@@ -122,10 +122,14 @@ afterAll(() => {
 });
 
 describe("the Dockerfile", () => {
-  it("builds both stages from one pinned node image", () => {
+  it("builds both stages from one pinned node image, a long-term-support line package.json accepts", () => {
     expect(dockerfile.map((s) => s.name)).toEqual(["build", "runtime"]);
-    for (const stage of dockerfile) expect(stage.image).toMatch(/^node:(20|22)\.\d+\.\d+-bookworm-slim$/);
+    for (const stage of dockerfile) expect(stage.image).toMatch(/^node:\d+\.\d+\.\d+-bookworm-slim$/);
     expect(runtimeStage.image).toBe(buildStage.image);
+    const major = Number(/^node:(\d+)\./.exec(buildStage.image)![1]);
+    const engines = JSON.parse(readFileSync(join(projectRoot, "package.json"), "utf8")).engines.node as string;
+    expect(major % 2, "even majors are Node's long-term-support lines").toBe(0);
+    expect(major).toBeGreaterThanOrEqual(Number(/^>=(\d+)/.exec(engines)![1]));
   });
 
   it("puts only production dependencies, dist/, package.json and the mesh migrations in the runtime stage", () => {

@@ -112,12 +112,14 @@ describe("the OTLP exporter", () => {
         import { trace } from "@opentelemetry/api";
         import { initTracing, shutdownTracing, spansRecorded } from "./mesh/telemetry.ts";
         initTracing("lazy-test");
-        const loadedAtOnce = loaded(); // the import has started, not finished (bundled: never in require.cache)
+        // In the same tick as initTracing, so before its import() of the exporter can resolve. (Node 20
+        // has not read the package yet here; Node 24's loader may already have run it synchronously,
+        // but the promise initTracing waits on still settles later.)
         trace.getTracer("lazy-test").startSpan("made-before-the-exporter-loaded").end();
         await shutdownTracing(); // flushes the batch through the exporter once it has loaded
-        console.log(JSON.stringify({ recorded: spansRecorded(), loadedAtOnce, loaded: loaded() }));
+        console.log(JSON.stringify({ recorded: spansRecorded(), loaded: loaded() }));
       `, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }, bundled);
-      expect(result.loadedAtOnce).toEqual([]);
+      expect(result.recorded).toBe(true);
       expect(result.loaded).toEqual(bundled ? [] : ["@opentelemetry/exporter-trace-otlp-http"]);
       expect(Buffer.concat(bodies).toString("latin1")).toContain("made-before-the-exporter-loaded");
     } finally {
