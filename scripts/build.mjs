@@ -17,6 +17,7 @@ const external = [
   "@grpc/proto-loader", "@grpc/reflection", "protobufjs",
   "pino", "pino-pretty", "thread-stream", // worker threads
   "pg-native", // optional native driver pg tries to load
+  "@node-rs/argon2", // loads its native binary for this platform from a package of its own
   "esbuild", "playwright-core",
 ];
 

@@ -12,7 +12,7 @@ import { enqueue } from "../../mesh/events/outbox.js";
 import { isUniqueViolation, type Db } from "../../mesh/data/db.js";
 import type { Logger } from "../../mesh/telemetry.js";
 import { HashingQueue, type QueueLimits } from "./hashing-queue.js";
-import { hashPassword, verifyPassword } from "./passwords.js";
+import { hashPassword, needsRehash, verifyPassword, type HashCost } from "./passwords.js";
 import type { Signer } from "./signing-keys.js";
 import { createStore, normalizeEmail, type UserRow } from "./store.js";
 
@@ -55,23 +55,35 @@ export interface IdentityDeps {
   db: Db;
   logger: Logger;
   signer: Signer;
-  /** log2 of scrypt's N for new hashes. */
-  scryptLog2N: number;
+  /** The cost of new password hashes; stored hashes of another cost are replaced at login. */
+  hashCost: HashCost;
 }
 
-export async function identityHandlers({ db, logger, signer, scryptLog2N }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
+export async function identityHandlers({ db, logger, signer, hashCost }: IdentityDeps): Promise<ServiceImpl<typeof IdentityService>> {
   const store = createStore(db);
   // Unknown emails are checked against this hash so they cost as much time as a wrong password.
-  const decoyHash = await hashPassword(randomBytes(16).toString("hex"), scryptLog2N);
+  const decoyHash = await hashPassword(randomBytes(16).toString("hex"), hashCost);
   // One hash per core at a time: a burst of sign-ins queues instead of slowing every one down.
   const hashing = new HashingQueue(availableParallelism());
+
+  // A hash of an older scheme or cost is replaced once its password is known, at a successful login.
+  // Failing to replace it fails nothing: the old hash still verifies, and the next login tries again.
+  const rehash = async (row: UserRow, password: string, ctx: HandlerContext) => {
+    try {
+      const passwordHash = await hashing.run(() => hashPassword(password, hashCost), callerLimits(ctx));
+      await store.replacePasswordHash(row.id, row.password_hash, passwordHash);
+      logger.info({ user_id: row.id }, "password hash upgraded");
+    } catch (err) {
+      logger.warn({ err, user_id: row.id }, "password hash not upgraded");
+    }
+  };
 
   const notFound = (id: string) => new ConnectError(`user ${id} not found`, Code.NotFound);
 
   return {
     async register(req, ctx) {
       // Before the transaction: it takes a while.
-      const passwordHash = await hashing.run(() => hashPassword(req.password, scryptLog2N), callerLimits(ctx));
+      const passwordHash = await hashing.run(() => hashPassword(req.password, hashCost), callerLimits(ctx));
       stopIfGivenUp(ctx);
       try {
         // The account and its user.registered event commit together (outbox).
@@ -103,6 +115,7 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N }: Iden
       const row = await store.byEmail(normalizeEmail(req.email));
       const ok = await hashing.run(() => verifyPassword(req.password, row?.password_hash ?? decoyHash), callerLimits(ctx));
       if (!row || !ok) throw badCredentials();
+      if (needsRehash(row.password_hash, hashCost)) await rehash(row, req.password, ctx);
       stopIfGivenUp(ctx); // no token for a caller who has stopped waiting for it
       const { token, expiresAt } = await signer.sign(row.id, row.roles);
       logger.info({ user_id: row.id, deadline_left_ms: ctx.timeoutMs() }, "token issued");
@@ -131,7 +144,7 @@ export async function identityHandlers({ db, logger, signer, scryptLog2N }: Iden
 }
 
 /** Makes sure the configured admin account exists with the configured password. */
-export async function ensureAdmin(db: Db, email: string, password: string, scryptLog2N: number): Promise<string> {
-  const row = await createStore(db).upsertAdmin({ id: uuidv7(), email: normalizeEmail(email), passwordHash: await hashPassword(password, scryptLog2N) });
+export async function ensureAdmin(db: Db, email: string, password: string, hashCost: HashCost): Promise<string> {
+  const row = await createStore(db).upsertAdmin({ id: uuidv7(), email: normalizeEmail(email), passwordHash: await hashPassword(password, hashCost) });
   return row!.id;
 }

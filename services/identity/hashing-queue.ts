@@ -1,4 +1,4 @@
-// Password hashing is deliberately expensive (scrypt at N=2^15: ~190 ms of CPU). Run all at once,
+// Password hashing is deliberately expensive (Argon2id, 19 MiB: ~17 ms of CPU). Run all at once,
 // a burst of sign-ins makes every one of them slow and most of them late; so hashes run at most
 // `concurrency` at a time, first come first served, and a caller whose deadline cannot be met
 // is told at once instead of queueing for work it will never receive.

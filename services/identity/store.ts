@@ -31,6 +31,9 @@ export function createStore(db: Queryable) {
         `UPDATE users SET display_name = COALESCE($2, display_name), updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
         [id, displayName ?? null],
       ),
+    /** Replaces a password hash, unless it changed since it was read (a password change wins). */
+    replacePasswordHash: (id: string, was: string, passwordHash: string) =>
+      one(`UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2 RETURNING id`, [id, was, passwordHash]),
     /** Creates the admin account, or makes the existing one an admin with this password. */
     upsertAdmin: (u: { id: string; email: string; passwordHash: string }) =>
       one(

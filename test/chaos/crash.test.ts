@@ -38,7 +38,7 @@ afterEach(() => {
 /** Starts identity as its own process and waits (on its progress, not a clock) until it serves. */
 async function startIdentityProcess(env: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", "services/identity/main.ts"], {
-    env: { ...process.env, LOG_LEVEL: "info", SCRYPT_LOG2_N: "12", ...env },
+    env: { ...process.env, LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.add(child);

@@ -165,6 +165,13 @@ describe("the Dockerfile", () => {
     for (const file of [...commands, ...healthChecks]) expect(existsSync(join(runtime, file)), file).toBe(true);
   });
 
+  it("hashes passwords in its runtime tree: the native Argon2 binary comes with its production install, which runs no scripts", () => {
+    const script = `import("@node-rs/argon2").then(async (m) => console.log(await m.hash("pw", { memoryCost: 1024, timeCost: 1 })))`;
+    const run = spawnSync("node", ["-e", script], { cwd: runtime, encoding: "utf8" });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^\$argon2id\$v=19\$m=1024,t=1,p=1\$/);
+  });
+
   it("keeps node_modules, dist, local data, certificates, git and test output out of the build context, and none of what the build COPYs", () => {
     const patterns = readText(".dockerignore").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
     // Docker's matching: `**/` any folders (none too), `*` within one name; a match covers what is below.

@@ -1,4 +1,5 @@
 // Every rule of the identity service, run against each database it supports (PGlite, PostgreSQL).
+import { randomBytes, scryptSync } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
@@ -122,6 +123,21 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
       expect(wrongPassword.code).toBe(Code.Unauthenticated);
       expect(unknownEmail.code).toBe(wrongPassword.code);
       expect(unknownEmail.rawMessage).toBe(wrongPassword.rawMessage);
+    });
+
+    it("replaces a password hash of the previous scheme (scrypt) at the next successful login, not at a failed one", async () => {
+      const { user } = await register({ email: "legacy@shop.test" });
+      const salt = randomBytes(16);
+      const key = scryptSync("correct horse", salt, 32, { N: 2 ** 12, r: 8, p: 1 });
+      const legacy = ["scrypt", 12, 8, 1, salt.toString("base64url"), key.toString("base64url")].join("$");
+      const stored = async () => (await svc.db.query<{ password_hash: string }>("SELECT password_hash FROM users WHERE id = $1", [user!.id]))[0]!.password_hash;
+      await svc.db.query("UPDATE users SET password_hash = $2 WHERE id = $1", [user!.id, legacy]);
+
+      expect((await rejection(client.login({ email: "legacy@shop.test", password: "wrong horse" }))).code).toBe(Code.Unauthenticated);
+      expect(await stored()).toBe(legacy);
+      expect((await client.login({ email: "legacy@shop.test", password: "correct horse" })).user?.id).toBe(user!.id);
+      expect(await stored()).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+      expect((await client.login({ email: "legacy@shop.test", password: "correct horse" })).user?.id).toBe(user!.id);
     });
 
     it("lets users read and update only their own profile; admins and services any", async () => {

@@ -1,5 +1,5 @@
 // Sign-ins under load, against identity as a real process with production password hashing
-// (scrypt N=2^15): a burst of logins with short deadlines queues fairly, and no token is ever
+// (Argon2id, 19 MiB): a burst of logins with short deadlines queues fairly, and no token is ever
 // issued for a caller who has already given up. Hashes run at most `concurrency` at a time.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -35,7 +35,6 @@ describe("a burst of logins with short deadlines", () => {
         METRICS_PORT: String(await freePort()),
         CERTS_DIR: await pki.dir(["identity"]),
         DATA_DIR: await mkdtemp(join(tmpdir(), "shopmesh-identity-load-")),
-        SCRYPT_LOG2_N: "15",
         ADMIN_EMAIL: ADMIN.email,
         ADMIN_PASSWORD: ADMIN.password,
       },
@@ -54,11 +53,11 @@ describe("a burst of logins with short deadlines", () => {
     await client.login(ADMIN); // warm: connection up, the hash's pace known
     const loginsBefore = lines().filter((l) => l.msg === "token issued").length;
 
-    const deadlineMs = 3_000;
+    const deadlineMs = 1_000;
     // Enough logins for about twice the deadline's worth of hashing on this machine (2 cores hash at once).
     const paced = Date.now();
     await client.login(ADMIN);
-    const burst = Math.min(200, Math.max(24, Math.ceil((2 * deadlineMs) / Math.max(1, Date.now() - paced)) * 2));
+    const burst = Math.min(400, Math.max(24, Math.ceil((2 * deadlineMs) / Math.max(1, Date.now() - paced)) * 2));
     const outcomes = await Promise.all(
       Array.from({ length: burst }, async () => {
         const started = Date.now();
@@ -84,10 +83,11 @@ describe("a burst of logins with short deadlines", () => {
       )}, slowest refusal ${Math.max(0, ...refused.map((o) => o.ms))} ms`,
     );
     // A token is issued only with time left to answer; one still in flight when the caller's deadline
-    // passes can arrive late (no server can prevent that), so a couple may be issued and not received.
-    // Before the queue and the checks, every one of 24 was issued and none received.
+    // passes can arrive late (no server can prevent that): at most those issued in the deadline's
+    // last tenth may be issued and not received. Before the queue and the checks, every one of 24
+    // was issued and none received.
     expect(issued).toBeGreaterThanOrEqual(answered);
-    expect(issued - answered).toBeLessThanOrEqual(2);
+    expect(issued - answered).toBeLessThanOrEqual(Math.max(2, Math.ceil(answered / 10)));
     expect(answered).toBeGreaterThan(0);
     expect(refused.every((o) => o.code === "ResourceExhausted" || o.code === "DeadlineExceeded")).toBe(true);
     client.close();
@@ -104,7 +104,7 @@ describe("a burst of logins with short deadlines", () => {
 describe("the hashing queue", () => {
   it("runs at most `concurrency` hashes at once, in arrival order", async () => {
     const queue = new HashingQueue(2);
-    const stored = await hashPassword("pw", 12);
+    const stored = await hashPassword("pw");
     let active = 0;
     let peak = 0;
     const started: number[] = [];
@@ -128,7 +128,7 @@ describe("the hashing queue", () => {
 
   it("refuses at once a job that cannot finish before its deadline, and drops a waiter whose caller gives up", async () => {
     const queue = new HashingQueue(1);
-    const stored = await hashPassword("pw", 14);
+    const stored = await hashPassword("pw");
     await queue.run(() => verifyPassword("pw", stored)); // the pace is now known
     let busyDone = 0;
     const busy = Array.from({ length: 4 }, () => queue.run(() => verifyPassword("pw", stored)).finally(() => busyDone++));

@@ -38,7 +38,6 @@ describe("identity process", () => {
       METRICS_PORT: String(metricsPort),
       CERTS_DIR: await pki.dir(["identity"]),
       DATA_DIR: await mkdtemp(join(tmpdir(), "shopmesh-identity-proc-")),
-      SCRYPT_LOG2_N: "12",
     });
     // However long a busy machine takes: it fails when the process exits or stops making progress.
     await p.progress.waitForLine(/"msg":"serving"/);

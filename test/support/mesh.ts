@@ -50,7 +50,7 @@ export interface MeshOptions {
 export async function startMesh(opts: MeshOptions = {}): Promise<TestMesh> {
   const pki = await createTestPki();
   const [nats, redis] = await Promise.all([startNats(pki), startRedis()]);
-  const common = { NATS_URL: nats.url, REDIS_URL: redis.url, SCRYPT_LOG2_N: "12" };
+  const common = { NATS_URL: nats.url, REDIS_URL: redis.url };
   const envOf = (name: MeshServiceName) => ({ ...common, ...opts.env?.[name] });
   const definitions = { identity, catalog, inventory, order, payment, notification } as const;
   const publicNames = publicServices.map(([, name]) => name);

@@ -1,0 +1,46 @@
+// Password hashes: Argon2id at OWASP's cost for every new hash; the previous scheme (scrypt) still
+// verifies, and is marked for replacement, as is a hash of any other cost.
+import { randomBytes, scryptSync } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { hashPassword, needsRehash, OWASP_COST, verifyPassword } from "../../services/identity/passwords.js";
+
+/** A hash as the previous scheme wrote it: `scrypt$<log2 N>$<r>$<p>$<salt>$<key>`. */
+function scryptHash(password: string, log2N = 12): string {
+  const salt = randomBytes(16);
+  const key = scryptSync(password.normalize("NFKC"), salt, 32, { N: 2 ** log2N, r: 8, p: 1 });
+  return ["scrypt", log2N, 8, 1, salt.toString("base64url"), key.toString("base64url")].join("$");
+}
+
+describe("password hashes", () => {
+  it("are Argon2id with 19 MiB, 2 passes and 1 lane, salted, and verify only the right password", async () => {
+    const [a, b] = [await hashPassword("correct horse"), await hashPassword("correct horse")];
+    expect(a).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$/);
+    expect(a).not.toBe(b); // a new salt each time
+    expect(await verifyPassword("correct horse", a)).toBe(true);
+    expect(await verifyPassword("correct horsf", a)).toBe(false);
+    expect(await verifyPassword("", a)).toBe(false);
+  });
+
+  it("compare passwords in one Unicode normal form", async () => {
+    const stored = await hashPassword("ﬁnal café"); // a ligature and a composed é
+    expect(await verifyPassword("final cafe\u0301", stored)).toBe(true);
+  });
+
+  it("still verify the previous scheme's hashes, and mark them and other costs for replacement", async () => {
+    const legacy = scryptHash("correct horse");
+    expect(await verifyPassword("correct horse", legacy)).toBe(true);
+    expect(await verifyPassword("wrong horse", legacy)).toBe(false);
+    expect(needsRehash(legacy)).toBe(true);
+
+    const current = await hashPassword("correct horse");
+    expect(needsRehash(current)).toBe(false);
+    expect(needsRehash(current, { ...OWASP_COST, passes: 3 })).toBe(true);
+    expect(needsRehash(await hashPassword("x", { memoryKiB: 8_192, passes: 2 }))).toBe(true);
+  });
+
+  it("never match a stored value of no known scheme", async () => {
+    for (const stored of ["", "plain text", "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA", "scrypt$"]) {
+      expect(await verifyPassword("plain text", stored)).toBe(false);
+    }
+  });
+});
