@@ -23,7 +23,7 @@ import { natsOperator } from "../mesh/events/nats-config.js";
 import { serviceNames } from "../mesh/topology.js";
 import { startProcessMesh } from "../test/support/process-mesh.js";
 import { builtCopy, type BuiltCopy } from "./built-copy.js";
-import { LoadGenerator, startRawServer } from "./children.js";
+import { LoadGenerator, startBareParts, startRawServer, type BareParts } from "./children.js";
 import { benchAdmin, prepareShop } from "./fixtures.js";
 import { Measurer } from "./measure.js";
 import { comparison, layoutName, markdown, runName, writeJson, type Layout, type LayoutRun, type ProcessLayout } from "./report.js";
@@ -92,6 +92,7 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
   });
   const loadgen = LoadGenerator.start();
   const raw = await startRawServer();
+  let bareParts: BareParts | undefined;
   const certsDir = await mesh.pki.dir([natsOperator]);
   try {
     const nats = findPid((cmd) => cmd.includes("nats-server") && cmd.includes(mesh.nats.dir));
@@ -109,12 +110,15 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
         "redis-server": { pid: redis },
         "load generator": { pid: loadgen.pid },
         "raw server": { pid: raw.pid },
+        "bare edge": { pid: bareParts?.pids.edge },
+        "bare order": { pid: bareParts?.pids.order },
         harness: { pid: process.pid },
       }),
       meshNames,
     );
     log(`mesh up; setting up the shop (${shopperCount} shoppers, 2 confirmed orders each, stock for every product)…`);
     const fixture = await prepareShop(mesh.gatewayUrl, shopperCount, 2);
+    if (layout === "postgres" && wanted.has("orders")) bareParts = await startBareParts(mesh.databaseUrl("order"), fixture.shoppers.map((s) => s.token));
     await measurer.settle(QUIET_CORES[layout]);
     const idleMiB = Object.fromEntries(Object.entries(measurer.now()).map(([name, u]) => [name, u.rssMiB]));
     const idleMeshCores = await measurer.meshCores(2_000);
@@ -124,6 +128,7 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
       nats: { url: mesh.nats.url, certsDir },
       fixture,
       raw,
+      bareParts,
       measurer,
       sql: postgres,
       options,
@@ -156,7 +161,7 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
       idleMeshCores,
     };
   } finally {
-    await Promise.all([loadgen.stop(), raw.stop()]);
+    await Promise.all([loadgen.stop(), raw.stop(), bareParts?.stop()]);
     await mesh.stop();
     rmSync(certsDir, { recursive: true, force: true });
   }

@@ -1,8 +1,10 @@
-// The processes of a run that are not the mesh: the load generator and the raw baseline server,
-// each forked from this process (its TypeScript loader is inherited) and driven over IPC.
+// The processes of a run that are not the mesh: the load generator, the raw baseline server and
+// the bare parts, each forked from this process (its TypeScript loader is inherited) and driven
+// over IPC.
 import { fork, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { createCa } from "../mesh/certs.js";
 import type { Job, LoadMessage, ResultOf } from "./jobs.js";
 
 const forkHere = (file: string) => fork(fileURLToPath(new URL(file, import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
@@ -80,4 +82,34 @@ export async function startRawServer(): Promise<RawServer> {
     },
     stop: () => stopChild(child),
   };
+}
+
+/** The orders row's second baseline (bench/bare-parts.ts): a bare edge and a bare order service, each its own process. */
+export interface BareParts {
+  port: number;
+  pids: { edge: number | undefined; order: number | undefined };
+  stop(): Promise<void>;
+}
+
+export async function startBareParts(databaseUrl: string, tokens: readonly string[]): Promise<BareParts> {
+  const ca = await createCa("bare parts CA");
+  const tlsOf = async (name: string) => ({ ca: ca.cert, ...(await ca.issue(name)) });
+  const started: ChildProcess[] = [];
+  const start = async (setup: object) => {
+    const child = forkHere("./bare-parts.ts");
+    started.push(child);
+    child.send(setup);
+    return { child, port: (await nextMessage<{ port: number }>(child)).port };
+  };
+  const stop = async () => void (await Promise.all(started.map(stopChild)));
+  try {
+    const order = await start({ role: "order", tls: await tlsOf("order"), databaseUrl });
+    // The user each token names (its `sub`), as the gateway's verified-token cache holds it.
+    const users = Object.fromEntries(tokens.map((t) => [t, JSON.parse(Buffer.from(t.split(".")[1]!, "base64url").toString()).sub as string]));
+    const edge = await start({ role: "edge", tls: await tlsOf("gateway"), orderAddress: `127.0.0.1:${order.port}`, users });
+    return { port: edge.port, pids: { edge: edge.child.pid, order: order.child.pid }, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }

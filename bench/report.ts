@@ -2,7 +2,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { projectRoot } from "../mesh/project-root.js";
-import { meshCpuMs, type BenchOptions, type Capacity, type RowResult } from "./rows.js";
+import { meshCpuMs, type Baseline, type BenchOptions, type Capacity, type RowResult } from "./rows.js";
 import { describeFailures } from "./stats.js";
 import type { MixedOp, OpenResult } from "./jobs.js";
 import type { Layout as LauncherLayout } from "../launcher/layout.js";
@@ -45,11 +45,12 @@ function ratio(r: RowResult): string {
   const b = r.baseline;
   if (!b) return "—";
   if (r.row === "saga") return `p50 ${n1(r.latency.p50 / b.latency.p50)}×, p99 ${n1(r.latency.p99 / b.latency.p99)}×`;
-  return `${(r.achieved / b.achieved).toFixed(2)}×; p99 ${n1(r.latency.p99 / b.latency.p99)}×`;
+  const bare = r.bareParts ? `; of the bare parts ${(r.achieved / r.bareParts.achieved).toFixed(2)}×` : "";
+  return `${(r.achieved / b.achieved).toFixed(2)}×; p99 ${n1(r.latency.p99 / b.latency.p99)}×${bare}`;
 }
 
-const baselineCell = (r: RowResult) =>
-  r.baseline ? `${r.baseline.title}: ${n0(r.baseline.achieved)}/s, p50 ${ms(r.baseline.latency.p50)} / p99 ${ms(r.baseline.latency.p99)} ms` : "—";
+const describeBaseline = (b: Baseline) => `${b.title}: ${n0(b.achieved)}/s, p50 ${ms(b.latency.p50)} / p99 ${ms(b.latency.p99)} ms`;
+const baselineCell = (r: RowResult) => (r.baseline ? [r.baseline, ...(r.bareParts ? [r.bareParts] : [])].map(describeBaseline).join("; ") : "—");
 
 const table = (header: string[], rows: string[][]) =>
   [`| ${header.join(" | ")} |`, `|${header.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
@@ -99,12 +100,12 @@ export function markdown(run: LayoutRun): string {
   }
 
   // CPU per unit, per process: the mesh's processes, then the others on the same cores.
-  const names = [...new Set([...run.meshNames, ...run.rows.flatMap((r) => [...Object.keys(r.cpuUs), ...Object.keys(r.baseline?.cpuUs ?? {})])])];
+  const names = [...new Set([...run.meshNames, ...run.rows.flatMap((r) => [...Object.keys(r.cpuUs), ...Object.keys(r.baseline?.cpuUs ?? {}), ...Object.keys(r.bareParts?.cpuUs ?? {})])])];
   out.push("", "CPU µs per unit (request, order or operation) and process, over each measured window (the idle mesh's share included):", "");
   const cpuRows: string[][] = [];
   for (const r of run.rows) {
     cpuRows.push([`${r.row} ${r.load}`, ...names.map((n) => n0(r.cpuUs[n] ?? NaN)), n0(meshCpuMs(run.meshNames, r.cpuUs) * 1000)]);
-    if (r.baseline) cpuRows.push([`↳ ${r.baseline.title}`, ...names.map((n) => n0(r.baseline!.cpuUs[n] ?? NaN)), "–"]);
+    for (const b of [r.baseline, r.bareParts]) if (b) cpuRows.push([`↳ ${b.title}`, ...names.map((n) => n0(b.cpuUs[n] ?? NaN)), "–"]);
   }
   out.push(table(["row", ...names, "mesh total"], cpuRows));
 

@@ -1,11 +1,12 @@
 // The rows of `npm run bench`, each measured against a baseline in the same run:
 //   products  GET /v1/products/{id} through the gateway (public, cacheable), closed loop
-//   orders    GET /v1/orders/{id}, authenticated (uncacheable), closed loop
+//   orders    GET /v1/orders/{id}, authenticated (uncacheable), closed loop; on PostgreSQL also
+//             against the same read from the bare parts (bench/bare-parts.ts)
 //   saga      CreateOrder → CONFIRMED at fixed rates (open loop), then its capacity
 //   mixed     mixed edge traffic at fixed rates (open loop), then the highest rate at p99 ≤ 250 ms
 import type { RawServer } from "./children.js";
-import type { Failures, Fixture, Latency, MixedOp, NatsAccess, SagaJob } from "./jobs.js";
-import type { Measurer } from "./measure.js";
+import type { ClosedJob, Failures, Fixture, Latency, MixedOp, NatsAccess, SagaJob } from "./jobs.js";
+import type { Measured, Measurer } from "./measure.js";
 import type { CountingPostgres, StatementCounts } from "./sql-counter.js";
 
 export type RowName = "products" | "orders" | "saga" | "mixed";
@@ -29,6 +30,8 @@ export interface RowResult {
   unit: string;
   latency: Latency;
   baseline?: Baseline;
+  /** The same work from the bare parts in the mesh's layout (orders row, PostgreSQL): what the architecture costs. */
+  bareParts?: Baseline;
   /** CPU µs per unit (request, order, operation) per process, over the measured window. */
   cpuUs: Record<string, number>;
   failed: number;
@@ -66,6 +69,8 @@ export interface BenchContext {
   nats: NatsAccess;
   fixture: Fixture;
   raw: RawServer;
+  /** The orders row's bare parts (bench/bare-parts.ts), where they run (PostgreSQL only). */
+  bareParts?: { port: number };
   measurer: Measurer;
   sql?: Pick<CountingPostgres, "startCounting" | "stopCounting">;
   options: BenchOptions;
@@ -87,7 +92,7 @@ const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : "-");
 export const meshCpuMs = (meshNames: readonly string[], cpuUs: Record<string, number>) => meshNames.reduce((n, name) => n + (cpuUs[name] ?? 0), 0) / 1000;
 
 // ---- closed loop at the edge ----
-async function edgeRow(ctx: BenchContext, row: RowName, title: string, requests: { path: string; token?: string }[]): Promise<RowResult> {
+async function edgeRow(ctx: BenchContext, row: RowName, title: string, requests: { path: string; token?: string }[], bareParts?: { port: number }): Promise<RowResult> {
   const { options, measurer } = ctx;
   const bodies: Record<string, string> = {};
   for (const { path, token } of requests) {
@@ -96,13 +101,27 @@ async function edgeRow(ctx: BenchContext, row: RowName, title: string, requests:
     bodies[path] = await res.text();
   }
   await ctx.raw.serve(bodies); // the baseline answers exactly what the gateway answered
+  for (const { path, token } of bareParts ? requests : []) {
+    const res = await fetch(`http://127.0.0.1:${bareParts!.port}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    const text = await res.text();
+    if (res.status !== 200 || text !== bodies[path]) throw new Error(`the bare parts answered GET ${path} with HTTP ${res.status} ${text.slice(0, 200)}, not the gateway's answer`);
+  }
   const job = (p: number) => ({ kind: "closed" as const, port: p, requests, concurrency: options.concurrency, warmupMs: options.warmupSeconds * 1000, durationMs: options.seconds * 1000 });
+  const baselineOf = (title: string, m: Measured<ClosedJob>): Baseline => ({ title, achieved: m.result.perSecond, latency: m.result.latency, cpuUs: perUnit(m.cpu, m.result.ok) });
   await measurer.settle(ctx.quietCores);
   const base = await measurer.run(job(ctx.raw.port));
+  let bare: Baseline | undefined;
+  if (bareParts) {
+    await measurer.settle(ctx.quietCores);
+    bare = baselineOf("bare parts: node:http → grpc-js → pg", await measurer.run(job(bareParts.port)));
+  }
   await measurer.settle(ctx.quietCores);
   const mesh = await measurer.run(job(port(ctx.gatewayUrl)));
   const r = mesh.result;
-  ctx.log(`${row}: ${f0(r.perSecond)} req/s, p50 ${r.latency.p50.toFixed(1)} ms, p99 ${r.latency.p99.toFixed(1)} ms, ${r.failed} failed; raw ${f0(base.result.perSecond)} req/s, p99 ${base.result.latency.p99.toFixed(1)} ms`);
+  ctx.log(
+    `${row}: ${f0(r.perSecond)} req/s, p50 ${r.latency.p50.toFixed(1)} ms, p99 ${r.latency.p99.toFixed(1)} ms, ${r.failed} failed; raw ${f0(base.result.perSecond)} req/s, p99 ${base.result.latency.p99.toFixed(1)} ms` +
+      (bare ? `; bare parts ${f0(bare.achieved)} req/s, p99 ${bare.latency.p99.toFixed(1)} ms` : ""),
+  );
   return {
     row,
     title,
@@ -110,7 +129,8 @@ async function edgeRow(ctx: BenchContext, row: RowName, title: string, requests:
     achieved: r.perSecond,
     unit: "req/s",
     latency: r.latency,
-    baseline: { title: "raw node:http, same JSON", achieved: base.result.perSecond, latency: base.result.latency, cpuUs: perUnit(base.cpu, base.result.ok) },
+    baseline: baselineOf("raw node:http, same JSON", base),
+    bareParts: bare,
     cpuUs: perUnit(mesh.cpu, r.ok),
     failed: r.failed,
     failures: r.failures,
@@ -125,7 +145,7 @@ export function productRow(ctx: BenchContext): Promise<RowResult> {
 
 export function orderReadRow(ctx: BenchContext): Promise<RowResult> {
   const requests = ctx.fixture.shoppers.flatMap((s) => s.orderIds.map((id) => ({ path: `/v1/orders/${id}`, token: s.token })));
-  return edgeRow(ctx, "orders", "GET /v1/orders/{id} (authenticated, uncacheable)", requests);
+  return edgeRow(ctx, "orders", "GET /v1/orders/{id} (authenticated, uncacheable)", requests, ctx.bareParts);
 }
 
 // ---- open loop, fixed rates, then the capacity ----
