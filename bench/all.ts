@@ -120,7 +120,8 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
     const fixture = await prepareShop(mesh.gatewayUrl, shopperCount, 2);
     if (layout === "postgres" && wanted.has("orders")) bareParts = await startBareParts(mesh.databaseUrl("order"), fixture.shoppers.map((s) => s.token));
     await measurer.settle(QUIET_CORES[layout]);
-    const idleMiB = Object.fromEntries(Object.entries(measurer.now()).map(([name, u]) => [name, u.rssMiB]));
+    const idle = Object.entries(measurer.memory());
+    const [idleMiB, idlePssMiB] = [Object.fromEntries(idle.map(([name, m]) => [name, m.rssMiB])), Object.fromEntries(idle.map(([name, m]) => [name, m.pssMiB]))];
     const idleMeshCores = await measurer.meshCores(2_000);
     log(`idle: the mesh uses ${idleMeshCores.toFixed(2)} cores; ${fixture.productIds.length} products`);
     const ctx: BenchContext = {
@@ -157,7 +158,7 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
       meshNames,
       rows,
       capacities,
-      memory: { idleMiB, peakUnderLoadMiB: measurer.peakRssMiB },
+      memory: { idleMiB, peakUnderLoadMiB: measurer.peakRssMiB, idlePssMiB, peakUnderLoadPssMiB: measurer.peakPssMiB },
       idleMeshCores,
     };
   } finally {

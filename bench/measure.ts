@@ -2,7 +2,7 @@
 // seconds used in it, and the highest resident memory seen while load runs (read each second).
 import type { LoadGenerator } from "./children.js";
 import type { Job, ResultOf } from "./jobs.js";
-import { cpuBetween, machineCpuSeconds, usage, type Usage, type Watched } from "./proc.js";
+import { cpuBetween, machineCpuSeconds, memory, usage, type Usage, type Watched } from "./proc.js";
 
 export interface Measured<J extends Job> {
   result: ResultOf<J>;
@@ -16,8 +16,9 @@ export interface Measured<J extends Job> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Measurer {
-  /** Highest RSS (MiB) seen per process while a window was open. */
+  /** Highest RSS and PSS (MiB) seen per process while a window was open. */
   readonly peakRssMiB: Record<string, number> = {};
+  readonly peakPssMiB: Record<string, number> = {};
 
   constructor(
     private readonly loadgen: LoadGenerator,
@@ -31,6 +32,10 @@ export class Measurer {
     return usage(this.watched());
   }
 
+  memory(): ReturnType<typeof memory> {
+    return memory(this.watched());
+  }
+
   async run<J extends Job>(job: J): Promise<Measured<J>> {
     let before: Record<string, Usage> | undefined;
     let after: Record<string, Usage> | undefined;
@@ -39,7 +44,10 @@ export class Measurer {
     let ended = 0;
     let sampler: NodeJS.Timeout | undefined;
     const sample = () => {
-      for (const [name, { rssMiB }] of Object.entries(this.now())) this.peakRssMiB[name] = Math.max(this.peakRssMiB[name] ?? 0, rssMiB);
+      for (const [name, { rssMiB, pssMiB }] of Object.entries(this.memory())) {
+        this.peakRssMiB[name] = Math.max(this.peakRssMiB[name] ?? 0, rssMiB);
+        this.peakPssMiB[name] = Math.max(this.peakPssMiB[name] ?? 0, pssMiB);
+      }
     };
     try {
       const result = await this.loadgen.run(job, {

@@ -1,6 +1,9 @@
 // Every process of a run as Linux's /proc sees it: CPU time used over a measured window and
 // resident memory, per named process (or per process tree: PostgreSQL is a postmaster and a
 // backend per connection). Read from outside, so measuring costs the processes nothing.
+// Memory is given twice: RSS counts every page a process maps, so each Node process counts the
+// ~50 MiB of node's own code that all of them share; PSS (proportional set size) counts a shared
+// page in shares, so the figures of processes add up to what they use together.
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 
@@ -39,32 +42,58 @@ export interface Watched {
 
 export interface Usage {
   cpuSeconds: number;
-  rssMiB: number;
 }
 
-/** CPU seconds used so far and resident memory now, per name; a name whose process is gone is left out. */
-export function usage(watched: Record<string, Watched>): Record<string, Usage> {
-  const stats = scan();
+/** Each watched name's pids (its whole tree when `tree`) among those alive in `stats`. */
+function pidsOf(watched: Record<string, Watched>, stats: Map<number, Stat>): Map<string, number[]> {
   const children = new Map<number, number[]>();
   for (const [pid, { ppid }] of stats) {
     const siblings = children.get(ppid);
     if (siblings) siblings.push(pid);
     else children.set(ppid, [pid]);
   }
-  const out: Record<string, Usage> = {};
+  const out = new Map<string, number[]>();
   for (const [name, { pid, tree }] of Object.entries(watched)) {
     if (pid === undefined || !stats.has(pid)) continue;
-    let ticks = 0;
-    let rssKiB = 0;
+    const pids: number[] = [];
     for (const queue = [pid]; queue.length; ) {
       const p = queue.pop()!;
-      const s = stats.get(p)!;
-      // A single process's own ticks only: the harness's reaped children are no work of its own.
-      ticks += tree ? s.withReaped : s.own;
-      rssKiB += s.rssKiB;
+      pids.push(p);
       if (tree) queue.push(...(children.get(p) ?? []).filter((c) => stats.has(c)));
     }
-    out[name] = { cpuSeconds: ticks / TICKS_PER_SECOND, rssMiB: rssKiB / 1024 };
+    out.set(name, pids);
+  }
+  return out;
+}
+
+/** A process's proportional set size in KiB (0 once it is gone). */
+function pssKiB(pid: number): number {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/** Resident memory now per name, as RSS and as PSS (MiB). Reads every page table: once a second at most. */
+export function memory(watched: Record<string, Watched>): Record<string, { rssMiB: number; pssMiB: number }> {
+  const stats = scan();
+  const out: Record<string, { rssMiB: number; pssMiB: number }> = {};
+  for (const [name, pids] of pidsOf(watched, stats)) {
+    const sum = (f: (pid: number) => number) => pids.reduce((n, p) => n + f(p), 0) / 1024;
+    out[name] = { rssMiB: sum((p) => stats.get(p)!.rssKiB), pssMiB: sum(pssKiB) };
+  }
+  return out;
+}
+
+/** CPU seconds used so far, per name; a name whose process is gone is left out. */
+export function usage(watched: Record<string, Watched>): Record<string, Usage> {
+  const stats = scan();
+  const out: Record<string, Usage> = {};
+  for (const [name, pids] of pidsOf(watched, stats)) {
+    // A single process's own ticks only: the harness's reaped children are no work of its own.
+    const ticks = pids.reduce((n, p) => n + (watched[name]!.tree ? stats.get(p)!.withReaped : stats.get(p)!.own), 0);
+    out[name] = { cpuSeconds: ticks / TICKS_PER_SECOND };
   }
   return out;
 }

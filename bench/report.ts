@@ -27,7 +27,8 @@ export interface LayoutRun {
   meshNames: string[];
   rows: RowResult[];
   capacities: Capacity[];
-  memory: { idleMiB: Record<string, number>; peakUnderLoadMiB: Record<string, number> };
+  /** RSS, and PSS (shared pages counted in shares: see bench/proc.ts), in MiB. */
+  memory: { idleMiB: Record<string, number>; peakUnderLoadMiB: Record<string, number>; idlePssMiB: Record<string, number>; peakUnderLoadPssMiB: Record<string, number> };
   /** CPU the idle mesh used (cores): part of every figure per unit, the more so at low rates. */
   idleMeshCores: number;
 }
@@ -123,9 +124,19 @@ export function markdown(run: LayoutRun): string {
   }
   if (run.layout === "pglite") out.push("", "SQL per order: not counted in the PGlite layout.");
 
-  out.push("", `Resident memory (MiB${run.layout === "postgres" ? "; PostgreSQL: the sum over its processes, shared buffers counted in each" : ""}):`, "");
-  const memNames = Object.keys({ ...run.memory.idleMiB, ...run.memory.peakUnderLoadMiB });
-  out.push(table(["process", "idle", "highest under load"], memNames.map((n) => [n, n0(run.memory.idleMiB[n] ?? NaN), n0(run.memory.peakUnderLoadMiB[n] ?? NaN)])));
+  out.push(
+    "",
+    `Resident memory, MiB. RSS counts every page a process maps (each Node process counts node's own code, ~50 MiB shared by all of them${run.layout === "postgres" ? "; PostgreSQL: the sum over its processes, shared buffers counted in each" : ""}); PSS counts a shared page in shares:`,
+    "",
+  );
+  const m = run.memory;
+  const memNames = Object.keys({ ...m.idleMiB, ...m.peakUnderLoadMiB });
+  out.push(
+    table(
+      ["process", "idle RSS", "highest RSS under load", "idle PSS", "highest PSS under load"],
+      memNames.map((n) => [n, n0(m.idleMiB[n] ?? NaN), n0(m.peakUnderLoadMiB[n] ?? NaN), n0(m.idlePssMiB?.[n] ?? NaN), n0(m.peakUnderLoadPssMiB?.[n] ?? NaN)]),
+    ),
+  );
   return out.join("\n");
 }
 
