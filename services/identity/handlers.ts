@@ -45,10 +45,11 @@ const ANSWER_MARGIN_MS = 25;
  * Stops work (and above all, issuing a token) for a caller who has given up, or whose deadline is
  * so close that the answer would arrive after it.
  */
-function stopIfGivenUp(ctx: HandlerContext): void {
+function stopIfGivenUp(ctx: HandlerContext): number | undefined {
   if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason);
   const left = ctx.timeoutMs();
   if (left !== undefined && left < ANSWER_MARGIN_MS) throw new ConnectError("deadline too close to answer in time", Code.DeadlineExceeded);
+  return left;
 }
 
 export interface IdentityDeps {
@@ -66,13 +67,15 @@ export async function identityHandlers({ db, logger, signer, hashCost }: Identit
   // One hash per core at a time: a burst of sign-ins queues instead of slowing every one down.
   const hashing = new HashingQueue(availableParallelism());
 
-  // A hash of an older scheme or cost is replaced once its password is known, at a successful login.
+  // A hash of an older scheme or a lower cost is replaced once its password is known, after a
+  // successful login has been answered (in the hashing queue's turn, not on the caller's time).
   // Failing to replace it fails nothing: the old hash still verifies, and the next login tries again.
-  const rehash = async (row: UserRow, password: string, ctx: HandlerContext) => {
+  const rehash = async (row: UserRow, password: string) => {
     try {
-      const passwordHash = await hashing.run(() => hashPassword(password, hashCost), callerLimits(ctx));
-      await store.replacePasswordHash(row.id, row.password_hash, passwordHash);
-      logger.info({ user_id: row.id }, "password hash upgraded");
+      const passwordHash = await hashing.run(() => hashPassword(password, hashCost));
+      const replaced = await store.replacePasswordHash(row.id, row.password_hash, passwordHash);
+      if (replaced) logger.info({ user_id: row.id }, "password hash upgraded");
+      else logger.info({ user_id: row.id }, "password hash not upgraded: it changed meanwhile");
     } catch (err) {
       logger.warn({ err, user_id: row.id }, "password hash not upgraded");
     }
@@ -113,12 +116,12 @@ export async function identityHandlers({ db, logger, signer, hashCost }: Identit
 
     async login(req, ctx) {
       const row = await store.byEmail(normalizeEmail(req.email));
-      const ok = await hashing.run(() => verifyPassword(req.password, row?.password_hash ?? decoyHash), callerLimits(ctx));
+      const ok = await hashing.run(() => verifyPassword(req.password, row?.password_hash ?? decoyHash, hashCost), callerLimits(ctx));
       if (!row || !ok) throw badCredentials();
-      if (needsRehash(row.password_hash, hashCost)) await rehash(row, req.password, ctx);
-      stopIfGivenUp(ctx); // no token for a caller who has stopped waiting for it
+      const left = stopIfGivenUp(ctx); // no token for a caller who has stopped waiting for it
       const { token, expiresAt } = await signer.sign(row.id, row.roles);
-      logger.info({ user_id: row.id, deadline_left_ms: ctx.timeoutMs() }, "token issued");
+      if (needsRehash(row.password_hash, hashCost)) void rehash(row, req.password);
+      logger.info({ user_id: row.id, deadline_left_ms: left }, "token issued"); // as it was when the token was decided
       return { accessToken: token, tokenType: "Bearer", expireTime: timestampFromDate(expiresAt), user: toUser(row) };
     },
 

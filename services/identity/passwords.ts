@@ -26,18 +26,33 @@ export function hashPassword(password: string, cost: HashCost = OWASP_COST): Pro
   return argon2Hash(normalized(password), { memoryCost: cost.memoryKiB, timeCost: cost.passes, parallelism: 1 });
 }
 
-/** True when `password` matches `stored`; as long whether or not it matches. */
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
-  if (stored.startsWith("$argon2id$")) return argon2Verify(stored, normalized(password));
-  if (stored.startsWith("scrypt$")) return verifyScrypt(normalized(password), stored);
+/**
+ * True when `password` matches `stored`. A stored value of no known scheme, or one that does not
+ * parse, never matches, after as long as a hash at `cost` takes: it answers like a wrong password.
+ */
+export async function verifyPassword(password: string, stored: string, cost: HashCost = OWASP_COST): Promise<boolean> {
+  try {
+    if (stored.startsWith("$argon2id$")) return await argon2Verify(stored, normalized(password));
+    if (stored.startsWith("scrypt$")) return await verifyScrypt(normalized(password), stored);
+  } catch {} // malformed: as no scheme
+  await hashPassword(password, cost);
   return false;
 }
 
-/** True when `stored` is not an Argon2id hash at exactly `cost`: the next successful login replaces it. */
+/**
+ * True when `stored` is weaker than `cost` (less memory, fewer passes, another variant or version):
+ * the next successful login replaces it. A stronger hash stays, so lowering the cost by mistake
+ * weakens no one's hash.
+ */
 export function needsRehash(stored: string, cost: HashCost = OWASP_COST): boolean {
   if (!stored.startsWith("$argon2id$")) return true;
-  const o = parseOptions(stored);
-  return o.memoryCost !== cost.memoryKiB || o.timeCost !== cost.passes || o.parallelism !== 1;
+  try {
+    const o = parseOptions(stored);
+    // version 1 is Argon2 1.3 (0x13); the package's Version enum is a const enum, absent at run time.
+    return o.memoryCost < cost.memoryKiB || o.timeCost < cost.passes || o.parallelism !== 1 || o.version !== 1;
+  } catch {
+    return true;
+  }
 }
 
 /** The previous scheme, `scrypt$<log2 N>$<r>$<p>$<salt>$<key>` (base64url parts): verified, never written. */

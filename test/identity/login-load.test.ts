@@ -82,12 +82,14 @@ describe("a burst of logins with short deadlines", () => {
         Object.fromEntries(["ResourceExhausted", "DeadlineExceeded"].map((c) => [c, refused.filter((o) => o.code === c).length])),
       )}, slowest refusal ${Math.max(0, ...refused.map((o) => o.ms))} ms`,
     );
-    // A token is issued only with time left to answer; one still in flight when the caller's deadline
-    // passes can arrive late (no server can prevent that): at most those issued in the deadline's
-    // last tenth may be issued and not received. Before the queue and the checks, every one of 24
-    // was issued and none received.
+    // The server issues a token only with time left to answer (25 ms by its own clock)...
+    const tokenLines = lines().filter((l) => l.msg === "token issued").slice(-issued);
+    expect(tokenLines.every((l) => typeof l.deadline_left_ms === "number" && l.deadline_left_ms >= 25)).toBe(true);
+    // ...but one still in flight when the caller's deadline passes can arrive late, on a busy
+    // machine more than a few: no server can prevent that. Before the queue and the checks, every
+    // one of 24 was issued and none received.
     expect(issued).toBeGreaterThanOrEqual(answered);
-    expect(issued - answered).toBeLessThanOrEqual(Math.max(2, Math.ceil(answered / 10)));
+    expect(issued - answered).toBeLessThanOrEqual(Math.max(3, Math.ceil(answered / 5)));
     expect(answered).toBeGreaterThan(0);
     expect(refused.every((o) => o.code === "ResourceExhausted" || o.code === "DeadlineExceeded")).toBe(true);
     client.close();

@@ -34,13 +34,24 @@ describe("password hashes", () => {
 
     const current = await hashPassword("correct horse");
     expect(needsRehash(current)).toBe(false);
-    expect(needsRehash(current, { ...OWASP_COST, passes: 3 })).toBe(true);
-    expect(needsRehash(await hashPassword("x", { memoryKiB: 8_192, passes: 2 }))).toBe(true);
+    expect(needsRehash(current, { ...OWASP_COST, passes: 3 })).toBe(true); // the policy was raised
+    expect(needsRehash(await hashPassword("x", { memoryKiB: 8_192, passes: 2 }))).toBe(true); // weaker
+    expect(needsRehash(await hashPassword("x", { ...OWASP_COST, passes: 3 }))).toBe(false); // stronger stays
   });
 
-  it("never match a stored value of no known scheme", async () => {
-    for (const stored of ["", "plain text", "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA", "scrypt$"]) {
+  it("never match a stored value of no known scheme or a malformed one, and take a hash's time to say so", async () => {
+    const malformed = [
+      "", "plain text", "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA", "scrypt$",
+      "$argon2id$garbage", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", "scrypt$abc$8$1$c2FsdA$aGFzaA",
+    ];
+    for (const stored of malformed) {
       expect(await verifyPassword("plain text", stored)).toBe(false);
+      expect(needsRehash(stored)).toBe(true);
     }
+    // As long as a real check: a cheap refusal would tell these accounts apart by timing.
+    const time = async (f: () => Promise<unknown>) => ((t) => f().then(() => performance.now() - t))(performance.now());
+    const real = await hashPassword("correct horse");
+    const [check, refusal] = [await time(() => verifyPassword("wrong", real)), await time(() => verifyPassword("wrong", "$argon2id$garbage"))];
+    expect(refusal).toBeGreaterThan(check / 3);
   });
 });
