@@ -30,6 +30,7 @@ import { comparison, layoutName, markdown, runName, writeJson, type Layout, type
 import { mixedRows, orderReadRow, productRow, sagaRows, type BenchContext, type BenchOptions, type Capacity, type RowName, type RowResult } from "./rows.js";
 import { startCountingPostgres, type CountingPostgres } from "./sql-counter.js";
 import { layouts as launcherLayouts } from "../launcher/layout.js";
+import { processNodeFlags } from "../launcher/node-flags.js";
 
 const numbers = (value: string | undefined, fallback: number[]) => (value ? value.split(",").map(Number).filter((n) => n > 0) : fallback);
 const options: BenchOptions = {
@@ -118,7 +119,7 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
     );
     log(`mesh up; setting up the shop (${shopperCount} shoppers, 2 confirmed orders each, stock for every product)…`);
     const fixture = await prepareShop(mesh.gatewayUrl, shopperCount, 2);
-    if (layout === "postgres" && wanted.has("orders")) bareParts = await startBareParts(mesh.databaseUrl("order"), fixture.shoppers.map((s) => s.token));
+    if (layout === "postgres" && wanted.has("orders")) bareParts = await startBareParts(mesh.databaseUrl("order"), fixture.shoppers.map((s) => s.token), nodeArgs ?? processNodeFlags);
     await measurer.settle(QUIET_CORES[layout]);
     const idle = Object.entries(measurer.memory());
     const [idleMiB, idlePssMiB] = [Object.fromEntries(idle.map(([name, m]) => [name, m.rssMiB])), Object.fromEntries(idle.map(([name, m]) => [name, m.pssMiB]))];

@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 import { createCa } from "../mesh/certs.js";
 import type { Job, LoadMessage, ResultOf } from "./jobs.js";
 
-const forkHere = (file: string) => fork(fileURLToPath(new URL(file, import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+/** Forks a file of bench/ with this process's loader, and `nodeArgs` for V8 besides. */
+const forkHere = (file: string, nodeArgs: readonly string[] = []) =>
+  fork(fileURLToPath(new URL(file, import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...nodeArgs] });
 
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
@@ -91,12 +93,13 @@ export interface BareParts {
   stop(): Promise<void>;
 }
 
-export async function startBareParts(databaseUrl: string, tokens: readonly string[]): Promise<BareParts> {
+/** `nodeArgs`: the flags the mesh's own processes run with, so that both pay the same for GC. */
+export async function startBareParts(databaseUrl: string, tokens: readonly string[], nodeArgs: readonly string[]): Promise<BareParts> {
   const ca = await createCa("bare parts CA");
   const tlsOf = async (name: string) => ({ ca: ca.cert, ...(await ca.issue(name)) });
   const started: ChildProcess[] = [];
   const start = async (setup: object) => {
-    const child = forkHere("./bare-parts.ts");
+    const child = forkHere("./bare-parts.ts", nodeArgs);
     started.push(child);
     child.send(setup);
     return { child, port: (await nextMessage<{ port: number }>(child)).port };

@@ -66,12 +66,12 @@ function pidsOf(watched: Record<string, Watched>, stats: Map<number, Stat>): Map
   return out;
 }
 
-/** A process's proportional set size in KiB (0 once it is gone). */
+/** A process's proportional set size in KiB: 0 once it is gone, NaN if it cannot be read (printed as –). */
 function pssKiB(pid: number): number {
   try {
-    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
-  } catch {
-    return 0;
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? NaN);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ESRCH" ? 0 : NaN;
   }
 }
 

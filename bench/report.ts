@@ -50,7 +50,7 @@ function ratio(r: RowResult): string {
   return `${(r.achieved / b.achieved).toFixed(2)}×; p99 ${n1(r.latency.p99 / b.latency.p99)}×${bare}`;
 }
 
-const describeBaseline = (b: Baseline) => `${b.title}: ${n0(b.achieved)}/s, p50 ${ms(b.latency.p50)} / p99 ${ms(b.latency.p99)} ms`;
+const describeBaseline = (b: Baseline) => `${b.title}: ${n0(b.achieved)}/s, p50 ${ms(b.latency.p50)} / p99 ${ms(b.latency.p99)} ms${b.failed ? `, ${b.failed} failed` : ""}`;
 const baselineCell = (r: RowResult) => (r.baseline ? [r.baseline, ...(r.bareParts ? [r.bareParts] : [])].map(describeBaseline).join("; ") : "—");
 
 const table = (header: string[], rows: string[][]) =>

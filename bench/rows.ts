@@ -17,6 +17,8 @@ export interface Baseline {
   latency: Latency;
   /** CPU µs per request (or message) per process. */
   cpuUs: Record<string, number>;
+  /** Requests that failed (counted apart from `achieved`). */
+  failed?: number;
 }
 
 export interface RowResult {
@@ -107,7 +109,7 @@ async function edgeRow(ctx: BenchContext, row: RowName, title: string, requests:
     if (res.status !== 200 || text !== bodies[path]) throw new Error(`the bare parts answered GET ${path} with HTTP ${res.status} ${text.slice(0, 200)}, not the gateway's answer`);
   }
   const job = (p: number) => ({ kind: "closed" as const, port: p, requests, concurrency: options.concurrency, warmupMs: options.warmupSeconds * 1000, durationMs: options.seconds * 1000 });
-  const baselineOf = (title: string, m: Measured<ClosedJob>): Baseline => ({ title, achieved: m.result.perSecond, latency: m.result.latency, cpuUs: perUnit(m.cpu, m.result.ok) });
+  const baselineOf = (title: string, m: Measured<ClosedJob>): Baseline => ({ title, achieved: m.result.perSecond, latency: m.result.latency, cpuUs: perUnit(m.cpu, m.result.ok), failed: m.result.failed });
   await measurer.settle(ctx.quietCores);
   const base = await measurer.run(job(ctx.raw.port));
   let bare: Baseline | undefined;
@@ -120,7 +122,7 @@ async function edgeRow(ctx: BenchContext, row: RowName, title: string, requests:
   const r = mesh.result;
   ctx.log(
     `${row}: ${f0(r.perSecond)} req/s, p50 ${r.latency.p50.toFixed(1)} ms, p99 ${r.latency.p99.toFixed(1)} ms, ${r.failed} failed; raw ${f0(base.result.perSecond)} req/s, p99 ${base.result.latency.p99.toFixed(1)} ms` +
-      (bare ? `; bare parts ${f0(bare.achieved)} req/s, p99 ${bare.latency.p99.toFixed(1)} ms` : ""),
+      (bare ? `; bare parts ${f0(bare.achieved)} req/s, p99 ${bare.latency.p99.toFixed(1)} ms, ${bare.failed} failed` : ""),
   );
   return {
     row,
