@@ -128,6 +128,23 @@ async function* failing(err: ConnectError): AsyncIterable<Uint8Array> {
   throw err;
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * The error with a message connect can send. gRPC and gRPC-Web carry it percent-encoded in
+ * grpc-message, and encodeURIComponent throws on half a UTF-16 character: a message quoting the
+ * caller's input can hold one (JSON's parser cuts its excerpt of the body anywhere; a JSON string
+ * may escape one), and connect's throw became a 500 (fuzz seed 1722964704, case 7420).
+ */
+function sendable(err: unknown): unknown {
+  if (!(err instanceof ConnectError)) return err;
+  const message = err.rawMessage.replace(LONE_SURROGATE, "\uFFFD");
+  if (message === err.rawMessage) return err;
+  const fixed = new ConnectError(message, err.code, err.metadata, undefined, err.cause);
+  fixed.details.push(...err.details);
+  return fixed;
+}
+
 /** The JSON answer for a request connect refused with an empty body (405, 415). */
 function bodilessRefusal(handler: UniversalHandler, req: IncomingMessage, status: number): [number, object, Record<string, string>] {
   const rpc = `${handler.service.typeName}/${handler.method.name}`;
@@ -157,8 +174,14 @@ export function createRpcHandler(opts: RpcOptions) {
   for (const method of edgeMethods(publicServices.map(([s]) => s))) {
     const impl =
       method.methodKind === "server_streaming"
-        ? (req: Message, ctx: HandlerContext) => proxyStream(opts.upstreams, method, req, edgeCallOf(ctx))
-        : (req: Message, ctx: HandlerContext) => proxyUnary(opts.upstreams, method, req, edgeCallOf(ctx));
+        ? async function* (req: Message, ctx: HandlerContext) {
+            try {
+              yield* proxyStream(opts.upstreams, method, req, edgeCallOf(ctx));
+            } catch (err) {
+              throw sendable(err);
+            }
+          }
+        : (req: Message, ctx: HandlerContext) => proxyUnary(opts.upstreams, method, req, edgeCallOf(ctx)).catch((err) => Promise.reject(sendable(err)));
     const jsonOptions = fieldNamingJson(method);
     router.rpc(method, impl as MethodImpl<DescMethod>, { jsonOptions });
     serializations.set(method, createMethodSerializationLookup(method, undefined, jsonOptions, { readMaxBytes: opts.body.maxBytes, writeMaxBytes: opts.body.maxBytes }));
@@ -175,7 +198,7 @@ export function createRpcHandler(opts: RpcOptions) {
     const refusal = input && (await undecodable(handler.method, serializations.get(handler.method)!, input, opts.body.maxBytes));
     if (refusal && req.method === "GET") throw refusal; // connect reads a GET's query, not a body: the edge answers, as Connect would
     const request = universalRequestFromNodeRequest(req, res, undefined, createContextValues().set(edgeCallKey, call));
-    const answer = await handler({ ...request, body: refusal ? failing(refusal) : createAsyncIterable([body]) });
+    const answer = await handler({ ...request, body: refusal ? failing(sendable(refusal) as ConnectError) : createAsyncIterable([body]) });
     if (answer.body === undefined && answer.status >= 400) return sendJson(res, ...bodilessRefusal(handler, req, answer.status));
     await new Promise<void>((resolve) => {
       res.once("close", resolve);

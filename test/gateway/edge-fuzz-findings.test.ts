@@ -97,6 +97,19 @@ describe("edge: an RPC body that does not decode is the caller's error (INVALID_
     expect(message).toMatch(/could not be decoded as shop\.catalog\.v1\.(ListProducts|GetProduct)Request/);
   });
 
+  // Seed 1722964704, case 7420: JSON's parser quoted the start of a body and cut an emoji in two; the
+  // lone half made connect's percent-encoding of grpc-message throw, and the edge answered 500.
+  it.each([
+    ["application/grpc-web+json", "x" + "😀".repeat(30), /not valid JSON/],
+    ["application/grpc+json", "x" + "😀".repeat(30), /not valid JSON/],
+  ])("%s: a message quoting half a character is still grpc-status 3, not 500 (%s)", async (contentType, text, message) => {
+    const { responses } = await exchange([post("/shop.catalog.v1.CatalogService/GetProduct", contentType, envelope(0, Buffer.from(text, "utf8")), "X-Grpc-Web: 1\r\n")]);
+    expect(responses[0]!.status).toBe(200);
+    const answer = grpcStatus(responses[0]!);
+    expect(answer.status).toBe("3");
+    expect(answer.message).toMatch(message);
+  });
+
   it("gRPC-Web: a frame flagged compressed with no grpc-encoding is grpc-status 3 (fuzz case 18)", async () => {
     const frame = envelope(1, Buffer.from("\xd9\xebo\x07s\xa2", "latin1"));
     const { responses } = await exchange([post("/shop.catalog.v1.CatalogService/GetProduct", "application/grpc-web", frame, "X-Grpc-Web: 1\r\n")]);
