@@ -15,6 +15,7 @@ import { create, toJson } from "@bufbuild/protobuf";
 import pg from "pg";
 import { GetOrderResponseSchema, OrderService, type GetOrderRequest } from "../gen/shop/order/v1/order_pb.js";
 import type { TlsFiles } from "../mesh/certs.js";
+import { POOL_SIZE } from "../mesh/data/db.js";
 import { grpcServiceDefinition } from "../mesh/rpc/grpc-adapter.js";
 import { createStore } from "../services/order/store.js";
 
@@ -37,7 +38,7 @@ const DEADLINE_MS = 5_000;
 const getOrder = grpcServiceDefinition(OrderService).getOrder!;
 
 async function serveOrder({ tls, databaseUrl }: BareOrderSetup): Promise<number> {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10 });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: POOL_SIZE });
   const names = new Map<string, string>();
   const store = createStore({
     query: async <T>(text: string, values?: unknown[]) => {

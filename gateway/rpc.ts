@@ -131,13 +131,13 @@ async function* failing(err: ConnectError): AsyncIterable<Uint8Array> {
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /**
- * The error with a message connect can send. gRPC and gRPC-Web carry it percent-encoded in
- * grpc-message, and encodeURIComponent throws on half a UTF-16 character: a message quoting the
- * caller's input can hold one (JSON's parser cuts its excerpt of the body anywhere; a JSON string
- * may escape one), and connect's throw became a 500 (fuzz seed 1722964704, case 7420).
+ * The refusal with a message connect can send. gRPC and gRPC-Web carry it percent-encoded in
+ * grpc-message, and encodeURIComponent throws on half a UTF-16 character: JSON's parser quotes the
+ * body and may cut its excerpt inside a character, and connect's throw became a 500 (fuzz seed
+ * 1722964704, case 7420). Only the decode refusal quotes the caller's bytes: an upstream's message
+ * arrives percent-decoded, whole.
  */
-function sendable(err: unknown): unknown {
-  if (!(err instanceof ConnectError)) return err;
+function sendable(err: ConnectError): ConnectError {
   const message = err.rawMessage.replace(LONE_SURROGATE, "\uFFFD");
   if (message === err.rawMessage) return err;
   const fixed = new ConnectError(message, err.code, err.metadata, undefined, err.cause);
@@ -174,14 +174,8 @@ export function createRpcHandler(opts: RpcOptions) {
   for (const method of edgeMethods(publicServices.map(([s]) => s))) {
     const impl =
       method.methodKind === "server_streaming"
-        ? async function* (req: Message, ctx: HandlerContext) {
-            try {
-              yield* proxyStream(opts.upstreams, method, req, edgeCallOf(ctx));
-            } catch (err) {
-              throw sendable(err);
-            }
-          }
-        : (req: Message, ctx: HandlerContext) => proxyUnary(opts.upstreams, method, req, edgeCallOf(ctx)).catch((err) => Promise.reject(sendable(err)));
+        ? (req: Message, ctx: HandlerContext) => proxyStream(opts.upstreams, method, req, edgeCallOf(ctx))
+        : (req: Message, ctx: HandlerContext) => proxyUnary(opts.upstreams, method, req, edgeCallOf(ctx));
     const jsonOptions = fieldNamingJson(method);
     router.rpc(method, impl as MethodImpl<DescMethod>, { jsonOptions });
     serializations.set(method, createMethodSerializationLookup(method, undefined, jsonOptions, { readMaxBytes: opts.body.maxBytes, writeMaxBytes: opts.body.maxBytes }));
@@ -198,7 +192,7 @@ export function createRpcHandler(opts: RpcOptions) {
     const refusal = input && (await undecodable(handler.method, serializations.get(handler.method)!, input, opts.body.maxBytes));
     if (refusal && req.method === "GET") throw refusal; // connect reads a GET's query, not a body: the edge answers, as Connect would
     const request = universalRequestFromNodeRequest(req, res, undefined, createContextValues().set(edgeCallKey, call));
-    const answer = await handler({ ...request, body: refusal ? failing(sendable(refusal) as ConnectError) : createAsyncIterable([body]) });
+    const answer = await handler({ ...request, body: refusal ? failing(sendable(refusal)) : createAsyncIterable([body]) });
     if (answer.body === undefined && answer.status >= 400) return sendJson(res, ...bodilessRefusal(handler, req, answer.status));
     await new Promise<void>((resolve) => {
       res.once("close", resolve);

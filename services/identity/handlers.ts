@@ -39,7 +39,7 @@ function callerLimits(ctx: HandlerContext): QueueLimits {
 }
 
 /** Time an answer needs to reach the caller after the token is signed. */
-const ANSWER_MARGIN_MS = 25;
+export const ANSWER_MARGIN_MS = 25;
 
 /**
  * Stops work (and above all, issuing a token) for a caller who has given up, or whose deadline is
@@ -56,7 +56,7 @@ export interface IdentityDeps {
   db: Db;
   logger: Logger;
   signer: Signer;
-  /** The cost of new password hashes; stored hashes of another cost are replaced at login. */
+  /** The cost of new password hashes; stored hashes of a lower cost are replaced after a login. */
   hashCost: HashCost;
 }
 

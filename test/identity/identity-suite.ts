@@ -1,5 +1,4 @@
 // Every rule of the identity service, run against each database it supports (PGlite, PostgreSQL).
-import { randomBytes, scryptSync } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
@@ -8,7 +7,7 @@ import { Role, type IdentityService } from "../../gen/shop/identity/v1/identity_
 import { headers } from "../../mesh/rpc/call-scope.js";
 import type { MeshClient } from "../../mesh/rpc/client.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
-import { startIdentity, type IdentityUnderTest } from "../support/identity.js";
+import { scryptHash, startIdentity, type IdentityUnderTest } from "../support/identity.js";
 import { rejection } from "../support/servers.js";
 import { eventually } from "../support/eventually.js";
 import { startNats, type NatsTestServer } from "../support/processes.js";
@@ -127,9 +126,7 @@ export function identitySuite(name: string, database: DatabaseUnderTest) {
 
     it("replaces a password hash of the previous scheme (scrypt) at the next successful login, not at a failed one", async () => {
       const { user } = await register({ email: "legacy@shop.test" });
-      const salt = randomBytes(16);
-      const key = scryptSync("correct horse", salt, 32, { N: 2 ** 12, r: 8, p: 1 });
-      const legacy = ["scrypt", 12, 8, 1, salt.toString("base64url"), key.toString("base64url")].join("$");
+      const legacy = scryptHash("correct horse");
       const stored = async () => (await svc.db.query<{ password_hash: string }>("SELECT password_hash FROM users WHERE id = $1", [user!.id]))[0]!.password_hash;
       await svc.db.query("UPDATE users SET password_hash = $2 WHERE id = $1", [user!.id, legacy]);
 

@@ -1,15 +1,8 @@
 // Password hashes: Argon2id at OWASP's cost for every new hash; the previous scheme (scrypt) still
 // verifies, and is marked for replacement, as is a hash of any other cost.
-import { randomBytes, scryptSync } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { hashPassword, needsRehash, OWASP_COST, verifyPassword } from "../../services/identity/passwords.js";
-
-/** A hash as the previous scheme wrote it: `scrypt$<log2 N>$<r>$<p>$<salt>$<key>`. */
-function scryptHash(password: string, log2N = 12): string {
-  const salt = randomBytes(16);
-  const key = scryptSync(password.normalize("NFKC"), salt, 32, { N: 2 ** log2N, r: 8, p: 1 });
-  return ["scrypt", log2N, 8, 1, salt.toString("base64url"), key.toString("base64url")].join("$");
-}
+import { scryptHash } from "../support/identity.js";
 
 describe("password hashes", () => {
   it("are Argon2id with 19 MiB, 2 passes and 1 lane, salted, and verify only the right password", async () => {
