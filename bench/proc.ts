@@ -75,13 +75,18 @@ function pssKiB(pid: number): number {
   }
 }
 
-/** Resident memory now per name, as RSS and as PSS (MiB). Reads every page table: once a second at most. */
-export function memory(watched: Record<string, Watched>): Record<string, { rssMiB: number; pssMiB: number }> {
+/**
+ * Resident memory now per name, as RSS and as PSS (MiB). PSS walks every page table of the process
+ * (a PostgreSQL tree's too), which costs the reader real CPU on a busy machine: it is read only for
+ * the names `withPss` accepts, given their RSS; the others get NaN.
+ */
+export function memory(watched: Record<string, Watched>, withPss: (name: string, rssMiB: number) => boolean = () => true): Record<string, { rssMiB: number; pssMiB: number }> {
   const stats = scan();
   const out: Record<string, { rssMiB: number; pssMiB: number }> = {};
   for (const [name, pids] of pidsOf(watched, stats)) {
     const sum = (f: (pid: number) => number) => pids.reduce((n, p) => n + f(p), 0) / 1024;
-    out[name] = { rssMiB: sum((p) => stats.get(p)!.rssKiB), pssMiB: sum(pssKiB) };
+    const rssMiB = sum((p) => stats.get(p)!.rssKiB);
+    out[name] = { rssMiB, pssMiB: withPss(name, rssMiB) ? sum(pssKiB) : NaN };
   }
   return out;
 }
