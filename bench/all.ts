@@ -119,7 +119,7 @@ async function runLayout(layout: Layout, processes: ProcessLayout, copy: BuiltCo
     );
     log(`mesh up; setting up the shop (${shopperCount} shoppers, 2 confirmed orders each, stock for every product)…`);
     const fixture = await prepareShop(mesh.gatewayUrl, shopperCount, 2);
-    if (layout === "postgres" && wanted.has("orders")) bareParts = await startBareParts(mesh.databaseUrl("order"), fixture.shoppers.map((s) => s.token), nodeArgs ?? processNodeFlags);
+    if (layout === "postgres" && wanted.has("orders")) bareParts = await startBareParts(mesh.databaseUrl("order"), fixture.shoppers, nodeArgs ?? processNodeFlags);
     await measurer.settle(QUIET_CORES[layout]);
     const idle = Object.entries(measurer.memory());
     const [idleMiB, idlePssMiB] = [Object.fromEntries(idle.map(([name, m]) => [name, m.rssMiB])), Object.fromEntries(idle.map(([name, m]) => [name, m.pssMiB]))];

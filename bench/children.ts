@@ -5,7 +5,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { createCa } from "../mesh/certs.js";
-import type { Job, LoadMessage, ResultOf } from "./jobs.js";
+import type { Job, LoadMessage, ResultOf, Shopper } from "./jobs.js";
 
 /** Forks a file of bench/ with this process's loader, and `nodeArgs` for V8 besides. */
 const forkHere = (file: string, nodeArgs: readonly string[] = []) =>
@@ -94,7 +94,7 @@ export interface BareParts {
 }
 
 /** `nodeArgs`: the flags the mesh's own processes run with, so that both pay the same for GC. */
-export async function startBareParts(databaseUrl: string, tokens: readonly string[], nodeArgs: readonly string[]): Promise<BareParts> {
+export async function startBareParts(databaseUrl: string, shoppers: readonly Shopper[], nodeArgs: readonly string[]): Promise<BareParts> {
   const ca = await createCa("bare parts CA");
   const tlsOf = async (name: string) => ({ ca: ca.cert, ...(await ca.issue(name)) });
   const started: ChildProcess[] = [];
@@ -107,8 +107,8 @@ export async function startBareParts(databaseUrl: string, tokens: readonly strin
   const stop = async () => void (await Promise.all(started.map(stopChild)));
   try {
     const order = await start({ role: "order", tls: await tlsOf("order"), databaseUrl });
-    // The user each token names (its `sub`), as the gateway's verified-token cache holds it.
-    const users = Object.fromEntries(tokens.map((t) => [t, JSON.parse(Buffer.from(t.split(".")[1]!, "base64url").toString()).sub as string]));
+    // Token → user, as the gateway's verified-token cache holds it.
+    const users = Object.fromEntries(shoppers.map((s) => [s.token, s.userId]));
     const edge = await start({ role: "edge", tls: await tlsOf("gateway"), orderAddress: `127.0.0.1:${order.port}`, users });
     return { port: edge.port, pids: { edge: edge.child.pid, order: order.child.pid }, stop };
   } catch (err) {

@@ -25,13 +25,13 @@ export async function prepareShop(gatewayUrl: string, shopperCount: number, orde
     const email = `bench${i}-${run}@shop.test`;
     const password = "correct horse battery staple";
     must("register", await persist(() => call("POST", "/v1/auth/register", { email, password, displayName: `Bench ${i}` })));
-    const { accessToken } = must("login", await persist(() => call("POST", "/v1/auth/login", { email, password })));
+    const { accessToken, user } = must("login", await persist(() => call("POST", "/v1/auth/login", { email, password })));
     const orderIds: string[] = [];
     for (let j = 0; j < ordersEach; j++) {
       const order = { lines: [{ productId: productIds[(i + j) % productIds.length]!, quantity: 1 }], shippingAddress: shipping };
       orderIds.push(must("place order", await placeOrder(accessToken, order, testCards.success, `bench-${run}-${i}-${j}`)).order.id);
     }
-    shoppers.push({ email, password, token: accessToken, orderIds });
+    shoppers.push({ email, password, token: accessToken, userId: user.id, orderIds });
   }
   // Reads of these orders and their payments should find them settled, as most reads of a shop do.
   for (const s of shoppers) for (const id of s.orderIds) await untilConfirmed(call, id, s.token);

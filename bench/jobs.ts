@@ -6,6 +6,8 @@ export interface Shopper {
   email: string;
   password: string;
   token: string;
+  /** Their user id, as the login answered it. */
+  userId: string;
   /** Orders of theirs (confirmed during the set-up), for reads of orders and payments. */
   orderIds: string[];
 }

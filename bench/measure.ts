@@ -16,7 +16,7 @@ export interface Measured<J extends Job> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Measurer {
-  /** Highest RSS and PSS (MiB) seen per process while a window was open. */
+  /** Highest RSS (MiB) seen per process while a window was open, and the highest PSS read at those peaks. */
   readonly peakRssMiB: Record<string, number> = {};
   readonly peakPssMiB: Record<string, number> = {};
 
@@ -32,8 +32,8 @@ export class Measurer {
     return usage(this.watched());
   }
 
-  memory(): ReturnType<typeof memory> {
-    return memory(this.watched());
+  memory(withPss?: Parameters<typeof memory>[1]): ReturnType<typeof memory> {
+    return memory(this.watched(), withPss);
   }
 
   async run<J extends Job>(job: J): Promise<Measured<J>> {
@@ -48,7 +48,7 @@ export class Measurer {
     // under mixed load, CPU the mesh under test then lacked.
     const sample = () => {
       const atPeak = (name: string, rssMiB: number) => rssMiB > (this.peakRssMiB[name] ?? 0);
-      for (const [name, { rssMiB, pssMiB }] of Object.entries(memory(this.watched(), atPeak))) {
+      for (const [name, { rssMiB, pssMiB }] of Object.entries(this.memory(atPeak))) {
         this.peakRssMiB[name] = Math.max(this.peakRssMiB[name] ?? 0, rssMiB);
         if (!Number.isNaN(pssMiB)) this.peakPssMiB[name] = Math.max(this.peakPssMiB[name] ?? 0, pssMiB);
       }

@@ -133,8 +133,8 @@ export function markdown(run: LayoutRun): string {
   const memNames = Object.keys({ ...m.idleMiB, ...m.peakUnderLoadMiB });
   out.push(
     table(
-      ["process", "idle RSS", "highest RSS under load", "idle PSS", "highest PSS under load"],
-      memNames.map((n) => [n, n0(m.idleMiB[n] ?? NaN), n0(m.peakUnderLoadMiB[n] ?? NaN), n0(m.idlePssMiB?.[n] ?? NaN), n0(m.peakUnderLoadPssMiB?.[n] ?? NaN)]),
+      ["process", "idle RSS", "highest RSS under load", "idle PSS", "PSS at the highest RSS"],
+      memNames.map((n) => [n, n0(m.idleMiB[n] ?? NaN), n0(m.peakUnderLoadMiB[n] ?? NaN), n0(m.idlePssMiB[n] ?? NaN), n0(m.peakUnderLoadPssMiB[n] ?? NaN)]),
     ),
   );
   return out.join("\n");

@@ -1,5 +1,5 @@
 // Password hashes: Argon2id at OWASP's cost for every new hash; the previous scheme (scrypt) still
-// verifies, and is marked for replacement, as is a hash of any other cost.
+// verifies, and is marked for replacement, as is a hash of a lower cost.
 import { describe, expect, it } from "vitest";
 import { hashPassword, needsRehash, OWASP_COST, verifyPassword } from "../../services/identity/passwords.js";
 import { scryptHash } from "../support/identity.js";
@@ -19,7 +19,7 @@ describe("password hashes", () => {
     expect(await verifyPassword("final cafe\u0301", stored)).toBe(true);
   });
 
-  it("still verify the previous scheme's hashes, and mark them and other costs for replacement", async () => {
+  it("still verify the previous scheme's hashes, and mark them and lower costs for replacement", async () => {
     const legacy = scryptHash("correct horse");
     expect(await verifyPassword("correct horse", legacy)).toBe(true);
     expect(await verifyPassword("wrong horse", legacy)).toBe(false);
